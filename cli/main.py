@@ -1,0 +1,76 @@
+"""The ``hapi-onnx`` root group.
+
+Commands are imported only when invoked, so ``hapi-onnx --help`` stays fast and imports no
+optional extra. A :class:`~hapi_onnx.errors.HapiError` becomes ``error: <message>`` on stderr
+and exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+import importlib
+
+import click
+
+from hapi_onnx import __version__
+from hapi_onnx.errors import HapiError
+
+# name -> (module in hapi_onnx_cli, short help), in the order of the workflow.
+COMMANDS = {
+    "data": ("data_cmd", "Write the demo MNIST splits (train/calib/test .npz)."),
+    "export": ("export_cmd", "Convert a PyTorch or ONNX CNN to a verified ONNX model."),
+    "exits": ("exits_cmd", "List the candidate exits (single-tensor cut points) of a model."),
+    "split": ("split_cmd", "Split a model into segments at cut tensors."),
+    "attach": ("attach_cmd", "Fit exit heads on the frozen backbone and graft them in."),
+    "calibrate": ("calibrate_cmd", "Record every exit's predictions on a labelled set (trace)."),
+    "profile": ("profile_cmd", "Time every segment and head on a device preset."),
+    "search": ("search_cmd", "Choose exits and thresholds under latency/accuracy constraints."),
+    "bundle": ("bundle_cmd", "Package a design as a staged early-exit bundle."),
+    "run": ("run_cmd", "Run a bundle on inputs from a .npy/.npz file."),
+    "evaluate": ("evaluate_cmd", "Measure a bundle's accuracy and latency against the full model."),
+    "build": ("build_cmd", "Run the whole flow, export to evaluate, in a work directory."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands live in their own modules, imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"hapi_onnx_cli.{COMMANDS[name][0]}")
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the table, so --help imports no command module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, (_, text) in COMMANDS.items()])
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HapiError as err:
+            click.echo(f"error: {err}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hapi-onnx")
+def cli() -> None:
+    """hapi-onnx: hardware-aware early-exit CNNs on ONNX Runtime (HAPI).
+
+    \b
+    Typical flow:
+      hapi-onnx attach model.onnx --data train.npz -o ee.onnx
+      hapi-onnx calibrate ee.onnx --data calib.npz -o trace.npz
+      hapi-onnx profile ee.onnx --device cpu-1t -o latency.json
+      hapi-onnx search --trace trace.npz --latency latency.json --max-accuracy-drop 0.5 -o design.json
+      hapi-onnx bundle ee.onnx --design design.json -o model.hapi
+      hapi-onnx evaluate model.hapi --data test.npz
+    or all of it at once with `hapi-onnx build`.
+    """
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="hapi-onnx")

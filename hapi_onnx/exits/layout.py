@@ -1,0 +1,87 @@
+"""Where the exits of an over-provisioned (early-exit) ONNX model are, stored in its metadata.
+
+``attach`` writes it; ``calibrate``, ``profile`` and ``bundle`` read it. Only ``onnx`` is needed,
+so the edge-side profiler can read it too.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+
+import onnx
+
+from hapi_onnx.errors import HapiError
+
+METADATA_KEY = "hapi_onnx.exits"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExitSpec:
+    """One intermediate exit.
+
+    Attributes:
+        name (str): Exit name (``exit<k>``), as used in traces, tables and designs.
+        tensor (str): Backbone tensor the head reads (the cut point).
+        output (str): Graph output holding the head's class probabilities.
+    """
+
+    name: str
+    tensor: str
+    output: str
+
+
+@dataclass(frozen=True)
+class ExitLayout:
+    """The exits of an over-provisioned model, in graph order.
+
+    Attributes:
+        input (str): The model's image input.
+        final_output (str): The original classifier output (logits or probabilities).
+        final_is_probability (bool): Whether ``final_output`` is already softmax probabilities.
+        num_classes (int): Number of classes.
+        exits (list[ExitSpec]): Intermediate exits in graph order (final classifier excluded).
+        source_fingerprint (str): sha256 of the backbone model the heads were attached to.
+    """
+
+    input: str
+    final_output: str
+    final_is_probability: bool
+    num_classes: int
+    exits: list[ExitSpec]
+    source_fingerprint: str
+
+    @property
+    def exit_names(self) -> list[str]:
+        """All exit names in order, the final classifier (``final``) last."""
+        return [e.name for e in self.exits] + ["final"]
+
+    def to_model(self, model: onnx.ModelProto) -> None:
+        """Store the layout in ``model``'s metadata, in place."""
+        payload = json.dumps({"format_version": FORMAT_VERSION, **asdict(self)})
+        for prop in model.metadata_props:
+            if prop.key == METADATA_KEY:
+                prop.value = payload
+                return
+        model.metadata_props.add(key=METADATA_KEY, value=payload)
+
+    @classmethod
+    def from_model(cls, model: onnx.ModelProto) -> "ExitLayout":
+        """Read the layout back from an over-provisioned model.
+
+        Raises:
+            HapiError: when the model carries no (or a malformed) exit layout.
+        """
+        props = {p.key: p.value for p in model.metadata_props}
+        if METADATA_KEY not in props:
+            raise HapiError(
+                "This ONNX model has no early exits recorded. "
+                "Create one with `hapi-onnx attach MODEL --data TRAIN.npz -o EE.onnx`."
+            )
+        try:
+            data = json.loads(props[METADATA_KEY])
+            if data.pop("format_version") != FORMAT_VERSION:
+                raise ValueError("unsupported format_version")
+            data["exits"] = [ExitSpec(**e) for e in data["exits"]]
+            return cls(**data)
+        except (ValueError, KeyError, TypeError) as err:
+            raise HapiError(f"The model's exit layout metadata is malformed: {err}.") from None

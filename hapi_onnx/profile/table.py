@@ -1,0 +1,140 @@
+"""The Latency table artifact: measured cost of every backbone segment and head on one device."""
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hapi_onnx.artifact import load_json, save_json
+from hapi_onnx.errors import HapiError
+
+KIND = "hapi-onnx latency table"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    """Statistics of back-to-back timed session runs, in milliseconds (warm-up excluded)."""
+
+    n: int
+    warmup: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    std_ms: float
+    min_ms: float
+
+    def stat(self, name: str) -> float:
+        """The statistic ``name`` (``mean``, ``p50``, ``p90``, ``p99``) in ms."""
+        return getattr(self, f"{name}_ms")
+
+
+@dataclass(frozen=True)
+class PieceLatency:
+    """One timed piece of the model: a backbone segment or an exit head.
+
+    Attributes:
+        name (str): ``segment<k>`` or ``head<k>``; k is the exit the piece ends at / belongs to.
+        inputs (list[str]): Tensors the piece reads.
+        outputs (list[str]): Tensors the piece produces.
+        stats (TimingStats): Whole ``session.run`` timings, per-call overhead included.
+    """
+
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    stats: TimingStats
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Measured costs of an over-provisioned model's pieces on one device preset.
+
+    ``segments[k]`` is the backbone from exit ``k-1`` (the model input for k=0) to exit ``k``;
+    the last segment ends at the final classifier's output. ``heads[k]`` is the head of
+    intermediate exit ``k`` (there is none for the final classifier). ``overhead`` times a
+    trivial graph: the fixed cost of one ``session.run``, included in every other timing.
+
+    Attributes:
+        device (str): Preset name or path the table was measured with.
+        preset (dict): The preset's contents (providers, options, threads, ...).
+        environment (dict): ORT version, providers, CPU model, threads, Python, platform.
+        model_fingerprint (str): sha256 of the over-provisioned model profiled.
+        batch_size (int): Batch size of every timed run.
+        exit_names (list[str]): Exits in order, final classifier last (as in the Trace).
+        segments (list[PieceLatency]): One per exit.
+        heads (list[PieceLatency]): One per intermediate exit.
+        overhead (TimingStats): Per-call overhead of a session run.
+        monolithic (TimingStats): The original model (no heads) in one session, for reference.
+    """
+
+    device: str
+    preset: dict[str, Any]
+    environment: dict[str, Any]
+    model_fingerprint: str
+    batch_size: int
+    exit_names: list[str]
+    segments: list[PieceLatency]
+    heads: list[PieceLatency]
+    overhead: TimingStats
+    monolithic: TimingStats
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        k = len(self.exit_names)
+        if len(self.segments) != k or len(self.heads) != k - 1:
+            raise HapiError(
+                f"Latency table for {k} exits needs {k} segments and {k - 1} heads. "
+                f"Got {len(self.segments)} segments and {len(self.heads)} heads."
+            )
+
+    def segment_costs(self, stat: str = "mean") -> list[float]:
+        """Compute time of each segment in ms, per-call overhead removed (never below 0)."""
+        over = self.overhead.stat(stat)
+        return [max(p.stats.stat(stat) - over, 0.0) for p in self.segments]
+
+    def head_costs(self, stat: str = "mean") -> list[float]:
+        """Compute time of each intermediate head in ms, per-call overhead removed (never below 0)."""
+        over = self.overhead.stat(stat)
+        return [max(p.stats.stat(stat) - over, 0.0) for p in self.heads]
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the table's contents, recorded in designs that used it."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the table as JSON, atomically."""
+        save_json(asdict(self), path, KIND, FORMAT_VERSION)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LatencyTable":
+        """Read a table written by :meth:`save`.
+
+        Raises:
+            HapiError: when the file is missing, malformed, or not a latency table of this version.
+        """
+        data = load_json(path, KIND, FORMAT_VERSION)
+        try:
+            return cls(
+                device=data["device"],
+                preset=data["preset"],
+                environment=data["environment"],
+                model_fingerprint=data["model_fingerprint"],
+                batch_size=data["batch_size"],
+                exit_names=data["exit_names"],
+                segments=[_piece(p) for p in data["segments"]],
+                heads=[_piece(p) for p in data["heads"]],
+                overhead=TimingStats(**data["overhead"]),
+                monolithic=TimingStats(**data["monolithic"]),
+                extra=data.get("extra", {}),
+            )
+        except (KeyError, TypeError) as err:
+            raise HapiError(f"{str(path)!r} is a malformed latency table: missing or bad field {err}.") from None
+
+
+def _piece(data: dict[str, Any]) -> PieceLatency:
+    return PieceLatency(data["name"], data["inputs"], data["outputs"], TimingStats(**data["stats"]))

@@ -1,0 +1,140 @@
+"""The Trace artifact: how every exit of the over-provisioned model behaved on a labelled set.
+
+One calibration pass fills it; the search then scores any subset of exits and any thresholds
+from it offline, because heads on a frozen backbone do not depend on each other.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.files import atomic_output
+
+KIND = "hapi-onnx trace"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Per sample x exit: top-1 class and confidence, with the labels.
+
+    Exits are in candidate (graph) order; the final classifier is the last one.
+
+    Attributes:
+        exit_names (list[str]): Name of each exit, final classifier last.
+        tensors (list[str]): Tensor each exit reads (the final classifier's output for the last).
+        labels (np.ndarray): int64[N] true classes.
+        pred (np.ndarray): int64[K, N] top-1 class per exit.
+        conf (np.ndarray): float32[K, N] max softmax probability per exit.
+        margin (np.ndarray | None): float32[K, N] top-1 minus top-2 probability, if recorded.
+        num_classes (int): Number of classes of the model.
+        model_fingerprint (str): sha256 of the model the trace was taken on.
+    """
+
+    exit_names: list[str]
+    tensors: list[str]
+    labels: np.ndarray
+    pred: np.ndarray
+    conf: np.ndarray
+    num_classes: int
+    model_fingerprint: str
+    margin: np.ndarray | None = field(default=None)
+
+    def __post_init__(self):
+        k, n = len(self.exit_names), len(self.labels)
+        if len(self.tensors) != k:
+            raise HapiError(f"Trace has {k} exit names but {len(self.tensors)} tensors.")
+        for name in ("pred", "conf") + (("margin",) if self.margin is not None else ()):
+            shape = getattr(self, name).shape
+            if shape != (k, n):
+                raise HapiError(f"Trace {name} must have shape ({k}, {n}) (exits x samples). Got {shape}.")
+        if k < 1 or n < 1:
+            raise HapiError(f"Trace must have at least one exit and one sample. Got {k} exits, {n} samples.")
+
+    @property
+    def num_exits(self) -> int:
+        """K, the number of exits including the final classifier."""
+        return len(self.exit_names)
+
+    @property
+    def num_samples(self) -> int:
+        """N, the number of samples."""
+        return len(self.labels)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """bool[K, N]: whether each exit's top-1 class is right."""
+        return self.pred == self.labels[None, :]
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        """float[K]: top-1 accuracy of each exit alone."""
+        return self.correct.mean(axis=1)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the trace's contents, recorded in designs that were searched on it."""
+        import hashlib
+
+        digest = hashlib.sha256(self.model_fingerprint.encode())
+        for arr in (self.labels, self.pred, self.conf):
+            digest.update(np.ascontiguousarray(arr).tobytes())
+        return digest.hexdigest()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the trace as an ``.npz`` (no pickles), atomically."""
+        meta = {
+            "kind": KIND,
+            "format_version": FORMAT_VERSION,
+            "exit_names": list(self.exit_names),
+            "tensors": list(self.tensors),
+            "num_classes": int(self.num_classes),
+            "model_fingerprint": self.model_fingerprint,
+        }
+        arrays = {
+            "meta": np.array(json.dumps(meta)),
+            "labels": self.labels.astype(np.int64),
+            "pred": self.pred.astype(np.int64),
+            "conf": self.conf.astype(np.float32),
+        }
+        if self.margin is not None:
+            arrays["margin"] = self.margin.astype(np.float32)
+        with atomic_output(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Trace":
+        """Read a trace written by :meth:`save`.
+
+        Raises:
+            HapiError: when the file is missing, not an npz, or not a trace of this version.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise HapiError(f"Trace file {str(path)!r} does not exist or is not a file.")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+            meta = json.loads(str(arrays.pop("meta")))
+        except Exception as err:  # zipfile, numpy and json all raise their own types here
+            raise HapiError(f"{str(path)!r} is not a hapi-onnx trace (.npz): {err}") from None
+        if meta.get("kind") != KIND or meta.get("format_version") != FORMAT_VERSION:
+            raise HapiError(
+                f"{str(path)!r} is not a {KIND} of format_version {FORMAT_VERSION}. "
+                f"Got kind {meta.get('kind')!r}, version {meta.get('format_version')!r}."
+            )
+        return cls(
+            exit_names=meta["exit_names"],
+            tensors=meta["tensors"],
+            labels=arrays["labels"],
+            pred=arrays["pred"],
+            conf=arrays["conf"],
+            margin=arrays.get("margin"),
+            num_classes=meta["num_classes"],
+            model_fingerprint=meta["model_fingerprint"],
+        )
