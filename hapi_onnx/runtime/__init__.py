@@ -1,0 +1,34 @@
+"""The drop-in runtime for staged early-exit bundles: numpy + onnxruntime + the standard library only.
+
+Example::
+
+    from hapi_onnx.runtime import EarlyExitModel, BundleError
+
+    model = EarlyExitModel.load("model.hapi")      # verifies the manifest and every sha256
+    pred = model.predict(images)                   # float32[N, C, H, W]
+    print(pred.classes, pred.confidences, pred.exit_index)
+
+Every error a caller can cause (a missing, malformed or tampered bundle, a wrong input) is a
+:class:`BundleError`, which is :class:`hapi_onnx.HapiError`.
+"""
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.runtime.archive import BundleContents, read_bundle
+from hapi_onnx.runtime.manifest import FORMAT_VERSION, KIND, InputSpec, Manifest, StageSpec
+from hapi_onnx.runtime.model import EarlyExitModel, Prediction
+
+BundleError = HapiError
+
+__all__ = [
+    "BundleContents",
+    "BundleError",
+    "EarlyExitModel",
+    "FORMAT_VERSION",
+    "HapiError",
+    "InputSpec",
+    "KIND",
+    "Manifest",
+    "Prediction",
+    "StageSpec",
+    "read_bundle",
+]

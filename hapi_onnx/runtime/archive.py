@@ -1,0 +1,136 @@
+"""Read a bundle's files, from a ``MODEL.hapi/`` directory or a single-file zip, and verify them.
+
+Zip bundles are read in memory, never extracted: a member with an absolute path, a ``..``
+component, a backslash, a symlink mode or a name the manifest does not list is refused before
+anything is read from it. Every stage file is checked against its sha256 from the same bytes
+that are then handed to ONNX Runtime, so what is verified is what runs.
+"""
+
+import hashlib
+import os
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.runtime.manifest import MANIFEST_NAME, Manifest
+
+# ONNX protobufs are limited to 2 GiB; a member claiming more is refused before it is read.
+MAX_MEMBER_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class BundleContents:
+    """A verified bundle: its manifest and each stage's ONNX bytes, in stage order."""
+
+    manifest: Manifest
+    stage_bytes: tuple[bytes, ...]
+
+
+def read_bundle(path: str | os.PathLike) -> BundleContents:
+    """Read and verify a bundle directory or zip file.
+
+    Args:
+        path (PathLike): ``MODEL.hapi`` directory or ``MODEL.hapi.zip`` file.
+
+    Returns:
+        BundleContents: The validated manifest and the stage files' bytes.
+
+    Raises:
+        HapiError: when the path is missing, the manifest is malformed, a file is missing,
+            unexpected (zip), unsafe (zip) or does not match its sha256.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_directory(path)
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise HapiError(
+                f"{str(path)!r} is neither a bundle directory nor a zip bundle. "
+                "Pass the MODEL.hapi directory (or MODEL.hapi.zip) written by `hapi-onnx bundle`."
+            )
+        return _read_zip(path)
+    raise HapiError(f"Bundle {str(path)!r} does not exist. Build one with `hapi-onnx bundle`.")
+
+
+def _verified(manifest: Manifest, stage_index: int, data: bytes, origin: str) -> bytes:
+    stage = manifest.stages[stage_index]
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != stage.sha256:
+        raise HapiError(
+            f"Bundle {origin!r}: stage file {stage.file!r} does not match the sha256 in the manifest "
+            f"(expected {stage.sha256[:12]}..., got {digest[:12]}...). The bundle was modified or "
+            "corrupted; rebuild it with `hapi-onnx bundle`."
+        )
+    return data
+
+
+def _read_directory(root: Path) -> BundleContents:
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file() or manifest_path.is_symlink():
+        raise HapiError(
+            f"Bundle {str(root)!r} has no {MANIFEST_NAME}. Is this a bundle written by `hapi-onnx bundle`?"
+        )
+    manifest = Manifest.from_json(manifest_path.read_bytes())
+    blobs = []
+    for i, stage in enumerate(manifest.stages):
+        file = root / stage.file
+        if file.is_symlink() or not file.is_file():
+            what = "is a symlink" if file.is_symlink() else "is missing"
+            raise HapiError(
+                f"Bundle {str(root)!r}: stage file {stage.file!r} {what}. "
+                "Rebuild the bundle with `hapi-onnx bundle`."
+            )
+        blobs.append(_verified(manifest, i, file.read_bytes(), str(root)))
+    return BundleContents(manifest=manifest, stage_bytes=tuple(blobs))
+
+
+def _check_member(info: zipfile.ZipInfo, origin: str) -> str:
+    """The member's normalised name, or HapiError if it could escape or is not a plain file."""
+    name = info.filename
+    parts = PurePosixPath(name).parts
+    unsafe = (
+        name.startswith(("/", "\\"))
+        or "\\" in name
+        or (len(name) > 1 and name[1] == ":")
+        or any(p == ".." for p in parts)
+        or stat.S_ISLNK(info.external_attr >> 16)
+    )
+    if unsafe:
+        raise HapiError(
+            f"Zip bundle {origin!r} has an unsafe member {name!r} (absolute path, '..' or symlink). "
+            "Refusing to load it; rebuild the bundle with `hapi-onnx bundle --zip`."
+        )
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise HapiError(f"Zip bundle {origin!r}: member {name!r} claims {info.file_size} bytes; refusing it.")
+    return name
+
+
+def _read_zip(path: Path) -> BundleContents:
+    origin = str(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            names = [_check_member(info, origin) for info in infos]
+            if len(set(names)) != len(names):
+                raise HapiError(f"Zip bundle {origin!r} lists a member twice. Rebuild the bundle.")
+            by_name = dict(zip(names, infos, strict=True))
+            if MANIFEST_NAME not in by_name:
+                raise HapiError(f"Zip bundle {origin!r} has no {MANIFEST_NAME} at its root.")
+            manifest = Manifest.from_json(archive.read(by_name[MANIFEST_NAME]))
+            expected = {MANIFEST_NAME, "stages/"} | {s.file for s in manifest.stages}
+            unexpected = sorted(set(names) - expected)
+            if unexpected:
+                raise HapiError(
+                    f"Zip bundle {origin!r} holds files its manifest does not list: {unexpected!r}. "
+                    "Refusing to load it; rebuild the bundle with `hapi-onnx bundle --zip`."
+                )
+            blobs = []
+            for i, stage in enumerate(manifest.stages):
+                if stage.file not in by_name:
+                    raise HapiError(f"Zip bundle {origin!r}: stage file {stage.file!r} is missing.")
+                blobs.append(_verified(manifest, i, archive.read(by_name[stage.file]), origin))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as err:
+        raise HapiError(f"Zip bundle {origin!r} cannot be read: {err}.") from None
+    return BundleContents(manifest=manifest, stage_bytes=tuple(blobs))

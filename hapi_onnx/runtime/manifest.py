@@ -1,0 +1,304 @@
+"""The bundle manifest: schema, validation and (de)serialisation of ``manifest.json``.
+
+A bundle (``MODEL.hapi/`` or ``MODEL.hapi.zip``) holds ``manifest.json`` and one ONNX file per
+stage under ``stages/``. Stage ``j`` reads the tensor carried out of stage ``j-1`` (the image for
+stage 0), runs the backbone up to exit ``j`` and that exit's head, and returns the exit's top-1
+class, confidence and probabilities in-graph, plus the tensor to carry to stage ``j+1``. A sample
+leaves at the first stage whose confidence is ``>=`` that stage's threshold; the last stage (the
+original classifier) has no threshold and decides every sample still running.
+
+Example (format_version 1)::
+
+    {
+      "kind": "hapi-onnx bundle", "format_version": 1,
+      "input": {"name": "input", "shape": [null, 1, 28, 28], "dtype": "float32"},
+      "num_classes": 10, "labels": ["0", ..., "9"] | null, "preprocessing": {...} | null,
+      "exit_rule": "confidence >= threshold",
+      "stages": [
+        {"name": "exit3", "file": "stages/00_exit3.onnx", "sha256": "...", "input": "input",
+         "carried": "/layer2/Relu_output_0",
+         "outputs": {"class": "hapi_class", "confidence": "hapi_confidence", "probs": "hapi_probs"},
+         "threshold": 0.93},
+        {"name": "final", ..., "carried": null, "threshold": null}
+      ],
+      "design": {"exits": [...], "thresholds": [...], "predicted": {...}} | null,
+      "provenance": {"source_fingerprint": "...", "hapi_onnx_version": "0.1.0", "created": "..."}
+    }
+
+Imports only the standard library: the runtime reads this on the edge device, and the bundle
+writer imports it from here.
+"""
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hapi_onnx.errors import HapiError
+
+KIND = "hapi-onnx bundle"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+EXIT_RULE = "confidence >= threshold"
+SUPPORTED_DTYPES = ("float32",)
+# A stage file is stages/<plain name>.onnx: no folders, no "..", nothing absolute.
+STAGE_FILE_PATTERN = re.compile(r"^stages/[A-Za-z0-9_][A-Za-z0-9_.\-]*\.onnx$")
+
+_REBUILD = "The bundle is malformed; rebuild it with `hapi-onnx bundle`."
+
+
+def _fail(where: str, message: str) -> HapiError:
+    return HapiError(f"Bundle manifest {where}: {message} {_REBUILD}")
+
+
+def _get(data: dict, key: str, types: tuple, what: str, where: str, optional: bool = False) -> Any:
+    """``data[key]`` checked against ``types``; ``None`` allowed only when ``optional``."""
+    if key not in data:
+        if optional:
+            return None
+        raise _fail(where, f"field {key!r} is missing.")
+    value = data[key]
+    if value is None and optional:
+        return None
+    # bool is an int subclass: never accept it where a number is expected.
+    if isinstance(value, bool) and bool not in types:
+        raise _fail(where, f"field {key!r} must be {what}. Got {value!r} instead.")
+    if not isinstance(value, types):
+        raise _fail(where, f"field {key!r} must be {what}. Got {value!r} instead.")
+    return value
+
+
+def _name(data: dict, key: str, where: str, optional: bool = False) -> str | None:
+    value = _get(data, key, (str,), "a non-empty string", where, optional)
+    if value == "":
+        raise _fail(where, f"field {key!r} must be a non-empty string. Got '' instead.")
+    return value
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The image input of stage 0.
+
+    Attributes:
+        name (str): Input tensor name.
+        shape (tuple): Dimensions; ``None`` where any size is accepted (always the batch axis).
+        dtype (str): numpy dtype name; ``float32``.
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "InputSpec":
+        where = "'input'"
+        if not isinstance(data, dict):
+            raise _fail(where, f"must be an object. Got {data!r} instead.")
+        name = _name(data, "name", where)
+        shape = _get(data, "shape", (list,), "a list of dimensions", where)
+        if len(shape) != 4 or any(
+            d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1) for d in shape
+        ):
+            raise _fail(where, f"'shape' must be 4 dimensions, each a positive int or null. Got {shape!r}.")
+        dtype = _get(data, "dtype", (str,), "a dtype name", where)
+        if dtype not in SUPPORTED_DTYPES:
+            raise _fail(where, f"'dtype' must be one of {SUPPORTED_DTYPES}. Got {dtype!r} instead.")
+        return cls(name=name, shape=(None, *shape[1:]), dtype=dtype)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage file and how the runtime wires it.
+
+    Attributes:
+        name (str): The exit this stage ends at (``exit<k>``, or ``final``).
+        file (str): Path inside the bundle, ``stages/<name>.onnx``.
+        sha256 (str): Hex sha256 of the file's bytes.
+        input (str): The stage's one input: the image (stage 0) or the previous stage's carried tensor.
+        carried (str | None): Output carried to the next stage; ``None`` for the last stage.
+        class_output (str): int64[N] top-1 class output.
+        confidence_output (str): float32[N] max-probability output.
+        probs_output (str): float32[N, C] probabilities output.
+        threshold (float | None): Exit when confidence >= threshold; ``None`` for the last stage.
+    """
+
+    name: str
+    file: str
+    sha256: str
+    input: str
+    carried: str | None
+    class_output: str
+    confidence_output: str
+    probs_output: str
+    threshold: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "file": self.file,
+            "sha256": self.sha256,
+            "input": self.input,
+            "carried": self.carried,
+            "outputs": {
+                "class": self.class_output,
+                "confidence": self.confidence_output,
+                "probs": self.probs_output,
+            },
+            "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, index: int) -> "StageSpec":
+        where = f"stage {index}"
+        if not isinstance(data, dict):
+            raise _fail(where, f"must be an object. Got {data!r} instead.")
+        file = _name(data, "file", where)
+        if not STAGE_FILE_PATTERN.match(file) or ".." in file:
+            raise _fail(where, f"'file' must be a plain 'stages/<name>.onnx' path. Got {file!r} instead.")
+        digest = _get(data, "sha256", (str,), "a hex sha256", where)
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise _fail(where, f"'sha256' must be 64 lowercase hex digits. Got {digest!r} instead.")
+        outputs = _get(data, "outputs", (dict,), "an object with class/confidence/probs", where)
+        threshold = _get(data, "threshold", (int, float), "a number or null", where, optional=True)
+        if threshold is not None and not math.isfinite(threshold):
+            raise _fail(where, f"'threshold' must be a finite number or null. Got {threshold!r} instead.")
+        return cls(
+            name=_name(data, "name", where),
+            file=file,
+            sha256=digest,
+            input=_name(data, "input", where),
+            carried=_name(data, "carried", where, optional=True),
+            class_output=_name(outputs, "class", f"{where} outputs"),
+            confidence_output=_name(outputs, "confidence", f"{where} outputs"),
+            probs_output=_name(outputs, "probs", f"{where} outputs"),
+            threshold=None if threshold is None else float(threshold),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The contents of ``manifest.json``.
+
+    Attributes:
+        input (InputSpec): The image input.
+        num_classes (int): Number of classes.
+        stages (tuple[StageSpec, ...]): Stages in execution order; the last one is the final classifier.
+        labels (tuple[str, ...] | None): Class names, index = class id, if known.
+        preprocessing (dict | None): Free-form description of what the input expects.
+        design (dict | None): Summary of the design: exits, thresholds, predicted metrics.
+        provenance (dict): Source model fingerprint, hapi-onnx version, creation time.
+    """
+
+    input: InputSpec
+    num_classes: int
+    stages: tuple[StageSpec, ...]
+    labels: tuple[str, ...] | None
+    preprocessing: dict[str, Any] | None
+    design: dict[str, Any] | None
+    provenance: dict[str, Any]
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """Thresholds of the intermediate stages, in order."""
+        return tuple(s.threshold for s in self.stages[:-1])
+
+    @property
+    def exit_names(self) -> tuple[str, ...]:
+        """Exit name of every stage, ``final`` last."""
+        return tuple(s.name for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": KIND,
+            "format_version": FORMAT_VERSION,
+            "input": self.input.to_dict(),
+            "num_classes": self.num_classes,
+            "labels": None if self.labels is None else list(self.labels),
+            "preprocessing": self.preprocessing,
+            "exit_rule": EXIT_RULE,
+            "stages": [s.to_dict() for s in self.stages],
+            "design": self.design,
+            "provenance": self.provenance,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Manifest":
+        """Validate a decoded manifest.
+
+        Raises:
+            HapiError: when it is not a hapi-onnx bundle manifest of this version, or any field
+                is missing, of the wrong type, or inconsistent with the others.
+        """
+        if not isinstance(data, dict) or data.get("kind") != KIND:
+            got = data.get("kind") if isinstance(data, dict) else type(data).__name__
+            raise HapiError(f"This is not a hapi-onnx bundle: manifest kind is {got!r}, expected {KIND!r}.")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise HapiError(
+                f"The bundle has format_version {data.get('format_version')!r}; this runtime reads "
+                f"version {FORMAT_VERSION}. Rebuild the bundle with this hapi-onnx version."
+            )
+        where = "top level"
+        rule = _get(data, "exit_rule", (str,), f"{EXIT_RULE!r}", where)
+        if rule != EXIT_RULE:
+            raise _fail(where, f"'exit_rule' must be {EXIT_RULE!r}. Got {rule!r} instead.")
+        num_classes = _get(data, "num_classes", (int,), "a positive int", where)
+        if num_classes < 1:
+            raise _fail(where, f"'num_classes' must be a positive int. Got {num_classes!r} instead.")
+        labels = _get(data, "labels", (list,), "a list of strings or null", where, optional=True)
+        if labels is not None and (len(labels) != num_classes or not all(isinstance(x, str) for x in labels)):
+            raise _fail(where, f"'labels' must be {num_classes} strings (one per class). Got {labels!r}.")
+        raw_stages = _get(data, "stages", (list,), "a non-empty list", where)
+        if not raw_stages:
+            raise _fail(where, "'stages' must list at least the final stage. Got [] instead.")
+        stages = tuple(StageSpec.from_dict(s, i) for i, s in enumerate(raw_stages))
+        manifest = cls(
+            input=InputSpec.from_dict(data.get("input")),
+            num_classes=num_classes,
+            stages=stages,
+            labels=None if labels is None else tuple(labels),
+            preprocessing=_get(data, "preprocessing", (dict,), "an object or null", where, optional=True),
+            design=_get(data, "design", (dict,), "an object or null", where, optional=True),
+            provenance=_get(data, "provenance", (dict,), "an object", where),
+        )
+        manifest._check_wiring()
+        return manifest
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Manifest":
+        """Decode and validate ``manifest.json``'s text.
+
+        Raises:
+            HapiError: when it is not JSON or not a valid manifest.
+        """
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise HapiError(f"The bundle's {MANIFEST_NAME} is not valid JSON ({err}). {_REBUILD}") from None
+        return cls.from_dict(data)
+
+    def _check_wiring(self) -> None:
+        """Stages chain input -> carried -> input, thresholds on all but the last, files unique."""
+        files = [s.file for s in self.stages]
+        if len(set(files)) != len(files):
+            raise _fail("'stages'", f"each stage needs its own file. Got {files!r}.")
+        expected_input = self.input.name
+        last = len(self.stages) - 1
+        for i, stage in enumerate(self.stages):
+            where = f"stage {i} ({stage.name!r})"
+            if stage.input != expected_input:
+                raise _fail(where, f"'input' must be {expected_input!r} (what the previous stage carries). "
+                                   f"Got {stage.input!r} instead.")
+            if i < last:
+                if stage.threshold is None or stage.carried is None:
+                    raise _fail(where, "an intermediate stage needs a 'threshold' and a 'carried' output.")
+                expected_input = stage.carried
+            elif stage.threshold is not None or stage.carried is not None:
+                raise _fail(where, "the last stage decides every remaining sample: its 'threshold' and "
+                                   "'carried' must be null.")

@@ -1,0 +1,371 @@
+"""EarlyExitModel: run a staged early-exit bundle with ONNX Runtime, leaving at the first confident exit.
+
+One ``InferenceSession`` per stage. Stage ``j`` computes exit ``j``'s class, confidence and
+probabilities in-graph and the tensor carried to stage ``j+1``; a sample leaves at the first
+stage whose confidence is ``>=`` its threshold (compared in float64), so a sample that leaves at
+stage ``j`` has paid ``j+1`` session calls, which is the cost model the search predicts with.
+
+Hot paths:
+
+- batch 1 on the CPU provider: per thread and input shape, every stage's inputs and outputs are
+  bound once (IOBinding) to preallocated numpy buffers, and stage ``j``'s carried-output buffer
+  *is* stage ``j+1``'s input buffer, so nothing is copied between stages and each stage costs
+  one ``run_with_iobinding`` (about 7 us of overhead here, against about 17 us for
+  ``session.run`` with numpy feeds; see ``bench/bench_runtime.py``).
+- batch N: ``session.run`` per stage on the samples still undecided only (compaction); results
+  come back in input order.
+
+Sessions are shared and ``run`` is thread-safe; bound buffers live in thread-local storage, so
+concurrent ``predict`` calls from several threads are safe.
+"""
+
+import math
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.runtime.archive import read_bundle
+from hapi_onnx.runtime.manifest import Manifest, StageSpec
+
+_MAX_BOUND_SHAPES = 8  # per thread: input shapes with preallocated batch-1 buffers
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model decided for each sample, in input order.
+
+    Attributes:
+        classes (np.ndarray): int64[N] top-1 class.
+        confidences (np.ndarray): float32[N] max probability at the exit taken.
+        exit_index (np.ndarray): int64[N] stage each sample left at (0-based; the last stage is the
+            original classifier). Name it with ``model.exit_names[i]``.
+        probs (np.ndarray | None): float32[N, C] probabilities at the exit taken, if asked for.
+    """
+
+    classes: np.ndarray
+    confidences: np.ndarray
+    exit_index: np.ndarray
+    probs: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+
+class _Stage:
+    """One stage's session and output names."""
+
+    def __init__(self, spec: StageSpec, session: ort.InferenceSession, last: bool):
+        self.spec = spec
+        self.session = session
+        self.last = last
+        self.decision = [spec.class_output, spec.confidence_output]
+        self.carried = [] if last else [spec.carried]
+        # Output order for the batch path: class, confidence, carried (if any), probs (if asked).
+        self.names = self.decision + self.carried
+        self.names_probs = self.names + [spec.probs_output]
+
+
+class _BoundPlan:
+    """Batch-1 buffers and IOBindings for one input shape, owned by one thread."""
+
+    def __init__(self, stages: list[_Stage], x: np.ndarray):
+        self.input = np.empty_like(x)
+        self.bindings, self.classes, self.confs, self.probs = [], [], [], []
+        self._keep = [self.input]  # buffers must outlive the bindings that point into them
+        current = self.input
+        np.copyto(current, x)
+        for stage in stages:
+            names = stage.names_probs
+            outs = stage.session.run(names, {stage.spec.input: current})
+            buffers = [np.empty_like(o) for o in outs]
+            binding = stage.session.io_binding()
+            _bind(binding.bind_input, stage.spec.input, current)
+            for name, buf in zip(names, buffers, strict=True):
+                _bind(binding.bind_output, name, buf)
+            self._keep.extend(buffers)
+            self.bindings.append(binding)
+            self.classes.append(buffers[0])
+            self.confs.append(buffers[1])
+            self.probs.append(buffers[-1])
+            if not stage.last:
+                current = buffers[2]
+
+
+def _bind(bind, name: str, array: np.ndarray) -> None:
+    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+
+
+class _Pipeline:
+    """The sessions of a loaded bundle plus per-thread batch-1 plans; shared by threshold variants."""
+
+    def __init__(self, stages: list[_Stage], bind_batch1: bool):
+        self.stages = stages
+        self.bind_batch1 = bind_batch1
+        self._local = threading.local()
+
+    def plan_for(self, x: np.ndarray) -> _BoundPlan:
+        plans = getattr(self._local, "plans", None)
+        if plans is None:
+            plans = self._local.plans = {}
+        plan = plans.get(x.shape)
+        if plan is None:
+            if len(plans) >= _MAX_BOUND_SHAPES:
+                plans.clear()
+            plan = plans[x.shape] = _BoundPlan(self.stages, x)
+        return plan
+
+
+class EarlyExitModel:
+    """A loaded early-exit bundle. Create it with :meth:`EarlyExitModel.load`.
+
+    Example::
+
+        model = EarlyExitModel.load("model.hapi")
+        pred = model.predict(images)          # float32[N, C, H, W]
+        pred.classes, pred.confidences, pred.exit_index
+    """
+
+    def __init__(self, manifest: Manifest, pipeline: _Pipeline, thresholds: Sequence[float]):
+        self._manifest = manifest
+        self._pipeline = pipeline
+        self._thresholds = tuple(float(t) for t in thresholds)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        providers: Sequence[str] | None = None,
+        session_options: ort.SessionOptions | None = None,
+    ) -> "EarlyExitModel":
+        """Verify a bundle (manifest and every file's sha256) and open one session per stage.
+
+        Args:
+            path (PathLike): ``MODEL.hapi`` directory or ``MODEL.hapi.zip``.
+            providers (list[str]): ONNX Runtime execution providers. Defaults to the CPU provider.
+            session_options (ort.SessionOptions): Options for every stage's session. Defaults to
+                ONNX Runtime's defaults.
+
+        Returns:
+            EarlyExitModel: Ready to predict, with the bundle's thresholds.
+
+        Raises:
+            HapiError: when the bundle is missing, malformed or tampered with, or a provider is
+                not available.
+        """
+        contents = read_bundle(path)
+        providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
+        available = ort.get_available_providers()
+        missing = [p for p in providers if p not in available]
+        if missing or not providers:
+            raise HapiError(
+                f"Execution providers {missing or providers!r} are not available in this onnxruntime "
+                f"build. Available: {available!r}."
+            )
+        manifest = contents.manifest
+        last = len(manifest.stages) - 1
+        stages = []
+        for i, (spec, blob) in enumerate(zip(manifest.stages, contents.stage_bytes, strict=True)):
+            try:
+                session = ort.InferenceSession(blob, sess_options=session_options, providers=providers)
+            except Exception as err:  # ORT raises several pybind types for a bad model
+                raise HapiError(
+                    f"Bundle {str(path)!r}: ONNX Runtime cannot load stage {spec.file!r}: {err}"
+                ) from None
+            _check_stage_io(path, spec, session)
+            stages.append(_Stage(spec, session, last=i == last))
+        bind = stages[0].session.get_providers()[0] == "CPUExecutionProvider"
+        return cls(manifest, _Pipeline(stages, bind_batch1=bind), manifest.thresholds)
+
+    # -- what the model is ------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> Manifest:
+        """The bundle's validated manifest."""
+        return self._manifest
+
+    @property
+    def exit_names(self) -> tuple[str, ...]:
+        """Exit name of each stage, ``final`` last."""
+        return self._manifest.exit_names
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """Confidence thresholds of the intermediate stages in use."""
+        return self._thresholds
+
+    @property
+    def num_stages(self) -> int:
+        """Number of stages (session calls on the longest path)."""
+        return len(self._pipeline.stages)
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        """Class names, if the bundle has them."""
+        return self._manifest.labels
+
+    def with_thresholds(self, thresholds: Sequence[float]) -> "EarlyExitModel":
+        """The same bundle and sessions with other thresholds (a new model; this one is unchanged).
+
+        Args:
+            thresholds (list[float]): One per intermediate stage; ``inf`` (or any value > 1)
+                never exits there.
+
+        Raises:
+            HapiError: when the count is wrong or a value is NaN.
+        """
+        thresholds = [float(t) for t in thresholds]
+        expected = self.num_stages - 1
+        if len(thresholds) != expected or any(math.isnan(t) for t in thresholds):
+            raise HapiError(
+                f"with_thresholds needs {expected} thresholds (one per intermediate stage, none for "
+                f"'final'), each a number. Got {thresholds!r} instead."
+            )
+        return EarlyExitModel(self._manifest, self._pipeline, thresholds)
+
+    def force_full_path(self) -> "EarlyExitModel":
+        """A variant that never exits early: every sample runs every stage (for benchmarks)."""
+        return self.with_thresholds([math.inf] * (self.num_stages - 1))
+
+    # -- inference --------------------------------------------------------------------------
+
+    def predict(self, x: np.ndarray, return_probs: bool = False) -> Prediction:
+        """Classify a batch, each sample leaving at its first confident exit.
+
+        Args:
+            x (np.ndarray): float32[N, C, H, W] images, preprocessed as the manifest describes.
+            return_probs (bool): Also return the probabilities at each sample's exit. Defaults to False.
+
+        Returns:
+            Prediction: classes, confidences, exit indices (and probabilities), in input order.
+
+        Raises:
+            HapiError: when ``x`` is not a float32 array of the bundle's input shape.
+        """
+        x = self._check_input(x)
+        if x.shape[0] == 1 and self._pipeline.bind_batch1:
+            return self._predict_one(x, return_probs)
+        return self._predict_batch(x, return_probs)
+
+    def progressive(self, x: np.ndarray) -> Iterator[Prediction]:
+        """Yield the refined prediction after each stage, all samples running to the final one.
+
+        Progressive inference: a caller may act on an early answer and keep reading for a
+        better one, or stop iterating to stop computing.
+
+        Args:
+            x (np.ndarray): float32[N, C, H, W] images.
+
+        Yields:
+            Prediction: after stage ``j``, every sample's class, confidence and probabilities at
+            exit ``j`` (``exit_index`` is ``j`` for all).
+        """
+        x = self._check_input(x)
+        current = x
+        for j, stage in enumerate(self._pipeline.stages):
+            outs = stage.session.run(stage.names_probs, {stage.spec.input: current})
+            yield Prediction(
+                classes=outs[0],
+                confidences=outs[1],
+                exit_index=np.full(len(x), j, dtype=np.int64),
+                probs=outs[-1],
+            )
+            if not stage.last:
+                current = outs[2]
+
+    def _predict_one(self, x: np.ndarray, return_probs: bool) -> Prediction:
+        plan = self._pipeline.plan_for(x)
+        np.copyto(plan.input, x)
+        thresholds = self._thresholds
+        stages = self._pipeline.stages
+        last = len(stages) - 1
+        j = 0
+        while True:
+            stages[j].session.run_with_iobinding(plan.bindings[j])
+            if j == last or float(plan.confs[j][0]) >= thresholds[j]:
+                break
+            j += 1
+        return Prediction(
+            classes=plan.classes[j].copy(),
+            confidences=plan.confs[j].copy(),
+            exit_index=np.array([j], dtype=np.int64),
+            probs=plan.probs[j].copy() if return_probs else None,
+        )
+
+    def _predict_batch(self, x: np.ndarray, return_probs: bool) -> Prediction:
+        n = len(x)
+        classes = np.empty(n, dtype=np.int64)
+        confs = np.empty(n, dtype=np.float32)
+        exits = np.empty(n, dtype=np.int64)
+        probs = np.empty((n, self._manifest.num_classes), dtype=np.float32) if return_probs else None
+        active = np.arange(n)
+        current = x
+        for j, stage in enumerate(self._pipeline.stages):
+            outs = stage.session.run(stage.names_probs if return_probs else stage.names,
+                                     {stage.spec.input: current})
+            if stage.last:
+                done = slice(None)
+            else:
+                done = outs[1].astype(np.float64) >= self._thresholds[j]
+            rows = active[done]
+            classes[rows] = outs[0][done]
+            confs[rows] = outs[1][done]
+            exits[rows] = j
+            if return_probs:
+                probs[rows] = outs[-1][done]
+            if stage.last:
+                break
+            keep = ~done
+            if not keep.any():
+                break
+            if keep.all():
+                current = outs[2]
+            else:
+                active = active[keep]
+                current = outs[2][keep]
+        return Prediction(classes=classes, confidences=confs, exit_index=exits, probs=probs)
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        spec = self._manifest.input
+        expected = "(" + ", ".join("N" if d is None else str(d) for d in spec.shape) + ")"
+        if not isinstance(x, np.ndarray):
+            raise HapiError(
+                f"predict expects a numpy array of shape {expected}. Got {type(x).__name__} instead."
+            )
+        if x.ndim != len(spec.shape):
+            hint = " Add a batch axis with x[None]." if x.ndim == len(spec.shape) - 1 else ""
+            raise HapiError(
+                f"predict expects a {len(spec.shape)}D input of shape {expected}. "
+                f"Got shape {x.shape} instead.{hint}"
+            )
+        if x.dtype != np.dtype(spec.dtype):
+            raise HapiError(
+                f"predict expects {spec.dtype} input. Got {x.dtype} instead. "
+                f"Convert with x.astype(np.{spec.dtype})."
+            )
+        bad = [i for i, d in enumerate(spec.shape) if d is not None and x.shape[i] != d]
+        if bad or x.shape[0] == 0:
+            raise HapiError(
+                f"predict expects input of shape {expected} with N >= 1. Got shape {x.shape} instead."
+            )
+        return np.ascontiguousarray(x)
+
+
+def _check_stage_io(path, spec: StageSpec, session: ort.InferenceSession) -> None:
+    """The stage file has the one input and the outputs the manifest names."""
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = {o.name for o in session.get_outputs()}
+    wanted = [spec.class_output, spec.confidence_output, spec.probs_output] + (
+        [spec.carried] if spec.carried else []
+    )
+    missing = [n for n in wanted if n not in outputs]
+    if inputs != [spec.input] or missing:
+        raise HapiError(
+            f"Bundle {str(path)!r}: stage {spec.file!r} does not match its manifest entry "
+            f"(inputs {inputs!r}, expected [{spec.input!r}]; missing outputs {missing!r}). "
+            "Rebuild the bundle with `hapi-onnx bundle`."
+        )
