@@ -1,0 +1,145 @@
+"""Load an ONNX CNN and normalise it: checked, shape-inferred, dynamic batch, topologically sorted."""
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.graph.tensors import FLOAT_TYPES, Dim, describe, dims_of, elem_type_of
+from hapi_onnx.graph.topology import constant_names, is_topologically_sorted, sort_graph
+
+BATCH_DIM = "N"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The image input of a model.
+
+    Attributes:
+        name (str): Graph input name.
+        shape (list): Dims, ``"N"`` (or another name) for the dynamic batch.
+        dtype (str): numpy dtype name, e.g. ``"float32"``.
+    """
+
+    name: str
+    shape: list[Dim]
+    dtype: str
+
+
+def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """Load and normalise an ONNX image classifier.
+
+    The result is a new model (the caller's is never changed) that passes ``onnx.checker``,
+    stores its nodes in topological order, has a dynamic batch dimension (``"N"``) on its
+    single rank-4 float input, and carries inferred shapes for every tensor in ``value_info``.
+
+    Args:
+        source (str | PathLike | onnx.ModelProto): A path to a ``.onnx`` file, or a model.
+
+    Returns:
+        onnx.ModelProto: The normalised copy.
+
+    Raises:
+        HapiError: when the file is missing, is not ONNX (or is truncated), fails the checker,
+            or does not have exactly one rank-4 (N,C,H,W) float input.
+    """
+    model, label = _read(source)
+    if not is_topologically_sorted(model.graph):
+        sort_graph(model.graph)  # a cycle is left for the checker to report
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HapiError(f"{label} is not a valid ONNX model: {first}") from None
+    image = _image_input(model, label)
+    if _make_batch_dynamic(model, image):
+        del model.graph.value_info[:]
+    return _infer_shapes(model, label)
+
+
+def model_fingerprint(model: onnx.ModelProto) -> str:
+    """Hex sha256 of the model's deterministic serialisation."""
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
+def input_spec(model: onnx.ModelProto) -> InputSpec:
+    """Name, shape and dtype of the model's image input (the one graph input that is not an initializer).
+
+    Raises:
+        HapiError: when the model does not have exactly one rank-4 float input.
+    """
+    info = _image_input(model, "the model")
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type_of(info)).name
+    return InputSpec(name=info.name, shape=dims_of(info), dtype=dtype)
+
+
+def _read(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        label = "the model"
+    else:
+        path = Path(source)
+        label = repr(str(path))
+        if not path.is_file():
+            raise HapiError(f"model file {label} does not exist or is not a file.")
+        try:
+            model = onnx.load(str(path))
+        except DecodeError:
+            raise HapiError(
+                f"{label} is not an ONNX model, or the file is truncated (protobuf could not parse it). "
+                "Re-export it, e.g. with `hapi-onnx export`."
+            ) from None
+        except (OSError, ValueError) as err:
+            raise HapiError(f"{label} could not be loaded as ONNX: {err}") from None
+    if model.ir_version <= 0 or not model.HasField("graph") or len(model.graph.node) == 0:
+        raise HapiError(
+            f"{label} is not an ONNX model (no graph, no nodes or no IR version; the file may be "
+            "empty or truncated). Re-export it, e.g. with `hapi-onnx export`."
+        )
+    return model, label
+
+
+def _image_input(model: onnx.ModelProto, label: str) -> onnx.ValueInfoProto:
+    inits = constant_names(model.graph)
+    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    if len(inputs) == 1:
+        dims = dims_of(inputs[0])
+        if elem_type_of(inputs[0]) in FLOAT_TYPES and dims is not None and len(dims) == 4:
+            return inputs[0]
+    got = ", ".join(describe(vi) for vi in inputs) or "no inputs"
+    raise HapiError(
+        f"{label}: expected one rank-4 (N,C,H,W) float input, got {len(inputs)} input(s): {got}. "
+        "hapi-onnx handles image CNNs; export the model with a single NCHW image input."
+    )
+
+
+def _make_batch_dynamic(model: onnx.ModelProto, image: onnx.ValueInfoProto) -> bool:
+    """Turn a fixed batch size on the image input (and matching outputs) into ``"N"``, in place."""
+    first = image.type.tensor_type.shape.dim[0]
+    if not first.HasField("dim_value"):
+        return False
+    batch = first.dim_value
+    first.dim_param = BATCH_DIM
+    for out in model.graph.output:
+        if out.type.HasField("tensor_type") and out.type.tensor_type.HasField("shape"):
+            dims = out.type.tensor_type.shape.dim
+            if len(dims) > 0 and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
+                dims[0].dim_param = BATCH_DIM
+    return True
+
+
+def _infer_shapes(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
+        pass  # some ops (custom domains) cannot be inferred strictly: fall back to best effort
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise HapiError(f"{label}: ONNX shape inference failed: {first}") from None

@@ -1,0 +1,115 @@
+"""load_model: normalisation (checked, sorted, dynamic batch, typed) and the errors users can cause."""
+
+import numpy as np
+import onnx
+import pytest
+from graph_models import BUILDERS, plain_chain, resnet, run_model, shuffled
+from onnx import TensorProto, helper
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.graph import input_spec, load_model, model_fingerprint
+from hapi_onnx.graph.topology import is_topologically_sorted
+
+
+def test_load_makes_batch_dynamic_and_types_every_tensor(tmp_path):
+    net = resnet()
+    path = tmp_path / "resnet.onnx"
+    onnx.save(net.model, path)
+    model = load_model(path)
+    spec = input_spec(model)
+    assert (spec.name, spec.shape, spec.dtype) == ("image", ["N", 3, 16, 16], "float32")
+    assert model.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    typed = {vi.name for vi in model.graph.value_info}
+    assert set(net.boundaries) <= typed
+    x = np.random.default_rng(0).normal(size=(3, 3, 16, 16)).astype(np.float32)
+    batched = run_model(model, {"image": x})[0]
+    assert batched.shape == (3, 10)
+    single = run_model(net.model, {"image": x[1:2]})[0]
+    np.testing.assert_allclose(batched[1:2], single, atol=1e-5)
+
+
+def test_load_never_mutates_the_callers_model():
+    net = resnet()
+    before = net.model.SerializeToString(deterministic=True)
+    load_model(net.model)
+    assert net.model.SerializeToString(deterministic=True) == before
+
+
+def test_load_sorts_shuffled_nodes():
+    net = shuffled(resnet(), seed=3)
+    assert not is_topologically_sorted(net.model.graph)
+    model = load_model(net.model)
+    assert is_topologically_sorted(model.graph)
+    x = np.random.default_rng(1).normal(size=(2, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(run_model(model, {"image": x})[0],
+                               run_model(load_model(resnet().model), {"image": x})[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_every_test_net_loads(name):
+    model = load_model(BUILDERS[name]().model)
+    onnx.checker.check_model(model)
+
+
+def test_fingerprint_is_stable_and_content_sensitive():
+    a, b = load_model(plain_chain(0).model), load_model(plain_chain(0).model)
+    assert model_fingerprint(a) == model_fingerprint(b)
+    assert model_fingerprint(a) != model_fingerprint(load_model(plain_chain(1).model))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(HapiError, match="does not exist or is not a file"):
+        load_model(tmp_path / "nope.onnx")
+    with pytest.raises(HapiError, match="does not exist or is not a file"):
+        load_model(tmp_path)
+
+
+def test_not_onnx(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("these are not the weights you are looking for\n")
+    with pytest.raises(HapiError, match="is not an ONNX model"):
+        load_model(path)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(HapiError, match="is not an ONNX model"):
+        load_model(empty)
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.95])
+def test_truncated_file(tmp_path, keep):
+    data = resnet().model.SerializeToString()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(HapiError, match="ONNX model"):
+        load_model(path)
+
+
+def test_checker_failure_is_a_hapi_error():
+    model = resnet().model
+    model.graph.node[0].input[0] = "no_such_tensor"
+    with pytest.raises(HapiError, match="not a valid ONNX model"):
+        load_model(model)
+
+
+def _vector_model(shape, elem=TensorProto.FLOAT, extra_input=False):
+    inputs = [helper.make_tensor_value_info("x", elem, shape)]
+    nodes = [helper.make_node("Relu" if elem == TensorProto.FLOAT else "Abs", ["x"], ["y"])]
+    if extra_input:
+        inputs.append(helper.make_tensor_value_info("z", elem, shape))
+        nodes = [helper.make_node("Add", ["x", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", elem, shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        _vector_model([1, 784]),
+        _vector_model([1, 1, 28, 28], elem=TensorProto.INT64),
+        _vector_model([1, 3, 8, 8], extra_input=True),
+    ],
+    ids=["rank2", "int64", "two_inputs"],
+)
+def test_needs_one_rank4_float_input(model):
+    with pytest.raises(HapiError, match=r"expected one rank-4 \(N,C,H,W\) float input, got"):
+        load_model(model)
