@@ -1,0 +1,125 @@
+"""Calibration: one ORT pass of the over-provisioned model over a labelled set -> a Trace.
+
+Every exit's top-1 class, max-softmax confidence and top-1/top-2 margin are recorded for every
+sample, the final classifier last. Heads on a frozen backbone do not depend on each other, so
+the search can later score any subset of exits and any thresholds from this trace alone.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from scipy.special import softmax
+
+from hapi_onnx.data import Dataset
+from hapi_onnx.errors import HapiError
+from hapi_onnx.exits.features import Progress, check_labelled, run_batch_size, session_from_model
+from hapi_onnx.exits.layout import ExitLayout
+from hapi_onnx.graph import load_model, model_fingerprint
+from hapi_onnx.trace import Trace
+
+
+def _top2(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-1 class, top-1 probability and top-1 minus top-2 probability of each row."""
+    pred = prob.argmax(axis=1)
+    top = np.take_along_axis(prob, pred[:, None], axis=1)[:, 0]
+    second = np.partition(prob, prob.shape[1] - 2, axis=1)[:, -2]
+    return pred, top, top - second
+
+
+def calibrate(
+    ee_model: str | os.PathLike | onnx.ModelProto,
+    data: Dataset,
+    batch_size: int = 256,
+    progress: Progress | None = None,
+) -> Trace:
+    """Run the EE model over labelled data and record every exit's decisions.
+
+    Args:
+        ee_model (str | PathLike | onnx.ModelProto): An over-provisioned model (from
+            ``attach``), as a path or a model; not modified.
+        data (Dataset): Labelled calibration data (not the data the heads were fitted on).
+        batch_size (int): Samples per ORT run. Defaults to 256.
+        progress (Progress | None): ``progress(done, total)`` after every batch. Defaults to None.
+
+    Returns:
+        Trace: Per exit (final classifier last) x sample: prediction, confidence and margin, with
+        the labels and the EE model's fingerprint.
+
+    Raises:
+        HapiError: when the model has no exit layout or the data does not fit it.
+    """
+    model = load_model(ee_model)
+    layout = ExitLayout.from_model(model)
+    check_labelled(model, data, layout.num_classes, "calibration data")
+    outputs = [e.output for e in layout.exits] + [layout.final_output]
+    known = {o.name for o in model.graph.output}
+    missing = [o for o in outputs if o not in known]
+    if missing:
+        raise HapiError(f"The EE model's layout names outputs {missing} that the graph does not have.")
+    session = session_from_model(model)
+    n, k = len(data), len(outputs)
+    pred = np.empty((k, n), dtype=np.int64)
+    conf = np.empty((k, n), dtype=np.float32)
+    margin = np.empty((k, n), dtype=np.float32)
+    batch = run_batch_size(model, batch_size)
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        results = session.run(outputs, {layout.input: data.x[start:stop]})
+        for j, out in enumerate(results):
+            out = out.astype(np.float64)
+            if j == k - 1 and not layout.final_is_probability:
+                out = softmax(out, axis=1)
+            pred[j, start:stop], conf[j, start:stop], margin[j, start:stop] = _top2(out)
+        if progress is not None:
+            progress(stop, n)
+    return Trace(
+        exit_names=layout.exit_names,
+        tensors=[e.tensor for e in layout.exits] + [layout.final_output],
+        labels=data.y.copy(),
+        pred=pred,
+        conf=conf,
+        margin=margin,
+        num_classes=layout.num_classes,
+        model_fingerprint=model_fingerprint(model),
+    )
+
+
+@dataclass(frozen=True)
+class ExitAccuracy:
+    """One exit's behaviour on its own over a trace.
+
+    Attributes:
+        name (str): Exit name (``final`` for the original classifier).
+        tensor (str): Tensor the exit reads.
+        accuracy (float): Top-1 accuracy if every sample left here.
+        mean_confidence (float): Mean max-softmax probability.
+        mac_fraction (float | None): Share of the backbone's MACs spent before the exit, if known.
+    """
+
+    name: str
+    tensor: str
+    accuracy: float
+    mean_confidence: float
+    mac_fraction: float | None = None
+
+
+def exit_accuracies(trace: Trace, mac_fractions: dict[str, float] | None = None) -> list[ExitAccuracy]:
+    """Per-exit accuracy and mean confidence of a trace, in exit order (final last).
+
+    Args:
+        trace (Trace): A calibration trace.
+        mac_fractions (dict[str, float] | None): ``tensor -> MAC fraction`` to include; the final
+            classifier is 1.0. Defaults to None.
+
+    Returns:
+        list[ExitAccuracy]: One row per exit.
+    """
+    fractions = dict(mac_fractions or {})
+    accuracy, confidence = trace.accuracy, trace.conf.mean(axis=1)
+    rows = []
+    for k, (name, tensor) in enumerate(zip(trace.exit_names, trace.tensors, strict=True)):
+        fraction = 1.0 if k == trace.num_exits - 1 else fractions.get(tensor)
+        rows.append(ExitAccuracy(name, tensor, float(accuracy[k]), float(confidence[k]), fraction))
+    return rows
