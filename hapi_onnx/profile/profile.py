@@ -1,0 +1,257 @@
+"""Profile an over-provisioned early-exit model on a device: every segment, every head, one table.
+
+The model is split at its exits (:class:`~hapi_onnx.exits.layout.ExitLayout`) into backbone
+segments and heads, each becomes its own ONNX Runtime session with the device preset's providers
+and options, and all of them are timed together (see :mod:`hapi_onnx.profile.timing`) on real
+intermediate values: one sample input propagated through the segments. A trivial graph measures
+the fixed cost of a ``session.run`` call, and the original model (heads dropped) in one session is
+timed alongside for reference.
+
+Needs only onnx, onnxruntime and numpy, so it runs on the edge device itself.
+"""
+
+import dataclasses
+import functools
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.exits.layout import ExitLayout
+from hapi_onnx.graph import extract_segment, input_spec, load_model, model_fingerprint
+from hapi_onnx.profile.environment import environment
+from hapi_onnx.profile.presets import load_preset
+from hapi_onnx.profile.table import LatencyTable, PieceLatency
+from hapi_onnx.profile.timing import time_calls
+
+SAMPLE_SEED = 0
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One standalone part of an over-provisioned model.
+
+    Attributes:
+        name (str): ``segment<k>``, ``head<k>``, ``monolithic`` or ``overhead``.
+        model (onnx.ModelProto): The piece as its own model.
+        inputs (list[str]): Tensors it reads (names as in the full model).
+        outputs (list[str]): Tensors it produces.
+    """
+
+    name: str
+    model: onnx.ModelProto
+    inputs: list[str]
+    outputs: list[str]
+
+
+@dataclass(frozen=True)
+class ModelPieces:
+    """An over-provisioned model cut at its exits.
+
+    Attributes:
+        layout (ExitLayout): Where the exits are.
+        segments (list[Piece]): ``segments[k]`` runs from exit ``k-1``'s tensor (the input for
+            k=0) to exit ``k``'s tensor; the last one ends at the final classifier's output.
+        heads (list[Piece]): ``heads[k]`` maps exit ``k``'s tensor to its probabilities.
+        monolithic (Piece): The original model, input to final output, heads dropped.
+    """
+
+    layout: ExitLayout
+    segments: list[Piece]
+    heads: list[Piece]
+    monolithic: Piece
+
+
+def split_at_exits(model: onnx.ModelProto) -> ModelPieces:
+    """Cut a (loaded, shape-inferred) over-provisioned model into segments and heads.
+
+    Args:
+        model (onnx.ModelProto): An early-exit model from ``attach``, loaded with
+            :func:`hapi_onnx.graph.load_model`. Not changed.
+
+    Returns:
+        ModelPieces: Segments, heads and the monolithic backbone, each a standalone model.
+
+    Raises:
+        HapiError: when the model records no exits, or an exit tensor is not a single-tensor cut.
+    """
+    layout = ExitLayout.from_model(model)
+    bounds = [layout.input] + [e.tensor for e in layout.exits] + [layout.final_output]
+    segments = []
+    for k in range(len(bounds) - 1):
+        ins, outs = [bounds[k]], [bounds[k + 1]]
+        segments.append(Piece(f"segment{k}", extract_segment(model, ins, outs), ins, outs))
+    heads = []
+    for k, spec in enumerate(layout.exits):
+        ins, outs = [spec.tensor], [spec.output]
+        heads.append(Piece(f"head{k}", extract_segment(model, ins, outs), ins, outs))
+    ins, outs = [layout.input], [layout.final_output]
+    monolithic = Piece("monolithic", extract_segment(model, ins, outs), ins, outs)
+    return ModelPieces(layout, segments, heads, monolithic)
+
+
+def overhead_model(opset: int = 17) -> onnx.ModelProto:
+    """A trivial graph (``y = Identity(x)``, x float[N,1]): timing it gives the per-call overhead."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "overhead", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def sample_input(model: onnx.ModelProto, batch_size: int, seed: int = SAMPLE_SEED) -> np.ndarray:
+    """A deterministic standard-normal batch for the model's image input.
+
+    Raises:
+        HapiError: when a non-batch dimension of the input is not fixed.
+    """
+    spec = input_spec(model)
+    rest = spec.shape[1:]
+    if not all(isinstance(d, int) and d > 0 for d in rest):
+        raise HapiError(
+            f"Cannot build a sample input for {spec.name!r} of shape {spec.shape}: only the batch "
+            "dimension may be dynamic. Export the model with a fixed image size (C, H, W)."
+        )
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch_size, *rest)).astype(spec.dtype)
+
+
+def profile_model(
+    model_or_path: str | os.PathLike | onnx.ModelProto,
+    device: str | os.PathLike,
+    batch_size: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    time_budget_s: float | None = None,
+) -> LatencyTable:
+    """Time every segment and head of an over-provisioned model on a device preset.
+
+    Args:
+        model_or_path (str | PathLike | onnx.ModelProto): The early-exit model (from ``attach``).
+        device (str | PathLike): A preset name (``cpu-1t``, see ``profiles/``) or a preset file.
+        batch_size (int | None): Batch size of every timed run. Defaults to the preset's first
+            batch size (1 for every shipped preset).
+        progress (Callable[[str], None] | None): Receives one line per step / finished piece.
+        time_budget_s (float | None): Seconds of timed runs per piece, overriding the preset's.
+
+    Returns:
+        LatencyTable: Per segment and head timings, the per-call overhead, the monolithic
+        model, the preset, the environment and the model fingerprint.
+
+    Raises:
+        HapiError: for an unknown device, a provider missing from the installed onnxruntime,
+            a model without exits, or a bad batch size / budget.
+    """
+    begin = time.perf_counter()
+    say = progress or (lambda line: None)
+    preset = load_preset(device)
+    preset.check_providers()
+    batch = preset.batch_sizes[0] if batch_size is None else batch_size
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise HapiError(f"batch_size must be an int >= 1. Got {batch!r} instead.")
+    policy = preset.timing
+    if time_budget_s is not None:
+        if not time_budget_s > 0:
+            raise HapiError(f"time_budget_s must be a number of seconds > 0. Got {time_budget_s!r} instead.")
+        policy = dataclasses.replace(policy, time_budget_s=float(time_budget_s))
+
+    model = load_model(model_or_path)
+    fingerprint = model_fingerprint(model)
+    pieces = split_at_exits(model)
+    k = len(pieces.layout.exits)
+    say(f"split at {k} exit(s): {k + 1} segments, {k} heads; device {preset.name!r}, batch {batch}")
+
+    order = [*pieces.segments, *pieces.heads, pieces.monolithic]
+    order.append(Piece("overhead", overhead_model(), ["x"], ["y"]))
+    sessions = {}
+    for i, piece in enumerate(order, 1):
+        say(f"session {i}/{len(order)}: {piece.name}")
+        sessions[piece.name] = preset.create_session(piece.model.SerializeToString())
+
+    values, feeds = _propagate(pieces, sessions, sample_input(model, batch), batch)
+    names = [p.name for p in order]
+    calls = [functools.partial(sessions[p.name].run, list(p.outputs), feeds[p.name]) for p in order]
+    say(
+        f"timing {len(calls)} pieces round-robin (warm-up {policy.warmup_runs} runs/{policy.warmup_s} s, "
+        f"{policy.min_runs}-{policy.max_runs} runs, target +-{policy.target_rel_precision:.1%}, "
+        f"budget {policy.time_budget_s} s each)"
+    )
+    results = dict(zip(names, time_calls(calls, policy, names, progress), strict=True))
+
+    def latency(piece: Piece) -> PieceLatency:
+        return PieceLatency(piece.name, list(piece.inputs), list(piece.outputs), results[piece.name].stats)
+
+    shapes = {
+        p.name: {
+            "inputs": [list(feeds[p.name][n].shape) for n in p.inputs],
+            "outputs": [list(values[p.name][n].shape) for n in p.outputs],
+        }
+        for p in order
+    }
+    timing = {
+        name: {
+            "rel_precision_p50": _finite(r.rel_precision),
+            "rel_precision_mean": _finite(r.mean_rel_precision),
+            "stop": r.stop,
+            "timed_s": r.timed_s,
+        }
+        for name, r in results.items()
+    }
+    return LatencyTable(
+        device=os.fspath(device),
+        preset=preset.to_dict(),
+        environment=environment(preset, list(sessions.values())),
+        model_fingerprint=fingerprint,
+        batch_size=batch,
+        exit_names=pieces.layout.exit_names,
+        segments=[latency(p) for p in pieces.segments],
+        heads=[latency(p) for p in pieces.heads],
+        overhead=results["overhead"].stats,
+        monolithic=results["monolithic"].stats,
+        extra={
+            "shapes": shapes,
+            "timing": {"policy": dataclasses.asdict(policy), "pieces": timing},
+            "sample_input": f"standard normal, seed {SAMPLE_SEED}",
+            "profile_wall_s": round(time.perf_counter() - begin, 3),
+        },
+    )
+
+
+def _propagate(pieces: ModelPieces, sessions: dict, x: np.ndarray, batch: int):
+    """Run the sample through the segments; return every piece's outputs and its feeds."""
+    values: dict[str, dict[str, np.ndarray]] = {}
+    feeds: dict[str, dict[str, np.ndarray]] = {}
+    current = {pieces.layout.input: x}
+    for k, seg in enumerate(pieces.segments):
+        feeds[seg.name] = {seg.inputs[0]: current[seg.inputs[0]]}
+        out = sessions[seg.name].run(seg.outputs, feeds[seg.name])
+        values[seg.name] = {seg.outputs[0]: np.ascontiguousarray(out[0])}
+        current = values[seg.name]
+        if k < len(pieces.heads):
+            head = pieces.heads[k]
+            feeds[head.name] = {head.inputs[0]: current[head.inputs[0]]}
+            out = sessions[head.name].run(head.outputs, feeds[head.name])
+            values[head.name] = {head.outputs[0]: out[0]}
+    mono = pieces.monolithic
+    feeds[mono.name] = {mono.inputs[0]: x}
+    values[mono.name] = {mono.outputs[0]: sessions[mono.name].run(mono.outputs, feeds[mono.name])[0]}
+    feeds["overhead"] = {"x": np.zeros((batch, 1), np.float32)}
+    values["overhead"] = {"y": feeds["overhead"]["x"]}
+    return values, feeds
+
+
+def _finite(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+__all__ = [
+    "ModelPieces",
+    "Piece",
+    "overhead_model",
+    "profile_model",
+    "sample_input",
+    "split_at_exits",
+]

@@ -1,0 +1,221 @@
+"""The timing loop: warm-up excluded, back-to-back calls, run until the median is known well enough.
+
+Follows onnxruntime_perf_test / MLPerf single-stream practice: each sample is one whole call
+(``session.run``) timed with ``time.perf_counter_ns``, after untimed warm-up runs. Several calls
+(the pieces of a model) are timed together, round-robin in short bursts, so slow drift of a
+noisy machine (frequency scaling, other processes) hits every piece alike instead of whichever
+happened to be timed last. Garbage collection is off while timing. Each piece stops once the
+distribution-free confidence interval of its median, and the confidence interval of its mean
+(the statistic path latencies are summed from), are both narrower than the target precision, or
+its time budget is spent (after ``min_runs``), or it reached ``max_runs``.
+
+Needs numpy and the standard library only.
+"""
+
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.profile.presets import TimingPolicy
+from hapi_onnx.profile.table import TimingStats
+
+# Target duration of one burst of back-to-back runs of the same piece within a round.
+BURST_S = 0.005
+MAX_BURST = 64
+
+
+@dataclass(frozen=True)
+class TimingResult:
+    """The timings of one call and how the loop ended for it.
+
+    Attributes:
+        stats (TimingStats): Statistics of the timed runs, in ms.
+        rel_precision (float): Half-width of the median's confidence interval over the median.
+        mean_rel_precision (float): Half-width of the mean's confidence interval (normal
+            approximation, z * std / sqrt(n)) over the mean.
+        stop (str): ``precision`` (target met), ``budget`` (time budget spent) or ``max_runs``.
+        timed_s (float): Seconds spent in timed runs.
+    """
+
+    stats: TimingStats
+    rel_precision: float
+    mean_rel_precision: float
+    stop: str
+    timed_s: float
+
+
+def median_interval(sorted_ns: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median from sorted samples (order statistics).
+
+    Uses the normal approximation of the binomial rank distribution: ranks
+    ``n/2 -+ z*sqrt(n)/2``, rounded outwards (conservative).
+
+    Args:
+        sorted_ns (np.ndarray): Samples in ascending order (at least 1).
+        confidence (float): Confidence level, e.g. 0.95.
+
+    Returns:
+        tuple[float, float]: Lower and upper bound.
+    """
+    n = len(sorted_ns)
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    half = z * math.sqrt(n) / 2
+    lo = max(int(math.floor(n / 2 - half)) - 1, 0)
+    hi = min(int(math.ceil(n / 2 + half)), n - 1)
+    return float(sorted_ns[lo]), float(sorted_ns[hi])
+
+
+def relative_precision(samples_ns: Sequence[int] | np.ndarray, confidence: float) -> float:
+    """Half-width of the median's confidence interval relative to the median (inf if undefined)."""
+    data = np.sort(np.asarray(samples_ns, dtype=np.float64))
+    if len(data) < 2:
+        return math.inf
+    median = float(np.median(data))
+    lo, hi = median_interval(data, confidence)
+    return (hi - lo) / 2 / median if median > 0 else math.inf
+
+
+def stats_from_samples(samples_ns: Sequence[int] | np.ndarray, warmup: int) -> TimingStats:
+    """:class:`TimingStats` in ms from per-run durations in nanoseconds.
+
+    Raises:
+        HapiError: when there are no samples.
+    """
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    if ms.size == 0:
+        raise HapiError("Cannot summarise a timing with no runs; time at least one run.")
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return TimingStats(
+        n=int(ms.size),
+        warmup=int(warmup),
+        mean_ms=float(ms.mean()),
+        p50_ms=float(p50),
+        p90_ms=float(p90),
+        p99_ms=float(p99),
+        std_ms=float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
+        min_ms=float(ms.min()),
+    )
+
+
+def time_calls(
+    calls: Sequence[Callable[[], object]],
+    policy: TimingPolicy,
+    names: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[TimingResult]:
+    """Time several zero-argument calls together, interleaved round-robin.
+
+    Every call is warmed up first (``policy.warmup_runs`` runs and ``policy.warmup_s`` seconds,
+    at least one run, at most the time budget), then timed in rounds: each round runs every
+    unfinished call for a short burst of back-to-back runs (about 5 ms), then checks each one's
+    stop rule.
+
+    Args:
+        calls (Sequence[Callable]): The calls, e.g. ``functools.partial(session.run, None, feeds)``.
+        policy (TimingPolicy): Warm-up, run counts, precision target, time budget per call.
+        names (Sequence[str] | None): Names for progress lines. Defaults to ``call<i>``.
+        progress (Callable[[str], None] | None): Receives one line as each call finishes.
+
+    Returns:
+        list[TimingResult]: One per call, in the order given.
+    """
+    names = list(names) if names is not None else [f"call{i}" for i in range(len(calls))]
+    if len(names) != len(calls):
+        raise HapiError(f"time_calls got {len(calls)} calls but {len(names)} names; give one name per call.")
+    clock = time.perf_counter_ns
+    budget_ns = policy.time_budget_s * 1e9
+    samples: list[list[int]] = [[] for _ in calls]
+    spent = [0] * len(calls)
+    warmups = [0] * len(calls)
+    bursts = [1] * len(calls)
+    results: list[TimingResult | None] = [None] * len(calls)
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for i, call in enumerate(calls):
+            warmups[i], typical_ns = _warm_up(call, policy)
+            bursts[i] = int(min(max(BURST_S * 1e9 // max(typical_ns, 1), 1), MAX_BURST))
+        active = list(range(len(calls)))
+        while active:
+            for i in active:
+                call, out = calls[i], samples[i]
+                runs = min(bursts[i], policy.max_runs - len(out))
+                for _ in range(runs):
+                    start = clock()
+                    call()
+                    out.append(clock() - start)
+                spent[i] += sum(out[-runs:])
+            still = []
+            for i in active:
+                stop, precision, mean_precision = _stop_reason(samples[i], spent[i], policy, budget_ns)
+                if stop is None:
+                    still.append(i)
+                    continue
+                stats = stats_from_samples(samples[i], warmups[i])
+                results[i] = TimingResult(stats, precision, mean_precision, stop, spent[i] / 1e9)
+                if progress is not None:
+                    done = sum(r is not None for r in results)
+                    progress(
+                        f"[{done:>{len(str(len(calls)))}}/{len(calls)}] {names[i]}: n={stats.n} "
+                        f"p50={stats.p50_ms:.4f} ms +-{precision:.1%} ({stop})"
+                    )
+            active = still
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return [r for r in results if r is not None]
+
+
+def time_call(call: Callable[[], object], policy: TimingPolicy) -> TimingResult:
+    """Time one zero-argument call (see :func:`time_calls`)."""
+    return time_calls([call], policy)[0]
+
+
+def _warm_up(call: Callable[[], object], policy: TimingPolicy) -> tuple[int, float]:
+    """Run ``call`` untimed; return the number of runs and a typical duration in ns."""
+    clock = time.perf_counter_ns
+    cap_ns = max(policy.warmup_s, policy.time_budget_s) * 1e9
+    want_ns = policy.warmup_s * 1e9
+    durations: list[int] = []
+    begin = clock()
+    while True:
+        start = clock()
+        call()
+        durations.append(clock() - start)
+        elapsed = clock() - begin
+        if len(durations) >= policy.warmup_runs and elapsed >= want_ns:
+            break
+        if elapsed >= cap_ns:
+            break
+    return len(durations), float(np.median(durations[-10:]))
+
+
+def mean_relative_precision(samples_ns: Sequence[int] | np.ndarray, confidence: float) -> float:
+    """Half-width of the mean's normal-approximation confidence interval over the mean."""
+    data = np.asarray(samples_ns, dtype=np.float64)
+    if len(data) < 2 or data.mean() <= 0:
+        return math.inf
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    return float(z * data.std(ddof=1) / math.sqrt(len(data)) / data.mean())
+
+
+def _stop_reason(samples: list[int], spent_ns: float, policy: TimingPolicy, budget_ns: float):
+    """(stop reason or None, median precision, mean precision) after a round."""
+    if len(samples) < policy.min_runs:
+        return None, math.inf, math.inf
+    precision = relative_precision(samples, policy.confidence)
+    mean_precision = mean_relative_precision(samples, policy.confidence)
+    if max(precision, mean_precision) <= policy.target_rel_precision:
+        return "precision", precision, mean_precision
+    if len(samples) >= policy.max_runs:
+        return "max_runs", precision, mean_precision
+    if spent_ns >= budget_ns:
+        return "budget", precision, mean_precision
+    return None, precision, mean_precision
