@@ -10,6 +10,7 @@ import hashlib
 import os
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -131,6 +132,6 @@ def _read_zip(path: Path) -> BundleContents:
                 if stage.file not in by_name:
                     raise HapiError(f"Zip bundle {origin!r}: stage file {stage.file!r} is missing.")
                 blobs.append(_verified(manifest, i, archive.read(by_name[stage.file]), origin))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError) as err:
         raise HapiError(f"Zip bundle {origin!r} cannot be read: {err}.") from None
     return BundleContents(manifest=manifest, stage_bytes=tuple(blobs))

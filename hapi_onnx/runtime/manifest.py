@@ -53,10 +53,8 @@ def _fail(where: str, message: str) -> HapiError:
 
 
 def _get(data: dict, key: str, types: tuple, what: str, where: str, optional: bool = False) -> Any:
-    """``data[key]`` checked against ``types``; ``None`` allowed only when ``optional``."""
+    """``data[key]`` checked against ``types``; the key is required, ``None`` allowed when ``optional``."""
     if key not in data:
-        if optional:
-            return None
         raise _fail(where, f"field {key!r} is missing.")
     value = data[key]
     if value is None and optional:

@@ -1,0 +1,157 @@
+"""EarlyExitModel.predict / progressive: early-exit semantics, batch = single, thread safety, validation."""
+
+import threading
+
+import numpy as np
+import pytest
+from test_bundle_models import make_ee_model, reference_outputs, sample_images, softmax
+
+from hapi_onnx.bundle import write_bundle
+from hapi_onnx.runtime import BundleError, EarlyExitModel, HapiError
+
+EXITS = ["exit0", "exit1", "exit2"]
+N = 96
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A 4-stage bundle whose thresholds are quantiles of each exit's confidence, so every stage is used."""
+    model, x = make_ee_model(seed=7), sample_images(N, seed=11)
+    ref = reference_outputs(model, x)
+    probs = [ref[f"head{k}.probs"] for k in range(3)] + [softmax(ref["fc.logits"])]
+    thresholds = [float(np.quantile(p.max(axis=1), 0.6)) for p in probs[:3]]
+    bundle = write_bundle(model, EXITS, thresholds, tmp_path_factory.mktemp("b") / "m.hapi")
+    return EarlyExitModel.load(bundle), x, probs, thresholds
+
+
+def expected_decisions(probs, thresholds):
+    """First exit whose max probability (compared in float64) reaches its threshold, per sample."""
+    conf = np.stack([p.max(axis=1) for p in probs])
+    exit_index = np.full(conf.shape[1], len(probs) - 1)
+    for k in reversed(range(len(thresholds))):
+        exit_index = np.where(conf[k].astype(np.float64) >= thresholds[k], k, exit_index)
+    rows = np.arange(conf.shape[1])
+    classes = np.stack([p.argmax(axis=1) for p in probs])[exit_index, rows]
+    return exit_index, classes, conf[exit_index, rows]
+
+
+def test_batch_prediction_follows_the_exit_rule(setup):
+    model, x, probs, thresholds = setup
+    pred = model.predict(x, return_probs=True)
+    exit_index, classes, conf = expected_decisions(probs, thresholds)
+    assert set(exit_index.tolist()) == {0, 1, 2, 3}
+    assert np.array_equal(pred.exit_index, exit_index)
+    assert np.array_equal(pred.classes, classes)
+    np.testing.assert_allclose(pred.confidences, conf, atol=1e-6, rtol=0)
+    stacked = np.stack(probs)[exit_index, np.arange(N)]
+    np.testing.assert_allclose(pred.probs, stacked, atol=1e-6, rtol=0)
+    assert pred.classes.dtype == np.int64 and pred.confidences.dtype == np.float32
+    assert pred.exit_index.dtype == np.int64 and len(pred) == N
+
+
+def test_single_samples_agree_with_the_batch(setup):
+    """Batch 1 (IOBinding path) and batch N (compacted session.run) give the same answers.
+
+    On the CPU provider they agree bitwise here; the contract is exact classes and exit
+    indices, and confidences/probabilities within 1e-6.
+    """
+    model, x, _, _ = setup
+    batch = model.predict(x, return_probs=True)
+    singles = [model.predict(x[i : i + 1], return_probs=True) for i in range(N)]
+    assert np.array_equal(np.concatenate([s.classes for s in singles]), batch.classes)
+    assert np.array_equal(np.concatenate([s.exit_index for s in singles]), batch.exit_index)
+    np.testing.assert_allclose(np.concatenate([s.confidences for s in singles]), batch.confidences, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate([s.probs for s in singles]), batch.probs, atol=1e-6)
+    again = model.predict(x[5:6])
+    assert again.probs is None and again.classes[0] == batch.classes[5]
+
+
+def test_batch_order_is_kept_under_compaction(setup):
+    model, x, _, _ = setup
+    order = np.random.default_rng(0).permutation(N)
+    batch, shuffled = model.predict(x), model.predict(x[order])
+    assert np.array_equal(shuffled.classes, batch.classes[order])
+    assert np.array_equal(shuffled.exit_index, batch.exit_index[order])
+
+
+def test_progressive_yields_every_exit(setup):
+    model, x, probs, _ = setup
+    steps = list(model.progressive(x[:8]))
+    assert len(steps) == model.num_stages == 4
+    for j, step in enumerate(steps):
+        assert np.array_equal(step.exit_index, np.full(8, j))
+        assert np.array_equal(step.classes, probs[j][:8].argmax(axis=1))
+        np.testing.assert_allclose(step.probs, probs[j][:8], atol=1e-6)
+    first = next(model.progressive(x[:1]))
+    assert first.classes.shape == (1,)
+
+
+def test_concurrent_predict_calls_are_safe(setup):
+    model, x, _, _ = setup
+    expected = model.predict(x)
+    results, errors = {}, []
+
+    def worker(t):
+        try:
+            for _ in range(3):
+                for i in range(t, N, 4):
+                    p = model.predict(x[i : i + 1])
+                    results[i] = (int(p.classes[0]), int(p.exit_index[0]))
+                half = model.predict(x[t::4])
+                assert np.array_equal(half.classes, expected.classes[t::4])
+        except Exception as err:  # noqa: BLE001 - reported to the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    pairs = zip(expected.classes.tolist(), expected.exit_index.tolist(), strict=True)
+    assert [results[i] for i in range(N)] == list(pairs)
+
+
+def test_threshold_overrides(setup):
+    model, x, probs, _ = setup
+    eager = model.with_thresholds([0.0, 0.0, 0.0]).predict(x)
+    assert np.array_equal(eager.exit_index, np.zeros(N)) and np.array_equal(eager.classes, probs[0].argmax(1))
+    full = model.force_full_path()
+    assert full.thresholds == (np.inf, np.inf, np.inf) and model.thresholds != full.thresholds
+    assert np.array_equal(full.predict(x[:1]).exit_index, [3])
+    with pytest.raises(HapiError, match="needs 3 thresholds"):
+        model.with_thresholds([0.5])
+    with pytest.raises(HapiError, match="needs 3 thresholds"):
+        model.with_thresholds([0.5, float("nan"), 0.5])
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (np.zeros((1, 12, 12), np.float32), r"4D input .* Add a batch axis"),
+        (np.zeros((2, 1, 12, 12), np.float64), "expects float32 input. Got float64"),
+        (np.zeros((2, 3, 12, 12), np.float32), r"shape \(N, 1, 12, 12\)"),
+        (np.zeros((0, 1, 12, 12), np.float32), "N >= 1"),
+        ([[0.0]], "numpy array"),
+    ],
+)
+def test_bad_inputs_raise_one_clear_error(setup, bad, match):
+    model = setup[0]
+    with pytest.raises(BundleError, match=match):
+        model.predict(bad)
+    with pytest.raises(HapiError, match=match):
+        next(model.progressive(bad))
+
+
+def test_non_contiguous_input_is_accepted(setup):
+    model, x, _, _ = setup
+    strided = np.concatenate([x, x], axis=3)[..., ::2]
+    assert not strided.flags.c_contiguous
+    a, b = model.predict(strided[:1]), model.predict(np.ascontiguousarray(strided[:1]))
+    assert a.classes[0] == b.classes[0] and a.confidences[0] == b.confidences[0]
+
+
+def test_unavailable_provider_is_a_clear_error(setup, tmp_path):
+    bundle = write_bundle(make_ee_model(), ["exit0"], [0.9], tmp_path / "m.hapi")
+    with pytest.raises(HapiError, match="not available"):
+        EarlyExitModel.load(bundle, providers=["NoSuchExecutionProvider"])
