@@ -25,11 +25,11 @@ def setup(tmp_path_factory):
 
 
 def expected_decisions(probs, thresholds):
-    """First exit whose max probability (compared in float64) reaches its threshold, per sample."""
+    """First exit whose max probability reaches its threshold (in float32, as the search), per sample."""
     conf = np.stack([p.max(axis=1) for p in probs])
     exit_index = np.full(conf.shape[1], len(probs) - 1)
     for k in reversed(range(len(thresholds))):
-        exit_index = np.where(conf[k].astype(np.float64) >= thresholds[k], k, exit_index)
+        exit_index = np.where(conf[k] >= np.float32(thresholds[k]), k, exit_index)
     rows = np.arange(conf.shape[1])
     classes = np.stack([p.argmax(axis=1) for p in probs])[exit_index, rows]
     return exit_index, classes, conf[exit_index, rows]
@@ -155,3 +155,14 @@ def test_unavailable_provider_is_a_clear_error(setup, tmp_path):
     bundle = write_bundle(make_ee_model(), ["exit0"], [0.9], tmp_path / "m.hapi")
     with pytest.raises(HapiError, match="not available"):
         EarlyExitModel.load(bundle, providers=["NoSuchExecutionProvider"])
+
+
+def test_thresholds_compare_in_float32_like_the_search(setup):
+    """A threshold a quarter-ulp above a float32 confidence still lets that sample exit (float32 rule)."""
+    model, x, probs, _ = setup
+    conf = probs[0][:1].max(axis=1)[0]
+    above = float(conf) + float(np.spacing(conf)) / 4
+    assert above > float(conf) and np.float32(above) == conf
+    for sample in (x[:1], np.concatenate([x[:1], x[:1]])):
+        pred = model.with_thresholds([above, 2.0, 2.0]).predict(sample)
+        assert np.array_equal(pred.exit_index, np.zeros(len(sample)))

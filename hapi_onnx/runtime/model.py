@@ -2,7 +2,8 @@
 
 One ``InferenceSession`` per stage. Stage ``j`` computes exit ``j``'s class, confidence and
 probabilities in-graph and the tensor carried to stage ``j+1``; a sample leaves at the first
-stage whose confidence is ``>=`` its threshold (compared in float64), so a sample that leaves at
+stage whose confidence is ``>=`` its threshold (compared in float32, as the search scores
+designs), so a sample that leaves at
 stage ``j`` has paid ``j+1`` session calls, which is the cost model the search predicts with.
 
 Hot paths:
@@ -134,6 +135,7 @@ class EarlyExitModel:
         self._manifest = manifest
         self._pipeline = pipeline
         self._thresholds = tuple(float(t) for t in thresholds)
+        self._thresholds32 = tuple(np.float32(t) for t in self._thresholds)
 
     @classmethod
     def load(
@@ -141,6 +143,7 @@ class EarlyExitModel:
         path: str | os.PathLike,
         providers: Sequence[str] | None = None,
         session_options: ort.SessionOptions | None = None,
+        provider_options: Sequence[dict[str, str]] | None = None,
     ) -> "EarlyExitModel":
         """Verify a bundle (manifest and every file's sha256) and open one session per stage.
 
@@ -149,6 +152,7 @@ class EarlyExitModel:
             providers (list[str]): ONNX Runtime execution providers. Defaults to the CPU provider.
             session_options (ort.SessionOptions): Options for every stage's session. Defaults to
                 ONNX Runtime's defaults.
+            provider_options (list[dict]): Options aligned with ``providers``. Defaults to none.
 
         Returns:
             EarlyExitModel: Ready to predict, with the bundle's thresholds.
@@ -171,7 +175,9 @@ class EarlyExitModel:
         stages = []
         for i, (spec, blob) in enumerate(zip(manifest.stages, contents.stage_bytes, strict=True)):
             try:
-                session = ort.InferenceSession(blob, sess_options=session_options, providers=providers)
+                session = ort.InferenceSession(
+                    blob, sess_options=session_options, providers=providers, provider_options=provider_options
+                )
             except Exception as err:  # ORT raises several pybind types for a bad model
                 raise HapiError(
                     f"Bundle {str(path)!r}: ONNX Runtime cannot load stage {spec.file!r}: {err}"
@@ -280,13 +286,13 @@ class EarlyExitModel:
     def _predict_one(self, x: np.ndarray, return_probs: bool) -> Prediction:
         plan = self._pipeline.plan_for(x)
         np.copyto(plan.input, x)
-        thresholds = self._thresholds
+        thresholds = self._thresholds32
         stages = self._pipeline.stages
         last = len(stages) - 1
         j = 0
         while True:
             stages[j].session.run_with_iobinding(plan.bindings[j])
-            if j == last or float(plan.confs[j][0]) >= thresholds[j]:
+            if j == last or plan.confs[j][0] >= thresholds[j]:
                 break
             j += 1
         return Prediction(
@@ -310,7 +316,7 @@ class EarlyExitModel:
             if stage.last:
                 done = slice(None)
             else:
-                done = outs[1].astype(np.float64) >= self._thresholds[j]
+                done = outs[1] >= self._thresholds32[j]
             rows = active[done]
             classes[rows] = outs[0][done]
             confs[rows] = outs[1][done]
