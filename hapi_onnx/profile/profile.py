@@ -157,6 +157,7 @@ def profile_model(
         if not time_budget_s > 0:
             raise HapiError(f"time_budget_s must be a number of seconds > 0. Got {time_budget_s!r} instead.")
         policy = dataclasses.replace(policy, time_budget_s=float(time_budget_s))
+        preset = dataclasses.replace(preset, timing=policy)  # the table records what was used
 
     model = load_model(model_or_path)
     fingerprint = model_fingerprint(model)
