@@ -1,0 +1,37 @@
+"""``hapi-onnx evaluate``: a bundle's accuracy and latency next to the full model, on held-out data."""
+
+import json
+
+import click
+
+
+@click.command("evaluate")
+@click.argument("bundle", type=click.Path())
+@click.option("--data", required=True, type=click.Path(), help="Labelled test set (.npz with x, y).")
+@click.option("--full-model", type=click.Path(), default=None,
+              help="The early-exit .onnx (or the original .onnx) to compare with, same session options.")
+@click.option("--device", default="cpu-1t", show_default=True, metavar="NAME|PATH", help="Device preset.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Also measure throughput at this batch size (compaction vs full model) when > 1.")
+@click.option("-o", "--output", type=click.Path(), default=None, help="Also write the report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def command(bundle: str, data: str, full_model: str | None, device: str, batch_size: int,
+            output: str | None, as_json: bool) -> None:
+    """Measure BUNDLE on a labelled test set: accuracy, exits, batch-1 latency, speed-up.
+
+    Same as: hapi_onnx.evaluate.evaluate_bundle(BUNDLE, load_dataset(DATA), DEVICE, FULL_MODEL)
+    """
+    from hapi_onnx.data import load_dataset
+    from hapi_onnx.evaluate import evaluate_bundle
+
+    report = evaluate_bundle(
+        bundle, load_dataset(data), device=device, full_model=full_model, batch_size=batch_size,
+        progress=lambda done, total: click.echo(f"\r{done}/{total} samples", err=True, nl=done == total),
+    )
+    if output:
+        report.save(output)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        for line in report.lines():
+            click.echo(line)

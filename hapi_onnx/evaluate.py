@@ -1,0 +1,324 @@
+"""Measure a bundle on held-out data next to the original full model, in one run, same session options.
+
+Latency is per sample at batch 1 (single-stream): each sample runs through the bundle and through
+the full model back to back, in alternating order, so both see the same machine state; warm-up
+samples are excluded. Accuracy and the exit histogram come from the same timed runs. With
+``batch_size > 1`` the throughput of whole batches (bundle with compaction vs full model) is
+measured too, alternating rounds and keeping the best of each.
+"""
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from hapi_onnx.artifact import load_json, save_json
+from hapi_onnx.data import Dataset, load_dataset
+from hapi_onnx.errors import HapiError
+from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout
+from hapi_onnx.graph import extract_segment, load_model
+from hapi_onnx.profile.presets import load_preset
+from hapi_onnx.profile.table import TimingStats
+from hapi_onnx.profile.timing import stats_from_samples
+from hapi_onnx.runtime import EarlyExitModel, Prediction
+
+KIND = "hapi-onnx evaluation"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """A bundle measured on labelled data, next to the full model and the design's prediction.
+
+    Attributes:
+        bundle (str): Bundle path.
+        device (str): Device preset used for every session.
+        num_samples (int): Samples evaluated (all timed at batch 1, warm-up excluded from stats).
+        exit_names (list[str]): Stage exits, ``final`` last.
+        thresholds (list[float]): Thresholds in use.
+        exit_counts (list[int]): Samples leaving at each stage.
+        accuracy (float): Bundle top-1 accuracy.
+        latency (TimingStats): Bundle per-sample latency at batch 1.
+        predicted (dict | None): The design's predicted metrics, from the manifest.
+        full_accuracy (float | None): Full model top-1 accuracy, if a full model was given.
+        full_latency (TimingStats | None): Full model per-sample latency at batch 1.
+        batch_size (int): Batch size of the throughput measurement (1: none).
+        throughput (dict | None): ``bundle_sps`` and ``full_sps`` (samples/s) at ``batch_size``.
+    """
+
+    bundle: str
+    device: str
+    num_samples: int
+    exit_names: list[str]
+    thresholds: list[float]
+    exit_counts: list[int]
+    accuracy: float
+    latency: TimingStats
+    predicted: dict[str, Any] | None
+    full_accuracy: float | None
+    full_latency: TimingStats | None
+    batch_size: int
+    throughput: dict[str, float] | None
+
+    @property
+    def speedup(self) -> float | None:
+        """Full-model mean latency / bundle mean latency (measured in the same run)."""
+        return None if self.full_latency is None else self.full_latency.mean_ms / self.latency.mean_ms
+
+    @property
+    def predicted_mean_ms(self) -> float | None:
+        """The design's predicted mean latency, if recorded."""
+        value = (self.predicted or {}).get("mean_ms")
+        return float(value) if isinstance(value, int | float) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["speedup"] = self.speedup
+        return data
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the report as JSON, atomically."""
+        save_json(self.to_dict(), path, KIND, FORMAT_VERSION)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "EvaluationReport":
+        """Read a report written by :meth:`save`."""
+        data = load_json(path, KIND, FORMAT_VERSION)
+        for key in ("kind", "format_version", "speedup"):
+            data.pop(key, None)
+        data["latency"] = TimingStats(**data["latency"])
+        if data["full_latency"] is not None:
+            data["full_latency"] = TimingStats(**data["full_latency"])
+        return cls(**data)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary."""
+        lat = self.latency
+        out = [
+            f"bundle {self.bundle} on {self.device}: {self.num_samples} samples",
+            f"  accuracy        {self.accuracy:.4f}"
+            + ("" if self.full_accuracy is None else f"   (full model {self.full_accuracy:.4f}, "
+               f"drop {100 * (self.full_accuracy - self.accuracy):+.2f} pts)"),
+            "  exits           " + ", ".join(
+                f"{n} {c} ({100 * c / self.num_samples:.1f}%)"
+                for n, c in zip(self.exit_names, self.exit_counts, strict=True)
+            ),
+            f"  latency (ms)    mean {lat.mean_ms:.3f}  p50 {lat.p50_ms:.3f}  p90 {lat.p90_ms:.3f}  "
+            f"p99 {lat.p99_ms:.3f}   [batch 1, measured]",
+        ]
+        if self.full_latency is not None:
+            full = self.full_latency
+            out.append(
+                f"  full model (ms) mean {full.mean_ms:.3f}  p50 {full.p50_ms:.3f}  p90 {full.p90_ms:.3f}  "
+                f"p99 {full.p99_ms:.3f}   -> speed-up x{self.speedup:.2f} (mean)"
+            )
+        if self.predicted_mean_ms is not None:
+            ratio = lat.mean_ms / self.predicted_mean_ms
+            acc = (self.predicted or {}).get("accuracy")
+            out.append(
+                f"  predicted       mean {self.predicted_mean_ms:.3f} ms (measured/predicted {ratio:.3f})"
+                + (f", accuracy {acc:.4f}" if isinstance(acc, int | float) else "")
+            )
+        if self.throughput is not None:
+            tp = self.throughput
+            out.append(
+                f"  throughput      batch {self.batch_size}: bundle {tp['bundle_sps']:.0f}/s"
+                + ("" if tp.get("full_sps") is None else
+                   f", full {tp['full_sps']:.0f}/s (x{tp['bundle_sps'] / tp['full_sps']:.2f})")
+            )
+        return out
+
+
+def full_model_bytes(source: str | os.PathLike | onnx.ModelProto) -> bytes:
+    """The original classifier as one ONNX graph: input -> final output.
+
+    Args:
+        source: An over-provisioned model (the heads are cut away) or a plain ONNX model.
+
+    Raises:
+        HapiError: when the file is missing or not a valid ONNX image classifier.
+    """
+    model = load_model(source)
+    if METADATA_KEY not in {p.key for p in model.metadata_props}:
+        return model.SerializeToString()
+    layout = ExitLayout.from_model(model)
+    return extract_segment(model, [layout.input], [layout.final_output]).SerializeToString()
+
+
+def evaluate_bundle(
+    bundle_path: str | os.PathLike,
+    data: Dataset,
+    device: str = "cpu-1t",
+    full_model: str | os.PathLike | onnx.ModelProto | None = None,
+    batch_size: int = 1,
+    warmup: int = 20,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationReport:
+    """Measure a bundle's accuracy, exits and latency, and the full model's, in one run.
+
+    Args:
+        bundle_path (PathLike): ``MODEL.hapi`` or ``MODEL.hapi.zip``.
+        data (Dataset): Labelled held-out data (never the data thresholds were searched on).
+        device (str): Device preset name or file; its providers and session options are used
+            for the bundle's stages and for the full model alike. Defaults to ``cpu-1t``.
+        full_model (PathLike | onnx.ModelProto): The over-provisioned model or the original
+            ONNX model, for the side-by-side numbers. Defaults to none (bundle only).
+        batch_size (int): Also measure throughput at this batch size when > 1. Defaults to 1.
+        warmup (int): Leading samples run but left out of the latency statistics. Defaults to 20.
+        progress (callable): Called with (done, total) samples. Defaults to none.
+
+    Returns:
+        EvaluationReport: Measured numbers next to the design's prediction.
+
+    Raises:
+        HapiError: when the data has no labels or does not fit the bundle, the bundle or
+            full model is invalid, or the device preset is unknown or unavailable.
+    """
+    preset = load_preset(device)
+    preset.check_providers()
+    model = EarlyExitModel.load(
+        bundle_path,
+        providers=preset.provider_names,
+        session_options=preset.session_options(),
+        provider_options=preset.provider_options,
+    )
+    full = None if full_model is None else preset.create_session(full_model_bytes(full_model))
+    return measure(model, data, full, str(bundle_path), preset.name, batch_size, warmup, progress)
+
+
+def measure(
+    model: EarlyExitModel,
+    data: Dataset,
+    full: ort.InferenceSession | None,
+    bundle: str = "",
+    device: str = "",
+    batch_size: int = 1,
+    warmup: int = 20,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationReport:
+    """The measurement behind :func:`evaluate_bundle`, on an already loaded model and session.
+
+    Benchmarks call it with variants such as ``model.force_full_path()``.
+    """
+    if data.y is None:
+        raise HapiError(
+            "evaluate needs labelled data: the dataset has no 'y'. Save it with np.savez(path, x=..., y=...)."
+        )
+    if batch_size < 1:
+        raise HapiError(f"batch_size must be >= 1. Got {batch_size!r} instead.")
+    x, y = data.x, data.y
+    n = len(x)
+    model.predict(x[:1])  # validates the input shape against the manifest, with a clear message
+    run_full = _full_runner(full, model.manifest.num_classes) if full is not None else None
+    warmup = min(warmup, max(n - 1, 0))
+    classes = np.empty(n, dtype=np.int64)
+    exits = np.empty(n, dtype=np.int64)
+    full_classes = np.empty(n, dtype=np.int64)
+    bundle_ns = np.empty(n, dtype=np.int64)
+    full_ns = np.empty(n, dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i in range(n):
+        xi = x[i : i + 1]
+        first_bundle = i % 2 == 0 or run_full is None
+        if not first_bundle:
+            t0 = clock()
+            full_classes[i] = run_full(xi)[0]
+            full_ns[i] = clock() - t0
+        t0 = clock()
+        pred = model.predict(xi)
+        bundle_ns[i] = clock() - t0
+        classes[i], exits[i] = pred.classes[0], pred.exit_index[0]
+        if first_bundle and run_full is not None:
+            t0 = clock()
+            full_classes[i] = run_full(xi)[0]
+            full_ns[i] = clock() - t0
+        if progress is not None and ((i + 1) % 50 == 0 or i + 1 == n):
+            progress(i + 1, n)
+    throughput = None
+    if batch_size > 1:
+        throughput = _throughput(model, run_full, x, batch_size)
+    return EvaluationReport(
+        bundle=bundle,
+        device=device,
+        num_samples=n,
+        exit_names=list(model.exit_names),
+        thresholds=list(model.thresholds),
+        exit_counts=np.bincount(exits, minlength=model.num_stages).tolist(),
+        accuracy=float((classes == y).mean()),
+        latency=stats_from_samples(bundle_ns[warmup:], warmup),
+        predicted=(model.manifest.design or {}).get("predicted"),
+        full_accuracy=None if run_full is None else float((full_classes == y).mean()),
+        full_latency=None if run_full is None else stats_from_samples(full_ns[warmup:], warmup),
+        batch_size=batch_size,
+        throughput=throughput,
+    )
+
+
+def _full_runner(session: ort.InferenceSession, num_classes: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> int64[N]`` top-1 classes of the full model (first output, argmax over axis 1)."""
+    input_name = session.get_inputs()[0].name
+    output = session.get_outputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        scores = session.run([output], {input_name: x})[0]
+        if scores.ndim != 2 or scores.shape[1] != num_classes:
+            raise HapiError(
+                f"The full model's first output {output!r} must be scores of shape (N, {num_classes}). "
+                f"Got {scores.shape} instead. Pass the model the bundle was built from."
+            )
+        return scores.argmax(axis=1)
+
+    return run
+
+
+def _throughput(model, run_full, x: np.ndarray, batch_size: int, rounds: int = 3) -> dict[str, float]:
+    """Samples/s over whole batches, best of ``rounds`` alternating rounds."""
+    batches = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
+    best = {"bundle": float("inf"), "full": float("inf")}
+    for _ in range(rounds):
+        for name in ("bundle", "full"):
+            if name == "full" and run_full is None:
+                continue
+            call = model.predict if name == "bundle" else run_full
+            t0 = time.perf_counter_ns()
+            for batch in batches:
+                call(batch)
+            best[name] = min(best[name], time.perf_counter_ns() - t0)
+    result = {"bundle_sps": len(x) / (best["bundle"] / 1e9)}
+    result["full_sps"] = None if run_full is None else len(x) / (best["full"] / 1e9)
+    return result
+
+
+
+def predict_file(
+    bundle_path: str | os.PathLike, input_path: str | os.PathLike, device: str | None = None
+) -> tuple[EarlyExitModel, Prediction]:
+    """Run a bundle on the images of an ``.npy``/``.npz`` file (``hapi-onnx run``).
+
+    Args:
+        bundle_path (PathLike): ``MODEL.hapi`` or ``MODEL.hapi.zip``.
+        input_path (PathLike): ``.npy`` (images) or ``.npz`` (key ``x``) of float32 N x C x H x W.
+        device (str): Device preset for the sessions. Defaults to ONNX Runtime's CPU defaults.
+
+    Returns:
+        tuple[EarlyExitModel, Prediction]: The loaded model (exit names, labels) and its predictions.
+
+    Raises:
+        HapiError: when the bundle or the input file is invalid or does not fit the bundle.
+    """
+    data = load_dataset(input_path)
+    if device is None:
+        model = EarlyExitModel.load(bundle_path)
+    else:
+        preset = load_preset(device)
+        preset.check_providers()
+        model = EarlyExitModel.load(
+            bundle_path, providers=preset.provider_names, session_options=preset.session_options(),
+            provider_options=preset.provider_options,
+        )
+    return model, model.predict(data.x)
