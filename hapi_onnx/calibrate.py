@@ -14,9 +14,15 @@ from scipy.special import softmax
 
 from hapi_onnx.data import Dataset
 from hapi_onnx.errors import HapiError
-from hapi_onnx.exits.features import Progress, check_labelled, run_batch_size, session_from_model
+from hapi_onnx.exits.features import (
+    Progress,
+    check_labelled,
+    prune_to_outputs,
+    run_batch_size,
+    session_from_model,
+)
 from hapi_onnx.exits.layout import ExitLayout
-from hapi_onnx.graph import load_model, model_fingerprint
+from hapi_onnx.graph import load_model, model_fingerprint, validate_exit_tensors
 from hapi_onnx.trace import Trace
 
 
@@ -123,3 +129,40 @@ def exit_accuracies(trace: Trace, mac_fractions: dict[str, float] | None = None)
         fraction = 1.0 if k == trace.num_exits - 1 else fractions.get(tensor)
         rows.append(ExitAccuracy(name, tensor, float(accuracy[k]), float(confidence[k]), fraction))
     return rows
+
+
+def exit_mac_fractions(ee_model: onnx.ModelProto) -> dict[str, float]:
+    """``tensor -> share of the backbone's MACs before it`` for each exit of an EE model.
+
+    The backbone is the EE model pruned to its final output (the heads removed), so the numbers
+    match what ``attach`` reported. Exits whose tensor is not a rank-4 cut of the backbone (possible
+    for hand-made multi-exit models) are left out.
+    """
+    layout = ExitLayout.from_model(ee_model)
+    final = next(o for o in ee_model.graph.output if o.name == layout.final_output)
+    backbone = prune_to_outputs(ee_model, [final])
+    del backbone.metadata_props[:]
+    fractions = {}
+    for spec in layout.exits:
+        try:
+            (candidate,) = validate_exit_tensors(backbone, [spec.tensor])
+        except HapiError:
+            continue
+        fractions[spec.tensor] = float(candidate.fraction)
+    return fractions
+
+
+def calibration_report(
+    ee_model: str | os.PathLike | onnx.ModelProto,
+    data: Dataset,
+    batch_size: int = 256,
+    progress: Progress | None = None,
+) -> tuple[Trace, list[ExitAccuracy]]:
+    """:func:`calibrate`, plus each exit's accuracy, mean confidence and MAC fraction.
+
+    Returns:
+        tuple[Trace, list[ExitAccuracy]]: The trace and one summary row per exit (final last).
+    """
+    model = load_model(ee_model)
+    trace = calibrate(model, data, batch_size=batch_size, progress=progress)
+    return trace, exit_accuracies(trace, exit_mac_fractions(model))

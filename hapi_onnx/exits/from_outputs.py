@@ -88,7 +88,8 @@ def exits_from_outputs(model, final_output: str | None = None) -> onnx.ModelProt
             last output.
 
     Returns:
-        onnx.ModelProto: The new EE model.
+        onnx.ModelProto: The new EE model, normalised by :func:`~hapi_onnx.graph.load_model` (loading
+        it again changes nothing, so its fingerprint is stable).
 
     Raises:
         HapiError: when the model has fewer than two outputs, outputs are not ``[N, classes]``
@@ -158,4 +159,4 @@ def exits_from_outputs(model, final_output: str | None = None) -> onnx.ModelProt
         source_fingerprint=model_fingerprint(model),
     )
     layout.to_model(ee)
-    return ee
+    return load_model(ee)  # normalised, so the saved file's fingerprint is what later steps compute
