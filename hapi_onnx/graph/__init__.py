@@ -4,15 +4,23 @@ Everything imported here needs only ``onnx`` (no onnx-graphsurgeon, no scipy), s
 profiler can split models with the runtime dependencies alone.
 """
 
+from hapi_onnx.graph.cuts import Candidate, candidate_exits, cut_points, validate_exit_tensors
 from hapi_onnx.graph.load import InputSpec, input_spec, load_model, model_fingerprint
+from hapi_onnx.graph.macs import count_macs, total_macs
 from hapi_onnx.graph.segment import add_outputs, extract_segment, split_model
 
 __all__ = [
+    "Candidate",
     "InputSpec",
     "add_outputs",
+    "candidate_exits",
+    "count_macs",
+    "cut_points",
     "extract_segment",
     "input_spec",
     "load_model",
     "model_fingerprint",
     "split_model",
+    "total_macs",
+    "validate_exit_tensors",
 ]
