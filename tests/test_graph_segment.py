@@ -130,3 +130,17 @@ def test_segment_keeps_initializers_read_only_inside_if_branches():
     assert [n.op_type for n in first.graph.node] == ["Relu", "If"]
     with pytest.raises(HapiError, match="output 'b' is not computed from the inputs"):
         extract_segment(model, [], ["b"])
+
+
+def test_split_index_round_trip_and_malformed_files(tmp_path):
+    from hapi_onnx.graph import SplitIndex, write_split
+
+    index = write_split(resnet().model, tmp_path / "split")
+    assert SplitIndex.load(tmp_path / "split") == index
+    bad = tmp_path / "split" / "index.json"
+    bad.write_text('{"kind": "hapi-onnx split index", "format_version": 1, "segments": []}')
+    with pytest.raises(HapiError, match="malformed"):
+        SplitIndex.load(bad)
+    bad.write_text('{"kind": "trace", "format_version": 1}')
+    with pytest.raises(HapiError, match="is not a hapi-onnx split index file"):
+        SplitIndex.load(bad)

@@ -8,10 +8,13 @@ from hapi_onnx.graph.cuts import Candidate, candidate_exits, cut_points, validat
 from hapi_onnx.graph.load import InputSpec, input_spec, load_model, model_fingerprint
 from hapi_onnx.graph.macs import count_macs, total_macs
 from hapi_onnx.graph.segment import add_outputs, extract_segment, split_model
+from hapi_onnx.graph.split_files import SegmentEntry, SplitIndex, write_split
 
 __all__ = [
     "Candidate",
     "InputSpec",
+    "SegmentEntry",
+    "SplitIndex",
     "add_outputs",
     "candidate_exits",
     "count_macs",
@@ -23,4 +26,5 @@ __all__ = [
     "split_model",
     "total_macs",
     "validate_exit_tensors",
+    "write_split",
 ]
