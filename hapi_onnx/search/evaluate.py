@@ -1,0 +1,266 @@
+"""Score designs on the search data: where each sample leaves, its latency, and whether it is right.
+
+Policy (``max-softmax``): a sample leaves at the first kept exit ``j`` whose confidence reaches the
+exit's threshold (``conf >= t_j``), otherwise at the final classifier, whose prediction it takes.
+Costs follow :mod:`hapi_onnx.search.problem`. All functions are vectorised with numpy; the batch
+variants score many threshold vectors of one exit subset at once for the optimisers.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.profile.table import LatencyTable
+from hapi_onnx.search.problem import STATS, SearchProblem, check_stat, ms_from_ns, percentile_rank
+from hapi_onnx.trace import Trace
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How one design behaves on the search data.
+
+    Attributes:
+        exits (tuple[int, ...]): Kept intermediate exits (trace indices, ascending).
+        thresholds (tuple[float, ...]): Threshold of each kept intermediate exit.
+        num_samples (int): N.
+        correct (int): Samples classified right.
+        total_ns (int): Sum of the per-sample latencies.
+        percentile_ns (dict[str, int]): Nearest-rank ``p50``/``p90``/``p99`` latency.
+        exit_counts (tuple[int, ...]): Samples leaving at each kept exit, the final classifier last.
+        exit_position (np.ndarray | None): int[N] where each sample left (0..m, m = final), if kept.
+    """
+
+    exits: tuple[int, ...]
+    thresholds: tuple[float, ...]
+    num_samples: int
+    correct: int
+    total_ns: int
+    percentile_ns: dict[str, int]
+    exit_counts: tuple[int, ...]
+    exit_position: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of samples classified right."""
+        return self.correct / self.num_samples
+
+    @property
+    def mean_ms(self) -> float:
+        """Mean per-sample latency."""
+        return ms_from_ns(self.total_ns / self.num_samples)
+
+    def stat_ms(self, stat: str) -> float:
+        """Latency statistic ``stat`` (``mean``, ``p50``, ``p90``, ``p99``) in ms."""
+        check_stat(stat)
+        return self.mean_ms if stat == "mean" else ms_from_ns(self.percentile_ns[stat])
+
+    def latency_key(self, stat: str) -> int:
+        """The exact integer the optimisers compare: total ns for the mean, else the percentile's ns."""
+        check_stat(stat)
+        return self.total_ns if stat == "mean" else self.percentile_ns[stat]
+
+    @property
+    def exit_distribution(self) -> tuple[float, ...]:
+        """Fraction of samples leaving at each kept exit, the final classifier last."""
+        return tuple(c / self.num_samples for c in self.exit_counts)
+
+
+def evaluate(
+    trace: Trace,
+    table: LatencyTable,
+    exits: Sequence[str | int],
+    thresholds: Sequence[float],
+    *,
+    keep_positions: bool = False,
+) -> Evaluation:
+    """Score one design on a trace with a latency table.
+
+    Args:
+        trace (Trace): The search data.
+        table (LatencyTable): Costs of the same model.
+        exits (Sequence[str | int]): Kept intermediate exits (names or indices) in depth order;
+            a trailing final classifier is accepted.
+        thresholds (Sequence[float]): One max-softmax threshold per kept intermediate exit.
+        keep_positions (bool): Keep every sample's exit position. Defaults to False.
+
+    Raises:
+        HapiError: when the artifacts disagree or the design is malformed.
+    """
+    problem = SearchProblem.from_artifacts(trace, table)
+    return evaluate_problem(problem, problem.exit_tuple(exits), thresholds, keep_positions=keep_positions)
+
+
+def evaluate_problem(
+    problem: SearchProblem,
+    exits: Sequence[int],
+    thresholds: Sequence[float],
+    *,
+    keep_positions: bool = False,
+) -> Evaluation:
+    """Score one design of ``problem`` (exits as ascending trace indices).
+
+    Raises:
+        HapiError: when the number of thresholds does not match the exits.
+    """
+    exits = tuple(int(e) for e in exits)
+    thr = check_thresholds(exits, thresholds)
+    pos = exit_positions(problem, exits, thr[None, :])[0]
+    costs = problem.position_costs(exits)[pos]
+    rows = np.asarray(exits + (problem.num_exits - 1,))
+    correct = int(problem.correct[rows[pos], np.arange(problem.num_samples)].sum())
+    sorted_costs = np.sort(costs)
+    n = problem.num_samples
+    return Evaluation(
+        exits=exits,
+        thresholds=tuple(float(t) for t in thr),
+        num_samples=n,
+        correct=correct,
+        total_ns=int(costs.sum()),
+        percentile_ns={s: int(sorted_costs[percentile_rank(s, n) - 1]) for s in STATS if s != "mean"},
+        exit_counts=tuple(int(c) for c in np.bincount(pos, minlength=len(exits) + 1)),
+        exit_position=pos if keep_positions else None,
+    )
+
+
+def check_thresholds(exits: Sequence[int], thresholds: Sequence[float]) -> np.ndarray:
+    """float32 thresholds, one per kept intermediate exit, validated.
+
+    Raises:
+        HapiError: when the count differs from the exits or a threshold is not a finite number.
+    """
+    thr = np.asarray(list(thresholds), dtype=np.float64)
+    if thr.ndim != 1 or len(thr) != len(exits):
+        raise HapiError(
+            f"A design needs one threshold per kept intermediate exit ({len(exits)}). "
+            f"Got {len(thr)} thresholds instead."
+        )
+    if not np.all(np.isfinite(thr)):
+        raise HapiError(f"Thresholds must be finite numbers. Got {list(thresholds)!r} instead.")
+    return thr.astype(np.float32)
+
+
+def exit_positions(problem: SearchProblem, exits: Sequence[int], thresholds: np.ndarray) -> np.ndarray:
+    """Where each sample leaves, for a batch of threshold vectors over the same kept exits.
+
+    Args:
+        problem (SearchProblem): The search data.
+        exits (Sequence[int]): Kept intermediate exits, ascending trace indices (m of them).
+        thresholds (np.ndarray): float32[D, m], one threshold vector per design.
+
+    Returns:
+        np.ndarray: int64[D, N] exit position per design and sample (0..m; m is the final classifier).
+    """
+    d, m, n = thresholds.shape[0], len(exits), problem.num_samples
+    if m == 0:
+        return np.zeros((d, n), dtype=np.int64)
+    conf = problem.conf[list(exits)]  # [m, N]
+    confident = np.empty((d, m + 1, n), dtype=bool)
+    np.greater_equal(conf[None, :, :], thresholds.astype(np.float32)[:, :, None], out=confident[:, :m])
+    confident[:, m] = True
+    return np.argmax(confident, axis=1)
+
+
+def batch_metrics(
+    problem: SearchProblem, exits: Sequence[int], thresholds: np.ndarray, stat: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Correct counts and latency keys of a batch of designs sharing their kept exits.
+
+    Works per sample (the exhaustive reference uses it): latencies are gathered per sample and the
+    percentile is an order statistic of them.
+
+    Args:
+        problem (SearchProblem): The search data.
+        exits (Sequence[int]): Kept intermediate exits, ascending trace indices.
+        thresholds (np.ndarray): float32[D, m].
+        stat (str): ``mean`` (key = total ns) or a percentile (key = its ns).
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: int64[D] correct counts, int64[D] latency keys.
+    """
+    pos = exit_positions(problem, exits, thresholds)
+    rows = np.asarray(tuple(exits) + (problem.num_exits - 1,))
+    correct = problem.correct[rows[:, None], np.arange(problem.num_samples)[None, :]]  # [m+1, N]
+    n_correct = np.take_along_axis(correct, pos, axis=0).sum(axis=1) if pos.size else np.zeros(0, np.int64)
+    costs = problem.position_costs(exits)[pos]
+    return n_correct.astype(np.int64), latency_keys(costs, stat)
+
+
+def latency_keys(costs: np.ndarray, stat: str) -> np.ndarray:
+    """int64[D] latency key of per-sample costs int64[D, N]: their sum, or a nearest-rank percentile."""
+    if stat == "mean":
+        return costs.sum(axis=1)
+    k = percentile_rank(stat, costs.shape[1]) - 1
+    return np.partition(costs, k, axis=1)[:, k]
+
+
+def keys_from_counts(counts: np.ndarray, position_costs: np.ndarray, stat: str) -> np.ndarray:
+    """int64[D] latency keys from samples per exit position.
+
+    Latency grows with the exit position (each later stage adds non-negative work and a call), so
+    the sorted per-sample latencies are the position costs repeated by their counts.
+
+    Args:
+        counts (np.ndarray): int64[D, m+1] samples leaving at each position.
+        position_costs (np.ndarray): int64[m+1] from :meth:`SearchProblem.position_costs`.
+        stat (str): ``mean`` or a percentile.
+    """
+    if stat == "mean":
+        return counts @ position_costs
+    rank = percentile_rank(stat, int(counts[0].sum()) if len(counts) else 1)
+    first = np.argmax(np.cumsum(counts, axis=1) >= rank, axis=1)
+    return position_costs[first]
+
+
+def sweep_threshold(
+    problem: SearchProblem,
+    exits: Sequence[int],
+    thresholds: Sequence[float],
+    position: int,
+    values: np.ndarray,
+    stat: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Correct counts and latency keys when one kept exit's threshold takes each of ``values``.
+
+    The other thresholds stay fixed, so a sample either leaves before ``position`` (unaffected),
+    leaves at ``position`` when its confidence there reaches the value, or goes on to where it
+    would leave without that exit. Sorting the samples reaching ``position`` by confidence gives
+    every value's outcome from cumulative sums: ``O(N * m + N log N + C * m)`` for C values.
+
+    Args:
+        problem (SearchProblem): The search data.
+        exits (Sequence[int]): Kept intermediate exits, ascending trace indices (m of them).
+        thresholds (Sequence[float]): Current thresholds, one per kept exit.
+        position (int): Which kept exit's threshold varies (0..m-1).
+        values (np.ndarray): float[C] thresholds to try there.
+        stat (str): ``mean`` or a percentile.
+
+    Returns:
+        tuple[np.ndarray, np.ndarray]: int64[C] correct counts and int64[C] latency keys.
+    """
+    exits = tuple(exits)
+    m, n, j = len(exits), problem.num_samples, position
+    thr = check_thresholds(exits, thresholds)
+    conf = problem.conf[list(exits)]
+    confident = np.ones((m + 1, n), dtype=bool)
+    np.greater_equal(conf, thr[:, None], out=confident[:m])
+    confident[j] = False
+    elsewhere = np.argmax(confident, axis=0)  # where each sample leaves if it does not leave at j
+    rows = np.asarray(exits + (problem.num_exits - 1,))
+    right = problem.correct[rows[elsewhere], np.arange(n)]
+    reach = elsewhere > j
+    fixed = np.bincount(elsewhere[~reach], minlength=m + 1)
+    fixed_right = int(right[~reach].sum())
+    order = np.argsort(conf[j, reach], kind="stable")
+    conf_j = conf[j, reach][order]
+    later = elsewhere[reach][order]
+    cum_later = np.zeros((len(later) + 1, m + 1), dtype=np.int64)
+    np.cumsum(np.eye(m + 1, dtype=np.int64)[later], axis=0, out=cum_later[1:])
+    cum_right_later = np.concatenate([[0], np.cumsum(right[reach][order])])
+    cum_right_j = np.concatenate([[0], np.cumsum(problem.correct[exits[j], reach][order])])
+    stay = np.searchsorted(conf_j, np.asarray(values, dtype=np.float32), side="left")  # conf < value
+    counts = fixed[None, :] + cum_later[stay]
+    counts[:, j] += len(later) - stay
+    correct = fixed_right + cum_right_later[stay] + (cum_right_j[-1] - cum_right_j[stay])
+    return correct.astype(np.int64), keys_from_counts(counts, problem.position_costs(exits), stat)

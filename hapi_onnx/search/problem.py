@@ -1,0 +1,229 @@
+"""The search problem: a trace and a latency table turned into exact integer costs and outcomes.
+
+Every optimiser and the evaluator read the same :class:`SearchProblem`, so they agree to the last
+bit: piece costs are rounded once to whole nanoseconds (far below measurement noise) and every
+sum after that is integer arithmetic. Two designs with the same outcome therefore tie exactly,
+whichever algorithm scored them, and ties are broken by the documented order in
+:mod:`hapi_onnx.search.optimise`.
+
+Cost model (the bundle and runtime are built to match it: one ONNX session per kept exit).
+A design keeps intermediate exits ``s_0 < ... < s_{m-1}`` and always the final classifier.
+Stage ``j`` runs backbone segments ``(s_{j-1}, s_j]`` plus head ``s_j`` in one session call, so a
+sample leaving at kept exit ``j`` costs::
+
+    sum(seg[i] for i <= s_j) + sum(head[s_i] for i <= j) + (j + 1) * overhead
+
+and a sample reaching the final classifier costs ``sum(seg) + sum(kept heads) + (m + 1) * overhead``.
+Piece costs are :meth:`LatencyTable.segment_costs` / :meth:`~LatencyTable.head_costs` of the mean
+(per-call overhead removed) and ``overhead.mean_ms``.
+
+Latency statistics over the search samples: the mean, and nearest-rank percentiles ``p50``,
+``p90``, ``p99``: the ``ceil(q * N)``-th smallest per-sample latency (a latency that at least a
+fraction q of the samples do not exceed; always one of the samples' own latencies).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.profile.table import LatencyTable
+from hapi_onnx.trace import Trace
+
+STATS = ("mean", "p50", "p90", "p99")
+PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
+NS_PER_MS = 1_000_000
+
+
+def check_stat(stat: str) -> str:
+    """Return ``stat`` if it is a latency statistic the search knows.
+
+    Raises:
+        HapiError: when it is not one of ``mean``, ``p50``, ``p90``, ``p99``.
+    """
+    if stat not in STATS:
+        raise HapiError(f"The latency statistic must be one of {', '.join(STATS)}. Got {stat!r} instead.")
+    return stat
+
+
+def percentile_rank(stat: str, num_samples: int) -> int:
+    """1-based rank of the nearest-rank percentile ``stat`` among ``num_samples`` sorted latencies."""
+    pct = PERCENTILES[stat]
+    return max(1, -(-pct * num_samples // 100))
+
+
+def ms_from_ns(value: float) -> float:
+    """Milliseconds from nanoseconds."""
+    return float(value) / NS_PER_MS
+
+
+@dataclass(frozen=True, eq=False)
+class SearchProblem:
+    """What the search needs from a trace and a latency table, validated and in integer ns.
+
+    Exit indices are the trace's: ``0 .. K-2`` intermediate, ``K-1`` the final classifier.
+
+    Attributes:
+        exit_names (tuple[str, ...]): All K exit names, final classifier last.
+        candidates (tuple[int, ...]): Intermediate exits the search may keep, ascending.
+        conf (np.ndarray): float32[K-1, N] max-softmax confidence of every intermediate exit.
+        correct (np.ndarray): bool[K, N] whether each exit's top-1 class is right.
+        seg_ns (np.ndarray): int64[K] compute time of each backbone segment.
+        head_ns (np.ndarray): int64[K-1] compute time of each intermediate head.
+        overhead_ns (int): Cost of one session call.
+        monolithic_ms (float): Measured mean latency of the original model in one session.
+        trace_fingerprint (str): :attr:`Trace.fingerprint` of the trace.
+        latency_fingerprint (str): :attr:`LatencyTable.fingerprint` of the table.
+        model_fingerprint (str): The over-provisioned model both were taken on.
+        device (str): Device preset of the latency table.
+    """
+
+    exit_names: tuple[str, ...]
+    candidates: tuple[int, ...]
+    conf: np.ndarray
+    correct: np.ndarray
+    seg_ns: np.ndarray
+    head_ns: np.ndarray
+    overhead_ns: int
+    monolithic_ms: float
+    trace_fingerprint: str = ""
+    latency_fingerprint: str = ""
+    model_fingerprint: str = ""
+    device: str = ""
+
+    @classmethod
+    def from_artifacts(
+        cls, trace: Trace, table: LatencyTable, candidates: Sequence[str | int] | None = None
+    ) -> "SearchProblem":
+        """Check that ``trace`` and ``table`` describe the same model and build the problem.
+
+        Args:
+            trace (Trace): Calibration trace (the search data).
+            table (LatencyTable): Latency table of the same over-provisioned model.
+            candidates (Sequence[str | int] | None): Intermediate exits (names or indices) the
+                search may keep. Defaults to None: all of them.
+
+        Raises:
+            HapiError: when the two come from different models or exits, or a candidate is unknown.
+        """
+        if trace.model_fingerprint != table.model_fingerprint:
+            raise HapiError(
+                "The trace and the latency table come from different models: trace model fingerprint "
+                f"{trace.model_fingerprint[:12]}..., latency table {table.model_fingerprint[:12]}.... "
+                "Calibrate and profile the same over-provisioned model (ee.onnx)."
+            )
+        if list(trace.exit_names) != list(table.exit_names):
+            raise HapiError(
+                f"The trace's exits {list(trace.exit_names)} differ from the latency table's "
+                f"{list(table.exit_names)}. Calibrate and profile the same over-provisioned model."
+            )
+        if not table.overhead.mean_ms > 0:
+            raise HapiError(
+                f"The latency table's per-call overhead must be positive. Got {table.overhead.mean_ms!r} ms; "
+                "re-run profile."
+            )
+        conf = np.asarray(trace.conf, dtype=np.float32)
+        if not np.all(np.isfinite(conf)):
+            raise HapiError("The trace's confidences contain NaN or infinity. Re-run calibrate.")
+        return cls(
+            exit_names=tuple(trace.exit_names),
+            candidates=resolve_candidates(trace.exit_names, candidates),
+            conf=np.ascontiguousarray(conf[:-1]),
+            correct=np.ascontiguousarray(trace.correct),
+            seg_ns=_ns(table.segment_costs("mean")),
+            head_ns=_ns(table.head_costs("mean")),
+            overhead_ns=int(_ns([table.overhead.mean_ms])[0]),
+            monolithic_ms=float(table.monolithic.mean_ms),
+            trace_fingerprint=trace.fingerprint,
+            latency_fingerprint=table.fingerprint,
+            model_fingerprint=trace.model_fingerprint,
+            device=table.device,
+        )
+
+    @property
+    def num_exits(self) -> int:
+        """K, exits including the final classifier."""
+        return len(self.exit_names)
+
+    @property
+    def num_samples(self) -> int:
+        """N, samples in the search data."""
+        return self.correct.shape[1]
+
+    @property
+    def final_correct(self) -> int:
+        """How many samples the final classifier gets right."""
+        return int(self.correct[-1].sum())
+
+    def exit_tuple(self, exits: Sequence[str | int]) -> tuple[int, ...]:
+        """Kept intermediate exits as ascending trace indices, validated.
+
+        Args:
+            exits (Sequence[str | int]): Names or indices of intermediate exits; a trailing final
+                classifier (name or index) is accepted and dropped.
+
+        Raises:
+            HapiError: when an exit is unknown, repeated or out of depth order.
+        """
+        idx = [_exit_index(self.exit_names, e) for e in exits]
+        if idx and idx[-1] == self.num_exits - 1:
+            idx = idx[:-1]
+        if any(i == self.num_exits - 1 for i in idx):
+            raise HapiError("The final classifier can only be the last exit of a design.")
+        if any(a >= b for a, b in zip(idx, idx[1:], strict=False)):
+            raise HapiError(f"Exits must be distinct and in depth order. Got {list(exits)!r} instead.")
+        return tuple(idx)
+
+    def position_costs(self, exits: Sequence[int]) -> np.ndarray:
+        """int64[m+1] latency in ns of a sample leaving at each kept exit, the final classifier last.
+
+        Args:
+            exits (Sequence[int]): Kept intermediate exits, ascending trace indices.
+        """
+        exits = np.asarray(exits, dtype=np.int64)
+        cumseg = np.cumsum(self.seg_ns)
+        heads = np.cumsum(self.head_ns[exits] + self.overhead_ns)
+        costs = np.empty(len(exits) + 1, dtype=np.int64)
+        costs[:-1] = cumseg[exits] + heads
+        costs[-1] = cumseg[-1] + (heads[-1] if len(exits) else 0) + self.overhead_ns
+        return costs
+
+    def names(self, exits: Sequence[int]) -> list[str]:
+        """Names of kept intermediate exits followed by the final classifier's."""
+        return [self.exit_names[i] for i in exits] + [self.exit_names[-1]]
+
+
+def resolve_candidates(exit_names: Sequence[str], candidates: Sequence[str | int] | None) -> tuple[int, ...]:
+    """Ascending indices of the intermediate exits named by ``candidates`` (all when None).
+
+    Raises:
+        HapiError: when a candidate is unknown, repeated, or the final classifier.
+    """
+    if candidates is None:
+        return tuple(range(len(exit_names) - 1))
+    idx = [_exit_index(exit_names, c) for c in candidates]
+    if len(set(idx)) != len(idx):
+        raise HapiError(f"Candidate exits must be distinct. Got {list(candidates)!r} instead.")
+    if len(exit_names) - 1 in idx:
+        raise HapiError(
+            f"Candidate exits are intermediate exits; the final classifier {exit_names[-1]!r} is always kept."
+        )
+    return tuple(sorted(idx))
+
+
+def _exit_index(exit_names: Sequence[str], exit: str | int) -> int:
+    if isinstance(exit, (int, np.integer)) and not isinstance(exit, bool):
+        if 0 <= exit < len(exit_names):
+            return int(exit)
+        raise HapiError(f"Exit index must be in 0..{len(exit_names) - 1}. Got {exit!r} instead.")
+    if isinstance(exit, str) and exit in exit_names:
+        return list(exit_names).index(exit)
+    raise HapiError(f"Unknown exit {exit!r}. The exits are: {', '.join(exit_names)}.")
+
+
+def _ns(values_ms: Sequence[float]) -> np.ndarray:
+    ns = np.rint(np.asarray(values_ms, dtype=np.float64) * NS_PER_MS)
+    if not np.all(np.isfinite(ns)) or np.any(ns < 0):
+        raise HapiError(f"Latency table costs must be finite and non-negative. Got {list(values_ms)!r}.")
+    return ns.astype(np.int64)

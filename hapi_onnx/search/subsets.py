@@ -1,0 +1,189 @@
+"""Every exit subset at once for one global threshold, by subset-sum (zeta) transforms.
+
+With one threshold ``t`` shared by the kept exits, sample ``n`` is *confident* at candidate ``k``
+when ``conf[k, n] >= t``; call its set of confident candidates ``C_n``. Under a kept subset ``S``
+it leaves at ``min(S & C_n)`` or reaches the final classifier. So, for a kept exit ``k`` with
+``P = S & {candidates below k}``::
+
+    leaving at k   = #{n : k in C_n and C_n & P = {}} = Z_k[~P]
+    reaching final = #{n : C_n & S = {}}             = Z[~S]
+    where Z_k[U] = #{n : k in C_n, C_n & low_k ⊆ U} and Z[U] = #{n : C_n ⊆ U}
+
+``Z_k`` is the subset-sum (zeta) transform of a histogram of the samples' low bits: ``k * 2^k``
+additions, and ``Z_k[~P]`` depends only on ``S``'s bits below ``k``. Counts of right answers use
+the same transforms over the samples each exit gets right. Per threshold this costs
+``O(N * E + E * 2^E)`` instead of ``O(2^E * N * E)`` for scoring each subset separately, and it is
+exact: the same integer counts and costs as :func:`hapi_onnx.search.evaluate.batch_metrics`.
+
+Subsets are bit masks over the problem's candidates (bit ``i`` = ``problem.candidates[i]``).
+"""
+
+import numpy as np
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.search.problem import SearchProblem, check_stat, percentile_rank
+
+MAX_CANDIDATES = 20
+
+
+class SubsetSpace:
+    """Scores all ``2^E`` subsets of a problem's ``E`` candidate exits, one threshold at a time.
+
+    Args:
+        problem (SearchProblem): The search data.
+
+    Raises:
+        HapiError: when there are more than ``MAX_CANDIDATES`` candidate exits.
+    """
+
+    def __init__(self, problem: SearchProblem):
+        e = len(problem.candidates)
+        if e > MAX_CANDIDATES:
+            raise HapiError(
+                f"The global search scores all 2^E subsets of the candidate exits; E = {e} is more than "
+                f"{MAX_CANDIDATES}. Restrict the candidates (candidates=[...]) to at most {MAX_CANDIDATES}."
+            )
+        cand = list(problem.candidates)
+        self.problem = problem
+        self.num_candidates = e
+        self.size = 1 << e
+        self._conf = problem.conf[cand]  # [E, N] float32
+        self._correct = problem.correct[cand]  # [E, N]
+        self._final_correct = problem.correct[-1]
+        self._weights = (np.int64(1) << np.arange(e, dtype=np.int64))[:, None]
+        cumseg = np.cumsum(problem.seg_ns)
+        step = problem.head_ns[cand] + problem.overhead_ns  # a kept exit adds its head and one call
+        self._heads = _subset_sums(step)  # [2^E] sum over kept exits of head + call
+        self._steps = step
+        self._exit_rows = [cumseg[c] + step[k] + self._heads[: 1 << k] for k, c in enumerate(cand)]
+        # Backbone blocks: block k ends at candidate k (run by samples not left before it), the last
+        # one at the final classifier.
+        bounds = [-1, *cand, problem.num_exits - 1]
+        self._blocks = np.array(
+            [cumseg[b] - (cumseg[a] if a >= 0 else 0) for a, b in zip(bounds, bounds[1:], strict=False)],
+            dtype=np.int64,
+        )
+        self._final_cost = cumseg[-1] + self._heads + problem.overhead_ns
+
+    @property
+    def chunk_size(self) -> int:
+        """Thresholds per :meth:`metrics` call that keep its arrays about cache-sized."""
+        return int(min(64, max(1, (1 << 21) // self.size)))
+
+    def masks(self, thresholds: np.ndarray) -> np.ndarray:
+        """int64[N, G] bit mask of the candidates each sample is confident at, per threshold.
+
+        A bit turns off once the threshold passes the sample's confidence, so the masks are built
+        from where each bit turns off: ``O(E * N + N * G)`` instead of a comparison per bit.
+        """
+        thr = np.asarray(thresholds, dtype=np.float32)
+        n, g = self.problem.num_samples, len(thr)
+        order = np.argsort(thr, kind="stable")
+        off = np.searchsorted(thr[order], self._conf, side="right")  # [E, N] first column it is off
+        bits = np.broadcast_to(self._weights, off.shape)
+        rows = np.broadcast_to(np.arange(n, dtype=np.int64), off.shape)
+        delta = np.bincount((rows * (g + 1) + off).ravel(), weights=bits.ravel(), minlength=n * (g + 1))
+        mask = (
+            (1 << self.num_candidates)
+            - 1
+            - np.cumsum(delta.reshape(n, g + 1)[:, :g], axis=1).astype(np.int64)
+        )
+        out = np.empty_like(mask)
+        out[:, order] = mask
+        return out
+
+    def metrics(self, thresholds: np.ndarray, stat: str) -> tuple[np.ndarray, np.ndarray]:
+        """Correct count and latency key of every subset under each of a few global thresholds.
+
+        Memory is about ``6 * 2^E * G`` int64 values: pass thresholds in chunks for large E.
+
+        Args:
+            thresholds (np.ndarray): float[G] thresholds, each shared by all kept exits (compared
+                in float32).
+            stat (str): ``mean`` (key = total ns) or ``p50``/``p90``/``p99`` (key = that latency).
+
+        Returns:
+            tuple[np.ndarray, np.ndarray]: int64[2^E, G] correct counts and int64[2^E, G] latency
+            keys, indexed by subset mask and threshold.
+        """
+        check_stat(stat)
+        e, n, size = self.num_candidates, self.problem.num_samples, self.size
+        mask = self.masks(thresholds)
+        g = mask.shape[1]
+        column = np.arange(g, dtype=np.int64)[None, :]
+        flat = mask * g + column  # bincount index of (mask, threshold) in a [2^E, G] layout
+        # reach[P] = samples confident at none of the exits in P; final_right[S]: those of them the
+        # final classifier gets right. Both are zeta transforms of histograms of the masks.
+        hist = np.empty((size, 2 * g), dtype=np.int32)  # counts: N < 2^31
+        hist[:, :g] = np.bincount(flat.ravel(), minlength=size * g).reshape(size, g)
+        hist[:, g:] = np.bincount(flat[self._final_correct].ravel(), minlength=size * g).reshape(size, g)
+        zeta = _zeta(hist, e)[::-1]
+        reach, final_right = zeta[:, :g], zeta[:, g:]
+        # Per-subset sums are built bit by bit: rows [2^k, 2^(k+1)) are the subsets whose highest
+        # kept exit is k, i.e. rows [0, 2^k) with bit k added.
+        correct = np.empty((size, g), dtype=np.int64)
+        correct[0] = 0
+        for k in range(e):
+            here = ((mask >> k) & 1).astype(bool) & self._correct[k][:, None]
+            low = (mask & ((1 << k) - 1)) * g + column
+            counts = np.bincount(low[here], minlength=(1 << k) * g).astype(np.int32).reshape(1 << k, g)
+            gained = _zeta(counts, k)[::-1]  # right at k given the kept exits below k
+            np.add(correct[: 1 << k], gained, out=correct[1 << k : 2 << k])
+        correct += final_right
+        if stat == "mean":
+            total = np.empty((size, g), dtype=np.int64)
+            total[0] = self._blocks[0] * reach[0]
+            for k in range(e):
+                np.add(total[: 1 << k], self._steps[k] * reach[: 1 << k], out=total[1 << k : 2 << k])
+                total[: 2 << k] += self._blocks[k + 1] * reach[: 2 << k]
+            total += self.problem.overhead_ns * reach
+            return correct, total
+        # The latency of the sample at this rank: the first kept exit after which at most n - rank
+        # samples remain (latency grows with the exit position), else the final classifier.
+        remain = n - percentile_rank(stat, n)
+        value = np.empty((size, g), dtype=np.int64)
+        value[0] = -1
+        for k in range(e):
+            before = value[: 1 << k]
+            at_k = np.where(reach[1 << k : 2 << k] <= remain, self._exit_rows[k][:, None], -1)
+            np.copyto(value[1 << k : 2 << k], np.where(before >= 0, before, at_k))
+        return correct, np.where(value >= 0, value, self._final_cost[:, None])
+
+    def exits(self, subset: int) -> tuple[int, ...]:
+        """Trace indices of the candidates in ``subset``."""
+        return tuple(c for i, c in enumerate(self.problem.candidates) if subset >> i & 1)
+
+    def preference_rank(self) -> np.ndarray:
+        """int64[2^E] rank of each subset in the tie-break order: fewer exits, then lexicographically
+        smallest exit indices.
+
+        For equal sizes the lexicographically smaller index tuple holds the lowest differing index,
+        so its bit-reversed mask is the larger one.
+        """
+        masks = np.arange(self.size, dtype=np.int64)
+        count = np.zeros(self.size, dtype=np.int64)
+        reverse = np.zeros(self.size, dtype=np.int64)
+        for i in range(self.num_candidates):
+            bit = (masks >> i) & 1
+            count += bit
+            reverse |= bit << (self.num_candidates - 1 - i)
+        order = np.lexsort((-reverse, count))
+        rank = np.empty(self.size, dtype=np.int64)
+        rank[order] = np.arange(self.size)
+        return rank
+
+
+def _zeta(a: np.ndarray, bits: int) -> np.ndarray:
+    """Subset-sum transform in place over the first axis: ``a[U] <- sum(a[B] for B ⊆ U)``."""
+    for i in range(bits):
+        view = a.reshape(-1, 2, 1 << i, *a.shape[1:])
+        view[:, 1] += view[:, 0]
+    return a
+
+
+def _subset_sums(values: np.ndarray) -> np.ndarray:
+    """int64[2^E] sum of ``values[i]`` over the bits ``i`` of each subset."""
+    sums = np.zeros(1, dtype=np.int64)
+    for v in values:
+        sums = np.concatenate([sums, sums + v])
+    return sums
