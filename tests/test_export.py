@@ -194,8 +194,9 @@ def _opset11_cnn(batch=1, reshape_batch=False):
         helper.make_node("Relu", ["c"], ["r"]),
         helper.make_node("GlobalAveragePool", ["r"], ["g"]),
     ]
-    if reshape_batch:
-        inits.append(numpy_helper.from_array(np.array([1, 4], np.int64), "shape"))
+    if reshape_batch:  # a Constant-node target: load_model cannot free the batch baked into it
+        shape = numpy_helper.from_array(np.array([1, 4], np.int64))
+        nodes.append(helper.make_node("Constant", [], ["shape"], value=shape))
         nodes.append(helper.make_node("Reshape", ["g", "shape"], ["s"]))
     else:
         nodes.append(helper.make_node("Squeeze", ["g"], ["s"], axes=[2, 3]))

@@ -113,3 +113,36 @@ def _vector_model(shape, elem=TensorProto.FLOAT, extra_input=False):
 def test_needs_one_rank4_float_input(model):
     with pytest.raises(HapiError, match=r"expected one rank-4 \(N,C,H,W\) float input, got"):
         load_model(model)
+
+
+def _fixed_batch_reshape_model(target_from_constant_node: bool) -> onnx.ModelProto:
+    """conv -> GAP -> Reshape(x, [1, -1]) -> Gemm: the batch 1 is baked into the Reshape target."""
+    from graph_models import NetBuilder
+    from onnx import numpy_helper
+
+    nb = NetBuilder(0)
+    pooled = nb.op("GlobalAveragePool", [nb.relu(nb.conv(nb.input, 3, 8))])
+    target = np.array([1, -1], np.int64)
+    if target_from_constant_node:
+        shape = nb.op("Constant", [], value=numpy_helper.from_array(target))
+    else:
+        shape = nb.const(target, "shape")
+    flat = nb.op("Reshape", [pooled, shape])
+    out = nb.op("Gemm", [flat, nb.const(np.ones((10, 8), np.float32))], transB=1)
+    return nb.build(out)
+
+
+def test_reshape_with_baked_in_batch_is_freed():
+    raw = _fixed_batch_reshape_model(target_from_constant_node=False)
+    model = load_model(raw)
+    assert model.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    assert len(model.graph.initializer) == len(raw.graph.initializer)  # the old target was replaced
+    x = np.random.default_rng(0).normal(size=(3, 3, 16, 16)).astype(np.float32)
+    batched = run_model(model, {"image": x})[0]
+    singles = np.concatenate([run_model(raw, {"image": x[i:i + 1]})[0] for i in range(3)])
+    np.testing.assert_allclose(batched, singles, atol=1e-5)
+
+
+def test_batch_fixed_where_it_cannot_be_freed_is_reported():
+    with pytest.raises(HapiError, match="hard-code the batch size in its graph: output 'gemm_.*'"):
+        load_model(_fixed_batch_reshape_model(target_from_constant_node=True))

@@ -9,8 +9,8 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from hapi_onnx.errors import HapiError
-from hapi_onnx.graph.tensors import FLOAT_TYPES, Dim, describe, dims_of, elem_type_of
-from hapi_onnx.graph.topology import constant_names, is_topologically_sorted, sort_graph
+from hapi_onnx.graph.tensors import FLOAT_TYPES, Dim, describe, dims_of, elem_type_of, value_infos
+from hapi_onnx.graph.topology import constant_names, is_topologically_sorted, node_inputs, sort_graph
 
 BATCH_DIM = "N"
 
@@ -56,9 +56,25 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HapiError(f"{label} is not a valid ONNX model: {first}") from None
     image = _image_input(model, label)
-    if _make_batch_dynamic(model, image):
-        del model.graph.value_info[:]
-    return _infer_shapes(model, label)
+    batch = _make_batch_dynamic(model, image)
+    if batch is None:
+        return _infer_shapes(model, label)
+    del model.graph.value_info[:]
+    inferred = _infer_shapes(model, label)
+    if _free_reshape_batch(inferred, batch):
+        del inferred.graph.value_info[:]
+        for out in inferred.graph.output:
+            _set_batch_param(out, batch)
+        inferred = _infer_shapes(inferred, label)
+    for out in inferred.graph.output:
+        dims = dims_of(out)
+        if dims and isinstance(dims[0], int):
+            raise HapiError(
+                f"{label} seems to hard-code the batch size in its graph: output {out.name!r} has batch "
+                f"{dims[0]} even with a dynamic input batch. Re-export it with a dynamic batch axis "
+                "(e.g. torch.onnx.export(..., dynamic_axes={'input': {0: 'N'}}))."
+            )
+    return inferred
 
 
 def model_fingerprint(model: onnx.ModelProto) -> str:
@@ -118,19 +134,73 @@ def _image_input(model: onnx.ModelProto, label: str) -> onnx.ValueInfoProto:
     )
 
 
-def _make_batch_dynamic(model: onnx.ModelProto, image: onnx.ValueInfoProto) -> bool:
-    """Turn a fixed batch size on the image input (and matching outputs) into ``"N"``, in place."""
+def _make_batch_dynamic(model: onnx.ModelProto, image: onnx.ValueInfoProto) -> int | None:
+    """Turn a fixed batch size on the image input (and matching outputs) into ``"N"``, in place.
+
+    Returns the fixed batch size it replaced, or None when the batch was already dynamic.
+    """
     first = image.type.tensor_type.shape.dim[0]
     if not first.HasField("dim_value"):
-        return False
+        return None
     batch = first.dim_value
     first.dim_param = BATCH_DIM
     for out in model.graph.output:
-        if out.type.HasField("tensor_type") and out.type.tensor_type.HasField("shape"):
-            dims = out.type.tensor_type.shape.dim
-            if len(dims) > 0 and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
-                dims[0].dim_param = BATCH_DIM
-    return True
+        _set_batch_param(out, batch)
+    return batch
+
+
+def _set_batch_param(info: onnx.ValueInfoProto, batch: int) -> None:
+    if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
+        dims = info.type.tensor_type.shape.dim
+        if len(dims) > 0 and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
+            dims[0].dim_param = BATCH_DIM
+
+
+def _free_reshape_batch(model: onnx.ModelProto, batch: int) -> bool:
+    """Make Reshapes with a constant target shape that hard-codes the batch copy it instead, in place.
+
+    ``Reshape(x, [1, -1])`` on an ``x`` of batch ``"N"`` becomes ``Reshape(x, [0, -1])`` (0 copies
+    the input's dim). Returns whether anything changed.
+    """
+    graph = model.graph
+    infos = value_infos(graph)
+    inits = {t.name: t for t in graph.initializer}
+    replaced = []
+    for node in graph.node:
+        if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        if any(a.name == "allowzero" and a.i == 1 for a in node.attribute):
+            continue
+        data = infos.get(node.input[0])
+        dims = dims_of(data) if data is not None else None
+        target = inits.get(node.input[1])
+        if not dims or dims[0] != BATCH_DIM or target is None:
+            continue
+        shape = onnx.numpy_helper.to_array(target).copy()
+        if shape.ndim != 1 or len(shape) == 0 or shape[0] != batch:
+            continue
+        shape[0] = 0
+        name = f"{node.input[1]}_batch_free"
+        while name in inits:
+            name += "_"
+        new = onnx.numpy_helper.from_array(shape, name)
+        graph.initializer.append(new)
+        if model.ir_version < 4:  # old IR lists every initializer among the graph inputs
+            graph.input.append(onnx.helper.make_tensor_value_info(name, new.data_type, new.dims))
+        inits[name] = new
+        replaced.append(node.input[1])
+        node.input[1] = name
+    still_read = {name for node in graph.node for name in node_inputs(node)}
+    still_read.update(o.name for o in graph.output)
+    unused = {name for name in replaced if name not in still_read}
+    if unused:
+        keep = [t for t in graph.initializer if t.name not in unused]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+        keep_inputs = [vi for vi in graph.input if vi.name not in unused]
+        del graph.input[:]
+        graph.input.extend(keep_inputs)
+    return bool(replaced)
 
 
 def _infer_shapes(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
