@@ -15,6 +15,7 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import ExitLayout, ExitSpec
 from hapi_onnx.graph import load_model, model_fingerprint
 from hapi_onnx.profile import LatencyTable, load_preset, profile_model, split_at_exits, table_lines
+from hapi_onnx.profile.profile import BoundCall
 
 FAST_TIMING = {
     "warmup_runs": 2,
@@ -147,6 +148,7 @@ def test_profile_model_table_describes_every_piece(table, ee_path, fast_preset):
     assert env["onnxruntime"] == ort.__version__
     assert env["session_options"]["intra_op_num_threads"] == 1
     assert env["cpu_model"]
+    assert "run_with_iobinding" in env["timed_call"]  # batch 1 on the CPU, like the runtime
     shapes = table.extra["shapes"]
     assert shapes["segment0"] == {"inputs": [[1, 1, 8, 8]], "outputs": [[1, 4, 8, 8]]}
     assert shapes["head1"] == {"inputs": [[1, 4, 8, 8]], "outputs": [[1, 3]]}
@@ -173,6 +175,17 @@ def test_batch_size_reaches_every_piece(ee_path, fast_preset):
     assert table.extra["shapes"]["segment0"]["inputs"] == [[3, 1, 8, 8]]
     assert table.extra["shapes"]["head0"]["outputs"] == [[3, 3]]
     assert table.extra["shapes"]["overhead"]["inputs"] == [[3, 1]]
+    assert table.environment["timed_call"].startswith("InferenceSession.run(")
+
+
+def test_bound_call_computes_what_session_run_computes(ee_path):
+    seg = split_at_exits(load_model(ee_path)).segments[1]
+    session = load_preset("cpu-1t").create_session(seg.model.SerializeToString())
+    x = np.random.default_rng(3).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    expected = session.run(seg.outputs, {seg.inputs[0]: x})[0]
+    call = BoundCall(session, {seg.inputs[0]: x}, {seg.outputs[0]: np.zeros_like(expected)})
+    call()
+    np.testing.assert_array_equal(call.buffers[seg.outputs[0]], expected)
 
 
 def test_user_errors(ee_path, fast_preset):

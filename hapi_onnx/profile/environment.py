@@ -97,7 +97,6 @@ def environment(preset: DevicePreset, sessions: list[ort.InferenceSession]) -> d
         "provider_options": {k: dict(v) for k, v in options.items()},
         "session_options": session_settings(preset.session_options()),
         "session_config_entries": dict(preset.session.get("config_entries", {})),
-        "timed_call": "InferenceSession.run(output_names, feeds), numpy in/out",
     }
 
 

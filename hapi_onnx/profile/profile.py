@@ -2,7 +2,8 @@
 
 The model is split at its exits (:class:`~hapi_onnx.exits.layout.ExitLayout`) into backbone
 segments and heads, each becomes its own ONNX Runtime session with the device preset's providers
-and options, and all of them are timed together (see :mod:`hapi_onnx.profile.timing`) on real
+and options, and all of them are timed together (see :mod:`hapi_onnx.profile.timing`), one call
+per piece per round in path order, called the way the runtime calls its stages, on real
 intermediate values: one sample input propagated through the segments. A trivial graph measures
 the fixed cost of a ``session.run`` call, and the original model (heads dropped) in one session is
 timed alongside for reference.
@@ -30,6 +31,41 @@ from hapi_onnx.profile.table import LatencyTable, PieceLatency
 from hapi_onnx.profile.timing import time_calls
 
 SAMPLE_SEED = 0
+# One call per piece per round, pieces in path order (segment0, head0, segment1, ...): each piece
+# runs right after the one it follows in a bundle, with the caches that leaves behind.
+BURST = 0.0
+# How each piece is called: the way hapi_onnx.runtime calls its stages, so the per-call overhead
+# measured here is the one a bundle pays (IOBinding on preallocated buffers at batch 1 on the CPU).
+TIMED_CALL_BOUND = "InferenceSession.run_with_iobinding, inputs/outputs bound once to numpy buffers"
+TIMED_CALL_RUN = "InferenceSession.run(output_names, feeds), numpy in/out"
+
+
+class BoundCall:
+    """``session.run_with_iobinding`` on inputs and outputs bound once to preallocated numpy buffers.
+
+    Args:
+        session (ort.InferenceSession): A CPU session.
+        feeds (dict[str, np.ndarray]): Input values (copied into owned buffers).
+        outputs (dict[str, np.ndarray]): Example outputs: names, shapes and dtypes of the buffers.
+    """
+
+    def __init__(self, session, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]):
+        self._binding = session.io_binding()
+        self._run = session.run_with_iobinding
+        self.buffers = {}  # kept alive as long as the binding points into them
+        for name, value in feeds.items():
+            self.buffers[name] = np.ascontiguousarray(value).copy()
+            _bind(self._binding.bind_input, name, self.buffers[name])
+        for name, value in outputs.items():
+            self.buffers[name] = np.empty_like(value)
+            _bind(self._binding.bind_output, name, self.buffers[name])
+
+    def __call__(self) -> None:
+        self._run(self._binding)
+
+
+def _bind(bind, name: str, array: np.ndarray) -> None:
+    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
 
 
 @dataclass(frozen=True)
@@ -165,8 +201,10 @@ def profile_model(
     k = len(pieces.layout.exits)
     say(f"split at {k} exit(s): {k + 1} segments, {k} heads; device {preset.name!r}, batch {batch}")
 
-    order = [*pieces.segments, *pieces.heads, pieces.monolithic]
-    order.append(Piece("overhead", overhead_model(), ["x"], ["y"]))
+    order = []  # path order: each piece is timed right after the one it follows in a bundle
+    for seg, head in zip(pieces.segments, [*pieces.heads, None], strict=True):
+        order += [seg] if head is None else [seg, head]
+    order += [Piece("overhead", overhead_model(), ["x"], ["y"]), pieces.monolithic]
     sessions = {}
     for i, piece in enumerate(order, 1):
         say(f"session {i}/{len(order)}: {piece.name}")
@@ -174,13 +212,18 @@ def profile_model(
 
     values, feeds = _propagate(pieces, sessions, sample_input(model, batch), batch)
     names = [p.name for p in order]
-    calls = [functools.partial(sessions[p.name].run, list(p.outputs), feeds[p.name]) for p in order]
+    bound = batch == 1 and preset.provider_names[0] == "CPUExecutionProvider"
+    calls = [
+        BoundCall(sessions[p.name], feeds[p.name], values[p.name]) if bound
+        else functools.partial(sessions[p.name].run, list(p.outputs), feeds[p.name])
+        for p in order
+    ]
     say(
         f"timing {len(calls)} pieces round-robin (warm-up {policy.warmup_runs} runs/{policy.warmup_s} s, "
         f"{policy.min_runs}-{policy.max_runs} runs, target +-{policy.target_rel_precision:.1%}, "
         f"budget {policy.time_budget_s} s each)"
     )
-    results = dict(zip(names, time_calls(calls, policy, names, progress), strict=True))
+    results = dict(zip(names, time_calls(calls, policy, names, progress, burst_s=BURST), strict=True))
 
     def latency(piece: Piece) -> PieceLatency:
         return PieceLatency(piece.name, list(piece.inputs), list(piece.outputs), results[piece.name].stats)
@@ -201,10 +244,12 @@ def profile_model(
         }
         for name, r in results.items()
     }
+    env = environment(preset, list(sessions.values()))
+    env["timed_call"] = TIMED_CALL_BOUND if bound else TIMED_CALL_RUN
     return LatencyTable(
         device=os.fspath(device),
         preset=preset.to_dict(),
-        environment=environment(preset, list(sessions.values())),
+        environment=env,
         model_fingerprint=fingerprint,
         batch_size=batch,
         exit_names=pieces.layout.exit_names,
@@ -249,6 +294,7 @@ def _finite(value: float) -> float | None:
 
 
 __all__ = [
+    "BoundCall",
     "ModelPieces",
     "Piece",
     "overhead_model",

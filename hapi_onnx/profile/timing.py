@@ -28,6 +28,8 @@ from hapi_onnx.profile.table import TimingStats
 # Target duration of one burst of back-to-back runs of the same piece within a round.
 BURST_S = 0.005
 MAX_BURST = 64
+# Stop rules are checked after rounds adding up to this much timed work (not after every round).
+CHECK_EVERY_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -108,19 +110,23 @@ def time_calls(
     policy: TimingPolicy,
     names: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    burst_s: float = BURST_S,
 ) -> list[TimingResult]:
     """Time several zero-argument calls together, interleaved round-robin.
 
     Every call is warmed up first (``policy.warmup_runs`` runs and ``policy.warmup_s`` seconds,
     at least one run, at most the time budget), then timed in rounds: each round runs every
-    unfinished call for a short burst of back-to-back runs (about 5 ms), then checks each one's
-    stop rule.
+    unfinished call for a burst of back-to-back runs lasting about ``burst_s``, in the order
+    given; the stop rules are checked every ~20 ms of rounds.
 
     Args:
         calls (Sequence[Callable]): The calls, e.g. ``functools.partial(session.run, None, feeds)``.
         policy (TimingPolicy): Warm-up, run counts, precision target, time budget per call.
         names (Sequence[str] | None): Names for progress lines. Defaults to ``call<i>``.
         progress (Callable[[str], None] | None): Receives one line as each call finishes.
+        burst_s (float): Length of one call's burst in a round. ``0`` runs each call once per
+            round, so every call follows the previous one in the list, as the stages of a
+            pipeline do. Defaults to 5 ms.
 
     Returns:
         list[TimingResult]: One per call, in the order given.
@@ -141,8 +147,9 @@ def time_calls(
     try:
         for i, call in enumerate(calls):
             warmups[i], typical_ns = _warm_up(call, policy)
-            bursts[i] = int(min(max(BURST_S * 1e9 // max(typical_ns, 1), 1), MAX_BURST))
+            bursts[i] = int(min(max(burst_s * 1e9 // max(typical_ns, 1), 1), MAX_BURST))
         active = list(range(len(calls)))
+        next_check = 0
         while active:
             for i in active:
                 call, out = calls[i], samples[i]
@@ -152,6 +159,10 @@ def time_calls(
                     call()
                     out.append(clock() - start)
                 spent[i] += sum(out[-runs:])
+            total = sum(spent)
+            if total < next_check and not any(len(samples[i]) >= policy.max_runs for i in active):
+                continue
+            next_check = total + CHECK_EVERY_S * 1e9
             still = []
             for i in active:
                 stop, precision, mean_precision = _stop_reason(samples[i], spent[i], policy, budget_ns)
