@@ -16,7 +16,6 @@ from hapi_onnx.graph.macs import node_macs
 from hapi_onnx.graph.tensors import Dim, describe, dims_of, is_feature_map, value_infos
 from hapi_onnx.graph.topology import (
     constant_names,
-    downstream_of,
     is_topologically_sorted,
     node_inputs,
     producers,
@@ -175,7 +174,11 @@ class _Analysis:
         self.outputs = {o.name for o in graph.output}
         self.infos = value_infos(graph)
         self.made_by = producers(graph)
-        dynamic = downstream_of(graph, self.inputs)
+        reads = [node_inputs(node) for node in nodes]
+        dynamic = set(self.inputs)  # nodes are sorted: one forward pass
+        for idx, node in enumerate(nodes):
+            if any(name in dynamic for name in reads[idx]):
+                dynamic.update(o for o in node.output if o)
 
         # Nodes that contribute to an output (dead branches ignored).
         needed_nodes = [False] * n
@@ -186,7 +189,7 @@ class _Analysis:
             if needed_nodes[idx]:
                 continue
             needed_nodes[idx] = True
-            for name in node_inputs(nodes[idx]):
+            for name in reads[idx]:
                 if name in self.made_by and name not in seen:
                     seen.add(name)
                     stack.append(name)
@@ -198,7 +201,7 @@ class _Analysis:
         for idx, node in enumerate(nodes):
             if not needed_nodes[idx]:
                 continue
-            for name in node_inputs(node):
+            for name in reads[idx]:
                 if name in dynamic:
                     last[name] = idx
             for out in node.output:
