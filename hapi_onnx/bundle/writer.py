@@ -8,7 +8,7 @@ import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -20,6 +20,9 @@ from hapi_onnx.files import atomic_output
 from hapi_onnx.graph import input_spec, load_model, model_fingerprint
 from hapi_onnx.runtime.archive import read_bundle
 from hapi_onnx.runtime.manifest import MANIFEST_NAME, InputSpec, Manifest, StageSpec
+
+if TYPE_CHECKING:
+    from hapi_onnx.search.design import Design
 
 
 def write_bundle(
@@ -148,3 +151,54 @@ def _check_labels(labels: Sequence[str] | None, num_classes: int) -> tuple[str, 
     if len(labels) != num_classes or not all(isinstance(x, str) for x in labels):
         raise HapiError(f"labels must be {num_classes} strings, one per class. Got {list(labels)!r} instead.")
     return labels
+
+
+def bundle_from_design(
+    ee_model: str | os.PathLike | onnx.ModelProto,
+    design: "Design | str | os.PathLike",
+    out_path: str | os.PathLike,
+    labels: Sequence[str] | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    zip: bool = False,
+) -> Path:
+    """Bundle a searched design: its exits and thresholds, with its predictions in the manifest.
+
+    Args:
+        ee_model (str | PathLike | onnx.ModelProto): The over-provisioned model the design was
+            searched on (its fingerprint must match the design's).
+        design (Design | PathLike): The design, or the path of ``design.json``.
+        out_path (PathLike): ``MODEL.hapi`` or ``MODEL.hapi.zip``.
+        labels (list[str]): Class names. Defaults to none.
+        preprocessing (dict): Free-form input description. Defaults to none.
+        zip (bool): Write one zip file. Defaults to False.
+
+    Raises:
+        HapiError: when the design was made for another model, or anything :func:`write_bundle` refuses.
+    """
+    from hapi_onnx.search.design import Design
+
+    if not isinstance(design, Design):
+        design = Design.load(design)
+    model = load_model(ee_model)
+    fingerprint = model_fingerprint(model)
+    if design.model_fingerprint != fingerprint:
+        raise HapiError(
+            f"The design was searched on another model (fingerprint {design.model_fingerprint[:12]}...), "
+            f"not this one ({fingerprint[:12]}...). Bundle the early-exit model the trace and latency "
+            "table were taken on, or search again on this one."
+        )
+    summary = {
+        "policy": design.policy,
+        "device": design.device,
+        "objective": design.objective,
+        "latency_stat": design.latency_stat,
+        "constraints": design.constraints,
+        "reference": design.reference,
+        "trace_fingerprint": design.trace_fingerprint,
+        "latency_fingerprint": design.latency_fingerprint,
+        "model_fingerprint": design.model_fingerprint,
+    }
+    return write_bundle(
+        model, design.exits, design.thresholds, out_path, predicted=design.predicted, labels=labels,
+        preprocessing=preprocessing, zip=zip, design=summary,
+    )

@@ -1,0 +1,170 @@
+"""Runtime benchmark: the bundle against the monolithic model, measured side by side in one run.
+
+Prints, on one device preset (default ``cpu-1t``):
+
+  (0) the fixed cost of one ONNX Runtime call: ``run()`` with numpy feeds, ``run_with_iobinding``
+      on pre-bound buffers (what the runtime's batch-1 path does), ``run_with_ort_values``;
+  (a) the bundle forced down its full path (every stage, every kept head) vs the monolithic
+      model: the price of staging, target <= 1.05;
+  (b) the design's accuracy and mean-latency speed-up vs the full model, on held-out data;
+  (c) the design's predicted mean latency (from the manifest) vs the measured one;
+  (d) throughput at batch ``--batch`` with compaction vs the full model.
+
+Usage::
+
+    python bench/bench_runtime.py --ee work/demo/ee.onnx --data work/demo/data/test.npz \\
+        (--bundle work/demo/model.hapi | --design work/demo/design.json
+         | --exits exit3,exit6 --thresholds 0.95,0.9)
+
+Without arguments it looks for the demo's work directory (``work/demo``).
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from hapi_onnx.bundle import write_bundle
+from hapi_onnx.data import load_dataset
+from hapi_onnx.errors import HapiError
+from hapi_onnx.evaluate import full_model_bytes, measure
+from hapi_onnx.profile.presets import load_preset
+from hapi_onnx.runtime import EarlyExitModel
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ee", default="work/demo/ee.onnx", help="Over-provisioned model (attach's output).")
+    parser.add_argument("--data", default="work/demo/data/test.npz", help="Held-out labelled .npz.")
+    parser.add_argument("--bundle", default=None, help="An existing bundle to measure.")
+    parser.add_argument("--design", default=None, help="design.json to bundle.")
+    parser.add_argument("--exits", default=None, help="Comma-separated exits to bundle (with --thresholds).")
+    parser.add_argument("--thresholds", default=None, help="Comma-separated thresholds for --exits.")
+    parser.add_argument("--device", default="cpu-1t", help="Device preset. Default: cpu-1t.")
+    parser.add_argument("--batch", type=int, default=64, help="Batch size for (d). Default: 64.")
+    parser.add_argument("--samples", type=int, default=1000, help="Samples to use (first N). Default: 1000.")
+    args = parser.parse_args(argv)
+    if args.bundle is None and args.design is None and args.exits is None:
+        default = Path(args.ee).with_name("model.hapi")
+        if default.exists():
+            args.bundle = str(default)
+        elif Path(args.ee).with_name("design.json").exists():
+            args.design = str(Path(args.ee).with_name("design.json"))
+        else:
+            parser.error("give --bundle, --design, or --exits with --thresholds")
+    return args
+
+
+def call_overhead_us(intra_threads: int = 1, rounds: int = 9, calls: int = 2000) -> dict[str, float]:
+    """Median per-call time (us) of a trivial 3-output graph with each way of calling ORT."""
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16, 7, 7])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["c"]),
+        helper.make_node("ReduceMax", ["c"], ["m"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("ArgMax", ["c"], ["k"], axis=1, keepdims=0),
+    ]
+    outs = [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 16, 7, 7]),
+            helper.make_tensor_value_info("m", TensorProto.FLOAT, ["N"]),
+            helper.make_tensor_value_info("k", TensorProto.INT64, ["N", 7, 7])]
+    model = helper.make_model(helper.make_graph(nodes, "overhead", [x_info], outs),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_threads
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 16, 7, 7), dtype=np.float32)
+    bufs = [np.empty_like(a) for a in session.run(["c", "m", "k"], {"x": x})]
+    xin = x.copy()
+    binding = session.io_binding()
+    binding.bind_input("x", "cpu", 0, xin.dtype, list(xin.shape), xin.ctypes.data)
+    for name, buf in zip(["c", "m", "k"], bufs, strict=True):
+        binding.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+    ways = {
+        "run (numpy feeds)": lambda: session.run(["c", "m", "k"], {"x": x}),
+        "run_with_iobinding (pre-bound)": lambda: (np.copyto(xin, x), session.run_with_iobinding(binding)),
+        "run_with_ort_values": lambda: session.run_with_ort_values(
+            ["c", "m", "k"], {"x": ort.OrtValue.ortvalue_from_numpy(x)}),
+    }
+    samples = {name: [] for name in ways}
+    for _ in range(rounds):  # interleaved rounds: every way sees the same machine state
+        for name, call in ways.items():
+            for _ in range(100):
+                call()
+            t0 = time.perf_counter_ns()
+            for _ in range(calls):
+                call()
+            samples[name].append((time.perf_counter_ns() - t0) / calls / 1e3)
+    return {name: float(np.median(v)) for name, v in samples.items()}
+
+
+def resolve_bundle(args: argparse.Namespace, scratch: Path) -> Path:
+    if args.bundle:
+        return Path(args.bundle)
+    if args.design:
+        from hapi_onnx.bundle import bundle_from_design  # lands with hapi_onnx.search.design
+        from hapi_onnx.search.design import Design
+
+        return bundle_from_design(args.ee, Design.load(args.design), scratch / "model.hapi")
+    exits = [e for e in args.exits.split(",") if e]
+    thresholds = [float(t) for t in (args.thresholds or "").split(",") if t]
+    return write_bundle(args.ee, exits, thresholds, scratch / "model.hapi")
+
+
+def main(argv=None) -> None:
+    args = parse_arguments(argv)
+    print("(0) one ORT call on a trivial graph, median us per call (1 thread):")
+    for name, us in call_overhead_us().items():
+        print(f"      {name:<32} {us:7.1f} us")
+
+    data = load_dataset(args.data)
+    if args.samples and len(data) > args.samples:
+        data = data.subset(np.arange(args.samples))
+    preset = load_preset(args.device)
+    with tempfile.TemporaryDirectory() as scratch:
+        bundle = resolve_bundle(args, Path(scratch))
+        model = EarlyExitModel.load(bundle, providers=preset.provider_names,
+                                    session_options=preset.session_options(),
+                                    provider_options=preset.provider_options)
+    full = preset.create_session(full_model_bytes(args.ee))
+    print(f"bundle: {' -> '.join(model.exit_names)}, thresholds {list(model.thresholds)}; "
+          f"device {preset.name}; {len(data)} samples")
+
+    forced = measure(model.force_full_path(), data, full, str(bundle), preset.name)
+    ratio = forced.latency.mean_ms / forced.full_latency.mean_ms
+    p50 = forced.latency.p50_ms / forced.full_latency.p50_ms
+    print(f"(a) full path vs monolithic: {forced.latency.mean_ms:.3f} ms vs "
+          f"{forced.full_latency.mean_ms:.3f} ms mean -> ratio {ratio:.3f} "
+          f"(p50 ratio {p50:.3f}; target <= 1.05) "
+          f"[{'OK' if ratio <= 1.05 else 'ABOVE TARGET'}]")
+    agree = forced.accuracy == forced.full_accuracy
+    print(f"    full-path accuracy {forced.accuracy:.4f} vs full model {forced.full_accuracy:.4f} "
+          f"({'identical' if agree else 'DIFFERENT'})")
+
+    report = measure(model, data, full, str(bundle), preset.name, batch_size=args.batch)
+    for line in report.lines():
+        print("   " + line)
+    print(f"(b) accuracy {report.accuracy:.4f} vs full {report.full_accuracy:.4f} "
+          f"(drop {100 * (report.full_accuracy - report.accuracy):+.2f} pts); "
+          f"mean speed-up x{report.speedup:.2f}, "
+          f"p50 x{report.full_latency.p50_ms / report.latency.p50_ms:.2f}")
+    if report.predicted_mean_ms is not None:
+        err = report.latency.mean_ms / report.predicted_mean_ms - 1
+        print(f"(c) mean latency: predicted {report.predicted_mean_ms:.3f} ms, "
+              f"measured {report.latency.mean_ms:.3f} ms ({100 * err:+.1f}%; target within 10%)")
+    else:
+        print("(c) the bundle records no predicted mean_ms (bundled without a design): nothing to compare")
+    tp = report.throughput
+    print(f"(d) batch {args.batch} throughput: bundle {tp['bundle_sps']:.0f}/s vs "
+          f"full {tp['full_sps']:.0f}/s -> x{tp['bundle_sps'] / tp['full_sps']:.2f}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except HapiError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
