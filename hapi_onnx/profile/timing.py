@@ -158,7 +158,8 @@ def time_calls(
                     start = clock()
                     call()
                     out.append(clock() - start)
-                spent[i] += sum(out[-runs:])
+                if runs > 0:
+                    spent[i] += sum(out[-runs:])
             total = sum(spent)
             if total < next_check and not any(len(samples[i]) >= policy.max_runs for i in active):
                 continue
