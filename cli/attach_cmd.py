@@ -1,5 +1,7 @@
 """``hapi-onnx attach``: fit exit heads on the frozen backbone and write the over-provisioned model."""
 
+import sys
+
 import click
 
 from hapi_onnx.exits.pooling import POOLINGS
@@ -11,7 +13,7 @@ def progress_bar(label: str):
 
     def progress(done: int, total: int) -> None:
         if state["bar"] is None:
-            state["bar"] = click.progressbar(length=total, label=label, file=click.get_text_stream("stderr"))
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
             state["bar"].__enter__()
         state["bar"].update(done - state["done"])
         state["done"] = done

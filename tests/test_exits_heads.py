@@ -6,6 +6,7 @@ from scipy.optimize import approx_fprime
 from scipy.special import softmax
 
 from hapi_onnx.errors import HapiError
+from hapi_onnx.exits.blas import _loaded_openblas, blas_threads
 from hapi_onnx.exits.heads import _loss_and_grad, fit_head, head_probabilities, heldout_split
 from hapi_onnx.exits.temperature import fit_temperature, nll
 
@@ -79,3 +80,12 @@ def test_heldout_split_is_seeded_and_disjoint():
     assert sorted(np.concatenate([fit_a, held_a])) == list(range(100))
     with pytest.raises(HapiError, match="more training samples"):
         heldout_split(2, 0.15)
+
+
+def test_blas_threads_is_one_inside_and_restored_after():
+    handles = _loaded_openblas()
+    assert handles, "numpy/scipy ship OpenBLAS on this platform"
+    before = [get() for get, _ in handles]
+    with blas_threads(1):
+        assert [get() for get, _ in handles] == [1] * len(handles)
+    assert [get() for get, _ in handles] == before

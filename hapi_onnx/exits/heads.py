@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
 
 from hapi_onnx.errors import HapiError
+from hapi_onnx.exits.blas import blas_threads
 from hapi_onnx.exits.temperature import fit_temperature, nll
 
 L2_GRID = (1e-2, 1e-3, 1e-4)
@@ -89,12 +90,16 @@ def _loss_and_grad(
     params: np.ndarray, z: np.ndarray, onehot: np.ndarray, l2: float
 ) -> tuple[float, np.ndarray]:
     """Mean cross-entropy + (l2 / 2) ||W||^2 and its gradient, for ``params = [W.ravel(), b]``."""
-    f, k = z.shape[1], onehot.shape[1]
+    n, f = z.shape
+    k = onehot.shape[1]
     w, b = params[: f * k].reshape(f, k), params[f * k :]
     logits = z @ w + b
-    lse = logsumexp(logits, axis=1)
+    top = logits.max(axis=1, keepdims=True)
+    shifted = np.exp(logits - top)
+    total = shifted.sum(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(total[:, 0])
     loss = np.mean(lse - np.sum(logits * onehot, axis=1)) + 0.5 * l2 * np.sum(w * w)
-    delta = (np.exp(logits - lse[:, None]) - onehot) / len(z)
+    delta = (shifted / total - onehot) / n
     grad_w = z.T @ delta + l2 * w
     return float(loss), np.concatenate([grad_w.ravel(), delta.sum(axis=0)])
 
@@ -133,7 +138,8 @@ def fit_head(
 ) -> HeadFit:
     """Fit one exit head on pooled features: L2 chosen and temperature fitted on a held-out part.
 
-    Deterministic: the split is seeded and L-BFGS starts from zeros.
+    Deterministic: the split is seeded and L-BFGS starts from zeros. Runs on one BLAS thread
+    (:func:`~hapi_onnx.exits.blas.blas_threads`): these problems are too small to gain from more.
 
     Args:
         features (np.ndarray): float ``[N, F]`` pooled features of the training data.
@@ -146,6 +152,11 @@ def fit_head(
     Returns:
         HeadFit: The folded head and its report.
     """
+    with blas_threads(1):
+        return _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed)
+
+
+def _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed) -> HeadFit:
     start = time.perf_counter()
     labels = np.asarray(labels, dtype=np.int64)
     fit_idx, held_idx = heldout_split(len(features), heldout_fraction, seed)
