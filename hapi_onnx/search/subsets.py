@@ -24,6 +24,7 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.search.problem import SearchProblem, check_stat, percentile_rank
 
 MAX_CANDIDATES = 20
+_BLOCK_BYTES = 1 << 18  # rows transformed together in the low-bit passes (about L2-sized)
 
 
 class SubsetSpace:
@@ -108,26 +109,29 @@ class SubsetSpace:
         """
         check_stat(stat)
         e, n, size = self.num_candidates, self.problem.num_samples, self.size
+        g = len(thresholds)
+        shift = max(g - 1, 0).bit_length()  # columns padded to 2^shift: (mask, column) packs in one int
         mask = self.masks(thresholds)
-        g = mask.shape[1]
         column = np.arange(g, dtype=np.int64)[None, :]
-        flat = mask * g + column  # bincount index of (mask, threshold) in a [2^E, G] layout
+        final = column | (1 << shift)
+        flat = (mask << shift) | column
         # reach[P] = samples confident at none of the exits in P; final_right[S]: those of them the
         # final classifier gets right. Both are zeta transforms of histograms of the masks.
-        hist = np.empty((size, 2 * g), dtype=np.int32)  # counts: N < 2^31
-        hist[:, :g] = np.bincount(flat.ravel(), minlength=size * g).reshape(size, g)
-        hist[:, g:] = np.bincount(flat[self._final_correct].ravel(), minlength=size * g).reshape(size, g)
-        zeta = _zeta(hist, e)[::-1]
-        reach, final_right = zeta[:, :g], zeta[:, g:]
+        both = np.concatenate(
+            [(mask << (shift + 1)) | column, (mask[self._final_correct] << (shift + 1)) | final]
+        )
+        hist = np.bincount(both.ravel(), minlength=size << (shift + 1)).astype(np.int32)  # counts: N < 2^31
+        zeta = _zeta(hist.reshape(size, 2, 1 << shift), e)[::-1, :, :g]
+        reach, final_right = zeta[:, 0], zeta[:, 1]
         # Per-subset sums are built bit by bit: rows [2^k, 2^(k+1)) are the subsets whose highest
         # kept exit is k, i.e. rows [0, 2^k) with bit k added.
-        correct = np.empty((size, g), dtype=np.int64)
+        correct = np.empty((size, g), dtype=np.int32)
         correct[0] = 0
         for k in range(e):
-            here = ((mask >> k) & 1).astype(bool) & self._correct[k][:, None]
-            low = (mask & ((1 << k) - 1)) * g + column
-            counts = np.bincount(low[here], minlength=(1 << k) * g).astype(np.int32).reshape(1 << k, g)
-            gained = _zeta(counts, k)[::-1]  # right at k given the kept exits below k
+            rows = flat[self._correct[k]]  # samples exit k gets right
+            here = rows[(rows >> (shift + k)) & 1 == 1] & (((1 << k) << shift) - 1)  # (bits below k, column)
+            counts = np.bincount(here, minlength=(1 << k) << shift).astype(np.int32).reshape(1 << k, -1)
+            gained = _zeta(counts, k)[::-1, :g]  # right at k given the kept exits below k
             np.add(correct[: 1 << k], gained, out=correct[1 << k : 2 << k])
         correct += final_right
         if stat == "mean":
@@ -174,9 +178,21 @@ class SubsetSpace:
 
 
 def _zeta(a: np.ndarray, bits: int) -> np.ndarray:
-    """Subset-sum transform in place over the first axis: ``a[U] <- sum(a[B] for B ⊆ U)``."""
-    for i in range(bits):
-        view = a.reshape(-1, 2, 1 << i, *a.shape[1:])
+    """Subset-sum transform in place over the first axis: ``a[U] <- sum(a[B] for B ⊆ U)``.
+
+    The passes over the low bits run block by block on cache-sized runs of rows, so the array is
+    streamed from memory about ``1 + bits - low`` times instead of ``bits`` times.
+    """
+    rest = a.shape[1:]
+    row_bytes = a.itemsize * int(np.prod(rest, dtype=np.int64))
+    low = min(bits, max(0, (_BLOCK_BYTES // max(row_bytes, 1)).bit_length() - 1))
+    blocks = [a] if low == bits else list(a.reshape(-1, 1 << low, *rest))
+    for block in blocks:
+        for i in range(low):
+            view = block.reshape(-1, 2, 1 << i, *rest)
+            view[:, 1] += view[:, 0]
+    for i in range(low, bits):
+        view = a.reshape(-1, 2, 1 << i, *rest)
         view[:, 1] += view[:, 0]
     return a
 
