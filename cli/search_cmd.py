@@ -49,7 +49,7 @@ class AccuracyType(click.ParamType):
     "--min-accuracy",
     type=AccuracyType(),
     default=None,
-    help="Accuracy floor: a fraction (0.985) or a percentage (98.5 or 98.5%).",
+    help="Accuracy floor: a fraction (0.985) or a percentage (98.5 or 98.5%); values above 1 are percentages.",
 )
 @click.option(
     "--max-accuracy-drop",

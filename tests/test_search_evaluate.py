@@ -11,6 +11,7 @@ from hapi_onnx.search import evaluate
 from hapi_onnx.search.evaluate import batch_metrics, evaluate_problem, keys_from_counts, sweep_threshold
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
+from hapi_onnx.trace import Trace
 
 
 def artifacts(num_intermediate=6, n=300, seed=0, decimals=None):
@@ -153,3 +154,12 @@ def test_zero_overhead_table_is_refused():
     assert isinstance(bad.segments[0], PieceLatency)
     with pytest.raises(HapiError, match="overhead must be positive"):
         evaluate(trace, bad, [], [])
+
+
+def test_confidences_outside_0_1_are_refused():
+    trace, table = artifacts()
+    conf = trace.conf.copy()
+    conf[1, 3] = 1.5
+    bad = Trace(**{**trace.__dict__, "conf": conf})
+    with pytest.raises(HapiError, match=r"probabilities in \[0, 1\]"):
+        evaluate(bad, table, [1], [0.5])

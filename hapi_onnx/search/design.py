@@ -5,7 +5,8 @@
 - ``exits``: names of the kept exits in depth order, the final classifier last;
 - ``exit_indices``: their indices in the trace / latency table (same order, final last);
 - ``thresholds``: one max-softmax threshold per kept *intermediate* exit (``len(exits) - 1``);
-  a sample leaves at the first kept exit whose top-1 probability is ``>= threshold``;
+  a sample leaves at the first kept exit whose top-1 probability is ``>= threshold``. Each value
+  is a float32 (stored exactly in JSON): compare in float32 to reproduce the search's decisions;
 - ``policy``: ``max-softmax``;
 - ``predicted``: accuracy, ``mean_ms``, ``p50_ms``, ``p90_ms``, ``p99_ms`` (nearest-rank) of the
   predicted per-sample latency on the search data, ``exit_distribution`` (fraction of samples per

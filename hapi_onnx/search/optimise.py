@@ -168,7 +168,8 @@ def resolve_goal(
                 f"latency_sla_ms must be a positive number of ms. Got {latency_sla_ms!r} instead."
             )
         scale = n if percentile == "mean" else 1
-        max_key = math.floor(latency_sla_ms * NS_PER_MS * scale + 1e-6)
+        limit = latency_sla_ms * NS_PER_MS * scale
+        max_key = math.floor(limit + 1e-9 * max(1.0, limit))  # 1.2 ms is 1200000 ns, not 1199999.99...
     only_sla = min_accuracy is None and max_accuracy_drop is None
     return Goal(
         stat=percentile,

@@ -124,8 +124,12 @@ class SearchProblem:
                 "re-run profile."
             )
         conf = np.asarray(trace.conf, dtype=np.float32)
-        if not np.all(np.isfinite(conf)):
-            raise HapiError("The trace's confidences contain NaN or infinity. Re-run calibrate.")
+        if not np.all(np.isfinite(conf)) or conf.min() < 0.0 or conf.max() > 1.0 + 1e-6:
+            raise HapiError(
+                "The trace's confidences must be max-softmax probabilities in [0, 1]. Got values in "
+                f"[{np.nanmin(conf):g}, {np.nanmax(conf):g}]. Re-run calibrate."
+            )
+        conf = np.minimum(conf, np.float32(1.0))
         return cls(
             exit_names=tuple(trace.exit_names),
             candidates=resolve_candidates(trace.exit_names, candidates),
