@@ -72,6 +72,19 @@ def test_temperature_recovers_a_known_scale():
     assert nll(3.0 * true_logits, labels, t) < nll(3.0 * true_logits, labels, 1.0)
 
 
+def test_a_perfect_heldout_score_does_not_saturate_confidences():
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 10, 300)
+    logits = rng.normal(size=(300, 10))
+    logits[np.arange(300), labels] += 6.0  # every sample right, margins around 6
+    plain = fit_temperature(logits, labels, prior=0.0)  # plain NLL: T collapses towards 0
+    assert (softmax(logits / plain, axis=1).max(axis=1).astype(np.float32) == 1.0).mean() > 0.9
+    t = fit_temperature(logits, labels)
+    assert 0.2 < t < 2.0
+    conf = softmax(logits / t, axis=1).max(axis=1).astype(np.float32)
+    assert (conf < 1.0).all() and 0.99 < conf.mean() < 0.9999
+
+
 def test_heldout_split_is_seeded_and_disjoint():
     fit_a, held_a = heldout_split(100, 0.2, seed=0)
     fit_b, held_b = heldout_split(100, 0.2, seed=0)

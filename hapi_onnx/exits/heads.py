@@ -7,8 +7,9 @@ and the temperature into one affine map ``logits = x @ W + b`` on the raw pooled
 Choosing the L2 strength: a seeded held-out part of the training data (``HELDOUT_FRACTION``) is
 kept aside; the head is fitted on the rest for each value of ``L2_GRID`` (strongest first, each
 fit warm-started from the previous one), a temperature is fitted on the held-out part for each,
-and the pair with the lowest held-out NLL wins. NLL, not accuracy, because it is a smooth proper
-score that also rewards the honest confidences the exit thresholds rely on; with standardised
+and the pair with the lowest held-out NLL wins (with the temperature's one-pseudo-sample prior,
+see :mod:`~hapi_onnx.exits.temperature`). NLL, not accuracy, because it is a smooth proper score
+that also rewards the honest confidences the exit thresholds rely on; with standardised
 features the useful range is narrow, so three decades cover it.
 """
 
@@ -175,10 +176,10 @@ def _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed) ->
         params = fit_logistic(z_fit, y_fit, k, l2, init=params)
         held_logits = z_held @ params[: f * k].reshape(f, k) + params[f * k :]
         temperature = fit_temperature(held_logits, y_held)
-        score = nll(held_logits, y_held, temperature)
+        score = nll(held_logits, y_held, temperature, prior=1.0)
         if best is None or score < best[0]:
-            best = (score, l2, temperature, params.copy())
-    score, l2, temperature, params = best
+            best = (score, l2, temperature, params.copy(), nll(held_logits, y_held, temperature))
+    _, l2, temperature, params, held_nll = best
     w, b = params[: f * k].reshape(f, k), params[f * k :]
     # logits / T = ((x - mu) / sigma) @ W / T + b / T = x @ W' + b'
     w_folded = w / sigma[:, None] / temperature
@@ -190,7 +191,7 @@ def _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed) ->
         head=head,
         train_accuracy=float(np.mean(pred[fit_idx] == y_fit)),
         heldout_accuracy=float(np.mean(pred[held_idx] == y_held)),
-        heldout_nll=float(score),
+        heldout_nll=float(held_nll),
         temperature=float(temperature),
         l2=float(l2),
         seconds=time.perf_counter() - start,
