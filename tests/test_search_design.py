@@ -94,3 +94,9 @@ def test_load_refuses_missing_and_non_json_files(tmp_path):
     (tmp_path / "x.json").write_text("{not json")
     with pytest.raises(HapiError, match="not JSON"):
         Design.load(tmp_path / "x.json")
+
+
+def test_chosen_design_is_on_the_recorded_front(searched):
+    design = searched[2]
+    points = [(q["exits"], q["thresholds"]) for q in design.pareto_front]
+    assert (design.exits, design.thresholds) in points

@@ -132,8 +132,9 @@ def _describe(problem: SearchProblem, goal: Goal, point: Candidate) -> str:
 
 
 def _merge_front(front: list[Candidate], extra: Candidate) -> list[Candidate]:
-    """The Pareto front of ``front`` plus one more point (front points win exact ties)."""
-    points = front + [extra]
+    """The Pareto front of ``front`` plus one more point, which wins exact ties (so a refined
+    design, never dominated by a global one, is always on the front)."""
+    points = [extra] + front
     latency = np.array([p.latency_key for p in points], dtype=np.int64)
     correct = np.array([p.correct for p in points], dtype=np.int64)
     return [points[i] for i in pareto_indices(latency, correct)]

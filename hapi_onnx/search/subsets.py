@@ -1,21 +1,30 @@
-"""Every exit subset at once for one global threshold, by subset-sum (zeta) transforms.
+"""Every exit subset at once for a batch of global thresholds, by subset-sum (zeta) transforms.
 
 With one threshold ``t`` shared by the kept exits, sample ``n`` is *confident* at candidate ``k``
-when ``conf[k, n] >= t``; call its set of confident candidates ``C_n``. Under a kept subset ``S``
-it leaves at ``min(S & C_n)`` or reaches the final classifier. So, for a kept exit ``k`` with
-``P = S & {candidates below k}``::
+when ``conf[k, n] >= t``; call its set of confident candidates ``C_n`` (a bit mask). Under a kept
+subset ``S`` it leaves at the first exit of ``S & C_n``, or reaches the final classifier. With
+``low_k`` the candidates below ``k`` and ``P`` any set of candidates::
 
-    leaving at k   = #{n : k in C_n and C_n & P = {}} = Z_k[~P]
-    reaching final = #{n : C_n & S = {}}             = Z[~S]
-    where Z_k[U] = #{n : k in C_n, C_n & low_k ⊆ U} and Z[U] = #{n : C_n ⊆ U}
+    reach[P]       = #{n : C_n & P = {}}                  (not left at any exit of P)
+    right_k[P]     = #{n : k in C_n, right at k, C_n & low_k & P = {}}
+    final_right[P] = #{n : C_n & P = {}, final classifier right}
 
-``Z_k`` is the subset-sum (zeta) transform of a histogram of the samples' low bits: ``k * 2^k``
-additions, and ``Z_k[~P]`` depends only on ``S``'s bits below ``k``. Counts of right answers use
-the same transforms over the samples each exit gets right. Per threshold this costs
-``O(N * E + E * 2^E)`` instead of ``O(2^E * N * E)`` for scoring each subset separately, and it is
-exact: the same integer counts and costs as :func:`hapi_onnx.search.evaluate.batch_metrics`.
+Each is a subset-sum (zeta) transform of a histogram of the masks, read at the complement of
+``P``: ``E * 2^E`` additions for ``reach`` and ``final_right``, ``k * 2^k`` for ``right_k``.
+Then, for every subset ``S`` at once (built bit by bit, ``O(2^E)`` per quantity):
 
-Subsets are bit masks over the problem's candidates (bit ``i`` = ``problem.candidates[i]``).
+- right answers: ``sum(right_k[S & low_k] for k in S) + final_right[S]``;
+- total latency: backbone block ``i`` (segments up to candidate ``i``, or to the final
+  classifier) is run by ``reach[S & low_i]`` samples, head ``k`` plus its call by
+  ``reach[S & low_k]`` and the final call by ``reach[S]``;
+- a nearest-rank percentile: latency grows with the exit position, so it is the cost of the
+  first kept exit ``k`` after which at most ``N - rank`` samples remain
+  (``reach[S & low_{k+1}]``), else the final classifier's cost.
+
+Per threshold this costs ``O(N * E + E * 2^E)`` instead of ``O(2^E * N * E)`` for scoring each
+subset separately, and it is exact: the same integer counts and costs as
+:func:`hapi_onnx.search.evaluate.batch_metrics`. Subsets are bit masks over the problem's
+candidates (bit ``i`` = ``problem.candidates[i]``).
 """
 
 import numpy as np
@@ -28,7 +37,7 @@ _BLOCK_BYTES = 1 << 18  # rows transformed together in the low-bit passes (about
 
 
 class SubsetSpace:
-    """Scores all ``2^E`` subsets of a problem's ``E`` candidate exits, one threshold at a time.
+    """Scores all ``2^E`` subsets of a problem's ``E`` candidate exits, a batch of thresholds at a time.
 
     Args:
         problem (SearchProblem): The search data.
@@ -104,7 +113,7 @@ class SubsetSpace:
             stat (str): ``mean`` (key = total ns) or ``p50``/``p90``/``p99`` (key = that latency).
 
         Returns:
-            tuple[np.ndarray, np.ndarray]: int64[2^E, G] correct counts and int64[2^E, G] latency
+            tuple[np.ndarray, np.ndarray]: int32[2^E, G] correct counts and int64[2^E, G] latency
             keys, indexed by subset mask and threshold.
         """
         check_stat(stat)
