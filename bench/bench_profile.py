@@ -1,19 +1,21 @@
-"""Does the profiler's table add up, and does it repeat? Measured side by side in one run on cpu-1t.
+"""Does the profiler's table add up, and does it repeat? Measured side by side in one run.
 
     python bench/bench_profile.py [EE.onnx] [--backbone examples/mnist/model.onnx] [--device cpu-1t]
 
-1. Profiles the early-exit model twice back to back (``profile_model``) and prints the wall time
-   of each run and, per piece, how well the two runs' p50 agree (target: within 5%).
-2. Between the two runs, times reference paths with the same timing loop, interleaved:
+1. Repeatability: ``profile_model`` twice back to back; the wall time of each run and, per
+   piece, how well the two runs' p50 agree (target: within 5%).
+2. Additivity: one interleaved timing (the profiler's own loop: one call per entry per round)
+   of every piece (segments, heads, the trivial overhead graph, called as the profiler calls
+   them) together with reference paths:
    - the backbone alone in one session (input -> final output),
    - the whole over-provisioned model (all heads) in one session,
-   - the profiled pieces themselves called one after another in path order (segment0, head0,
-     segment1, ...: one session call per piece), which tests the additive model alone,
+   - the pieces called one after another in path order (segment0, head0, segment1, ...),
    - a staged bundle keeping every exit and never exiting early (hapi_onnx.runtime: one session
-     call per stage = segment + head + in-graph decision, plus the runtime's Python per stage),
-   and compares each with the prediction from the first table (sum of per-piece costs with the
-   per-call overhead removed, plus one overhead per session call of that path), as a ratio
-   (target: within +-5%). Means are summed (a mean of a sum is the sum of means).
+     call per stage = segment + head + in-graph decision, plus the runtime's Python per stage).
+   Each reference is compared with its prediction from the pieces: sum of the piece costs with
+   the per-call overhead removed, plus one overhead per session call of that path (the search's
+   cost model), as a ratio predicted / measured (target 0.95-1.05). Means are what add up (the
+   mean of a sum is the sum of the means); p50s are shown too.
 
 Without EE.onnx, heads (GlobalAveragePool -> Flatten -> Gemm -> Softmax, random weights) are
 grafted at every candidate exit of the backbone, as ``attach`` would place them.
@@ -35,7 +37,7 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import ExitLayout, ExitSpec
 from hapi_onnx.graph import candidate_exits, extract_segment, input_spec, load_model, model_fingerprint
 from hapi_onnx.profile import load_preset, profile_model
-from hapi_onnx.profile.profile import BoundCall, sample_input, split_at_exits
+from hapi_onnx.profile.profile import BoundCall, overhead_model, sample_input, split_at_exits
 from hapi_onnx.profile.timing import time_calls
 
 DEFAULT_BACKBONE = Path(__file__).resolve().parent.parent / "examples" / "mnist" / "model.onnx"
@@ -79,65 +81,68 @@ def graft_random_heads(backbone: onnx.ModelProto, seed: int = 0) -> onnx.ModelPr
     return load_model(model)
 
 
-def measure_paths(ee: onnx.ModelProto, preset, policy, workdir: Path) -> dict[str, tuple[float, float, int]]:
-    """Mean and p50 (ms) and the number of session calls of each reference path, timed together."""
+@dataclasses.dataclass
+class Entry:
+    name: str
+    call: object
+    calls_per_run: int = 1  # session calls one run of this entry makes
+    pieces: tuple[str, ...] = ()  # pieces whose costs predict it (references only)
+
+
+def interleaved_entries(ee: onnx.ModelProto, preset, workdir: Path) -> list[Entry]:
+    """Pieces in path order, the overhead graph, then the reference paths, all ready to call."""
     from hapi_onnx.bundle import write_bundle
     from hapi_onnx.runtime import EarlyExitModel
 
     layout = ExitLayout.from_model(ee)
     x = sample_input(ee, 1)
-    backbone = extract_segment(ee, [layout.input], [layout.final_output])
-    outputs = [layout.final_output] + [e.output for e in layout.exits]
-    calls, names, n_calls = [], [], {}
-    for name, model in [("backbone, one session", backbone), ("all heads, one session", ee)]:
-        session = preset.create_session(model.SerializeToString())
-        values = dict(zip([o.name for o in session.get_outputs()],
-                          session.run(None, {layout.input: x}), strict=True))
-        calls.append(BoundCall(session, {layout.input: x}, {n: values[n] for n in outputs if n in values}))
-        names.append(name)
-        n_calls[name] = 1
     pieces = split_at_exits(ee)
-    chain = []
-    value = x
+    entries, value = [], x
     for seg, head in zip(pieces.segments, [*pieces.heads, None], strict=True):
         for piece in [seg] if head is None else [seg, head]:
             session = preset.create_session(piece.model.SerializeToString())
             out = session.run(piece.outputs, {piece.inputs[0]: value})[0]
-            chain.append(BoundCall(session, {piece.inputs[0]: value}, {piece.outputs[0]: out}))
+            entries.append(Entry(piece.name, BoundCall(session, {piece.inputs[0]: value}, {piece.outputs[0]: out})))
             if piece is seg:
                 value = out  # the head and the next segment read this segment's output
+    chain = [e.call for e in entries]
+    seg_names = tuple(p.name for p in pieces.segments)
+    all_names = tuple(e.name for e in entries)
+    one = np.zeros((1, 1), np.float32)
+    entries.append(Entry("overhead", BoundCall(preset.create_session(overhead_model().SerializeToString()),
+                                                {"x": one}, {"y": one})))
+
+    outputs = [layout.final_output] + [e.output for e in layout.exits]
+    for name, model, names in [("backbone, one session", extract_segment(ee, [layout.input], [layout.final_output]),
+                                seg_names),
+                               ("all heads, one session", ee, all_names)]:
+        session = preset.create_session(model.SerializeToString())
+        values = dict(zip([o.name for o in session.get_outputs()], session.run(None, {layout.input: x}),
+                          strict=True))
+        call = BoundCall(session, {layout.input: x}, {n: values[n] for n in outputs if n in values})
+        entries.append(Entry(name, call, 1, names))
 
     def run_chain():
         for call in chain:
             call()
 
-    name = f"chain of the profiled pieces, {len(chain)} calls"
-    calls.append(run_chain)
-    names.append(name)
-    n_calls[name] = len(chain)
-    bundle_path = write_bundle(ee, [e.name for e in layout.exits], [1.0] * len(layout.exits),
-                               workdir / "bench.hapi")
+    entries.append(Entry(f"pieces called in path order ({len(chain)} calls)", run_chain, len(chain), all_names))
+    bundle_path = write_bundle(ee, [e.name for e in layout.exits], [1.0] * len(layout.exits), workdir / "b.hapi")
     bundle = EarlyExitModel.load(bundle_path, providers=preset.provider_names,
                                  session_options=preset.session_options(),
                                  provider_options=preset.provider_options).force_full_path()
-    name = f"staged bundle, all {len(layout.exits)} exits kept, never exiting"
-    calls.append(lambda: bundle.predict(x))
-    names.append(name)
-    n_calls[name] = len(layout.exits) + 1
-    results = time_calls(calls, policy, names)
-    return {n: (r.stats.mean_ms, r.stats.p50_ms, n_calls[n]) for n, r in zip(names, results, strict=True)}
-
-
-def predicted(table, path: str, n_calls: int, stat: str) -> float:
-    segs = sum(table.segment_costs(stat))
-    with_heads = "heads" in path or "bundle" in path or "chain" in path
-    heads = sum(table.head_costs(stat)) if with_heads else 0.0
-    return segs + heads + n_calls * table.overhead.stat(stat)
+    stages = len(layout.exits) + 1
+    entries.append(Entry(f"staged bundle, never exiting ({stages} stages)", lambda: bundle.predict(x), stages,
+                         all_names))
+    return entries
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     preset = load_preset(args.device)
+    if args.time_budget is not None:
+        preset = dataclasses.replace(preset, timing=dataclasses.replace(preset.timing,
+                                                                        time_budget_s=args.time_budget))
     if args.ee_model:
         ee = load_model(args.ee_model)
         source = f"{args.ee_model} (given)"
@@ -157,49 +162,59 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         first = profile_model(ee_path, args.device, time_budget_s=args.time_budget)
         wall1 = time.perf_counter() - t0
-        policy = preset.timing
-        if args.time_budget is not None:
-            policy = dataclasses.replace(policy, time_budget_s=args.time_budget)
-        paths = measure_paths(load_model(ee_path), preset, policy, Path(tmp))
         t0 = time.perf_counter()
         second = profile_model(ee_path, args.device, time_budget_s=args.time_budget)
         wall2 = time.perf_counter() - t0
+        entries = interleaved_entries(load_model(ee_path), preset, Path(tmp))
+        results = time_calls([e.call for e in entries], preset.timing, [e.name for e in entries])
+    stats = {e.name: r.stats for e, r in zip(entries, results, strict=True)}
 
     env = first.environment
     print(f"environment: onnxruntime {env['onnxruntime']}, {env['cpu_model']}, {env['cpus_usable']} cpus, "
-          f"load average {env['load_average']}, call: {env['timed_call']}")
-    print(f"\nprofiling wall time: run 1 {wall1:.1f} s, run 2 {wall2:.1f} s (target < 60 s)")
-    print(f"per-call overhead (trivial graph): run 1 mean {first.overhead.mean_ms * 1000:.1f} us, "
-          f"p50 {first.overhead.p50_ms * 1000:.1f} us; run 2 p50 {second.overhead.p50_ms * 1000:.1f} us")
+          f"load average {env['load_average']}; pieces called with {env['timed_call']}")
 
-    print("\nrepeatability, p50 per piece (ms), run 1 vs run 2 (target |diff| <= 5%):")
-    diffs = []
-    pieces1 = first.segments + first.heads
-    pieces2 = {p.name: p for p in second.segments + second.heads}
-    for p in pieces1:
-        a, b = p.stats.p50_ms, pieces2[p.name].stats.p50_ms
-        diff = (b - a) / a
-        diffs.append(abs(diff))
-        flag = "" if abs(diff) <= 0.05 else "  <-- over 5%"
-        print(f"  {p.name:<10} {a:8.4f} {b:8.4f}  {diff:+6.1%}{flag}")
-    seg_diffs = diffs[: len(first.segments)]
-    print(f"  segments within 5%: {sum(d <= 0.05 for d in seg_diffs)}/{len(seg_diffs)}, "
-          f"median |diff| {statistics.median(seg_diffs):.1%}, max {max(seg_diffs):.1%}; "
-          f"heads within 5%: {sum(d <= 0.05 for d in diffs[len(seg_diffs):])}/{len(diffs) - len(seg_diffs)}")
+    print(f"\n1. repeatability: profile_model twice; wall time run 1 {wall1:.1f} s, run 2 {wall2:.1f} s "
+          "(target < 60 s)")
+    print("   p50 per piece (ms), run 1 vs run 2 (target |diff| <= 5%):")
+    diffs = {}
+    second_pieces = {p.name: p for p in second.segments + second.heads}
+    for p in first.segments + first.heads:
+        a, b = p.stats.p50_ms, second_pieces[p.name].stats.p50_ms
+        diffs[p.name] = (b - a) / a
+        flag = "" if abs(diffs[p.name]) <= 0.05 else "  <-- over 5%"
+        print(f"   {p.name:<10} {a:8.4f} {b:8.4f}  {diffs[p.name]:+6.1%}{flag}")
+    a, b = first.overhead.p50_ms, second.overhead.p50_ms
+    print(f"   {'overhead':<10} {a:8.4f} {b:8.4f}  {(b - a) / a:+6.1%}")
+    seg = [abs(d) for n, d in diffs.items() if n.startswith("segment")]
+    head = [abs(d) for n, d in diffs.items() if n.startswith("head")]
+    print(f"   segments within 5%: {sum(d <= 0.05 for d in seg)}/{len(seg)} (median |diff| "
+          f"{statistics.median(seg):.1%}, max {max(seg):.1%}); heads within 5%: "
+          f"{sum(d <= 0.05 for d in head)}/{len(head)}")
 
-    print("\npaths: predicted from table 1 (sum of piece costs, overhead removed, + calls x overhead) "
-          "vs measured between the two runs (target ratio 0.95-1.05):")
-    k = len(first.segments)
-    for name, (mean_ms, p50_ms, n_calls) in paths.items():
-        heads = "heads" in name or "bundle" in name or "chain" in name
-        what = f"{k} segments" + (f" + {len(first.heads)} heads" if heads else "")
-        pred_mean = predicted(first, name, n_calls, "mean")
-        pred_p50 = predicted(first, name, n_calls, "p50")
-        print(f"  {name}:\n    sum of {what} + {n_calls} x overhead: predicted mean {pred_mean:.4f} ms, "
-              f"measured {mean_ms:.4f} ms, ratio {pred_mean / mean_ms:.3f}; "
-              f"p50 {pred_p50:.4f} / {p50_ms:.4f} = {pred_p50 / p50_ms:.3f}")
-    mono = first.monolithic
-    print(f"  (table's own monolithic backbone: mean {mono.mean_ms:.4f} ms, p50 {mono.p50_ms:.4f} ms)")
+    over = stats["overhead"]
+    ends = sorted({r.stop for r in results})
+    print(f"\n2. additivity, one interleaved timing of {len(entries)} entries, {over.n} rounds "
+          f"(ended by: {', '.join(ends)}); per-call overhead: mean {over.mean_ms * 1e3:.1f} us, "
+          f"p50 {over.p50_ms * 1e3:.1f} us")
+    print("   predicted = sum(piece - overhead) + calls x overhead, from the pieces timed alongside;"
+          " ratio = predicted / measured (target 0.95-1.05)")
+    for e in entries:
+        if not e.pieces:
+            continue
+        m = stats[e.name]
+        pred = {s: sum(max(stats[n].stat(s) - over.stat(s), 0.0) for n in e.pieces) + e.calls_per_run * over.stat(s)
+                for s in ("mean", "p50")}
+        k_seg = sum(n.startswith("segment") for n in e.pieces)
+        k_head = len(e.pieces) - k_seg
+        print(f"   {e.name}: {k_seg} segments + {k_head} heads + {e.calls_per_run} x overhead")
+        print(f"      mean: predicted {pred['mean']:.4f} ms, measured {m.mean_ms:.4f} ms, "
+              f"ratio {pred['mean'] / m.mean_ms:.3f}   | p50: {pred['p50']:.4f} / {m.p50_ms:.4f} = "
+              f"{pred['p50'] / m.p50_ms:.3f}")
+        if e.name.startswith("staged"):
+            extra = (m.mean_ms - pred["mean"]) / e.calls_per_run * 1e3
+            print(f"      not in the table: {extra:+.1f} us per stage (in-graph decision ops + runtime Python)")
+    print(f"   for reference, profile_model run 1: backbone monolithic mean {first.monolithic.mean_ms:.4f} ms, "
+          f"sum of segments + 1 overhead {sum(first.segment_costs('mean')) + first.overhead.mean_ms:.4f} ms")
     return 0
 
 

@@ -76,6 +76,7 @@ def test_time_calls_accounts_for_every_run_and_keeps_order():
     lines = []
     results = time_calls(calls, policy, names=["relu", "sigmoid"], progress=lines.append)
     assert len(results) == 2 and len(lines) == 2
+    assert results[0].stats.n == results[1].stats.n  # lockstep: sampled over the same rounds
     assert {line.split("]")[1].split(":")[0].strip() for line in lines} == {"relu", "sigmoid"}
     for call, result in zip(calls, results, strict=True):
         s = result.stats

@@ -2,12 +2,14 @@
 
 Follows onnxruntime_perf_test / MLPerf single-stream practice: each sample is one whole call
 (``session.run``) timed with ``time.perf_counter_ns``, after untimed warm-up runs. Several calls
-(the pieces of a model) are timed together, round-robin in short bursts, so slow drift of a
-noisy machine (frequency scaling, other processes) hits every piece alike instead of whichever
-happened to be timed last. Garbage collection is off while timing. Each piece stops once the
-distribution-free confidence interval of its median, and the confidence interval of its mean
-(the statistic path latencies are summed from), are both narrower than the target precision, or
-its time budget is spent (after ``min_runs``), or it reached ``max_runs``.
+(the pieces of a model) are timed together in lockstep rounds, every call in every round until
+the loop ends, so all of them are sampled over the same stretch of time: slow drift of a noisy
+machine (frequency scaling, other processes coming and going) hits every piece alike, and
+their means stay comparable and additive. Garbage collection is off while timing. The loop ends
+once, for every call, the distribution-free confidence interval of its median and the
+confidence interval of its mean (the statistic path latencies are summed from) are both
+narrower than the target precision; or when the time budget (per call, pooled) is spent after
+``min_runs``; or at ``max_runs``.
 
 Needs numpy and the standard library only.
 """
@@ -41,8 +43,9 @@ class TimingResult:
         rel_precision (float): Half-width of the median's confidence interval over the median.
         mean_rel_precision (float): Half-width of the mean's confidence interval (normal
             approximation, z * std / sqrt(n)) over the mean.
-        stop (str): ``precision`` (target met), ``budget`` (time budget spent) or ``max_runs``.
-        timed_s (float): Seconds spent in timed runs.
+        stop (str): ``precision`` (target met), else why timing ended: ``budget`` (time budget
+            spent) or ``max_runs``.
+        timed_s (float): Seconds spent in this call's timed runs.
     """
 
     stats: TimingStats
@@ -112,35 +115,48 @@ def time_calls(
     progress: Callable[[str], None] | None = None,
     burst_s: float = BURST_S,
 ) -> list[TimingResult]:
-    """Time several zero-argument calls together, interleaved round-robin.
+    """Time several zero-argument calls together, in lockstep rounds.
 
     Every call is warmed up first (``policy.warmup_runs`` runs and ``policy.warmup_s`` seconds,
-    at least one run, at most the time budget), then timed in rounds: each round runs every
-    unfinished call for a burst of back-to-back runs lasting about ``burst_s``, in the order
-    given; the stop rules are checked every ~20 ms of rounds.
+    at least one run, at most the time budget). Then each round runs every call, in the order
+    given, for a burst of back-to-back runs lasting about ``burst_s``. The loop ends when every
+    call meets the precision target, when the timed runs add up to ``policy.time_budget_s``
+    times the number of calls (after ``min_runs``), or at ``policy.max_runs``.
 
     Args:
         calls (Sequence[Callable]): The calls, e.g. ``functools.partial(session.run, None, feeds)``.
         policy (TimingPolicy): Warm-up, run counts, precision target, time budget per call.
         names (Sequence[str] | None): Names for progress lines. Defaults to ``call<i>``.
-        progress (Callable[[str], None] | None): Receives one line as each call finishes.
+        progress (Callable[[str], None] | None): Receives one line per call: when it first meets
+            the precision target, or when the loop ends without it.
         burst_s (float): Length of one call's burst in a round. ``0`` runs each call once per
             round, so every call follows the previous one in the list, as the stages of a
             pipeline do. Defaults to 5 ms.
 
     Returns:
-        list[TimingResult]: One per call, in the order given.
+        list[TimingResult]: One per call, in the order given; ``stop`` is ``precision`` for a
+        call that met the target, else why the loop ended (``budget`` or ``max_runs``).
     """
     names = list(names) if names is not None else [f"call{i}" for i in range(len(calls))]
     if len(names) != len(calls):
         raise HapiError(f"time_calls got {len(calls)} calls but {len(names)} names; give one name per call.")
     clock = time.perf_counter_ns
-    budget_ns = policy.time_budget_s * 1e9
+    budget_ns = policy.time_budget_s * 1e9 * len(calls)
     samples: list[list[int]] = [[] for _ in calls]
-    spent = [0] * len(calls)
     warmups = [0] * len(calls)
     bursts = [1] * len(calls)
-    results: list[TimingResult | None] = [None] * len(calls)
+    met = [False] * len(calls)
+    reported = 0
+    width = len(str(len(calls)))
+
+    def report(i: int, why: str) -> None:
+        nonlocal reported
+        reported += 1
+        if progress is not None:
+            ms = np.median(samples[i]) / 1e6
+            progress(f"[{reported:>{width}}/{len(calls)}] {names[i]}: p50 {ms:.4f} ms after {len(samples[i])} "
+                     f"runs ({why})")
+
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -148,41 +164,52 @@ def time_calls(
         for i, call in enumerate(calls):
             warmups[i], typical_ns = _warm_up(call, policy)
             bursts[i] = int(min(max(burst_s * 1e9 // max(typical_ns, 1), 1), MAX_BURST))
-        active = list(range(len(calls)))
-        next_check = 0
-        while active:
-            for i in active:
-                call, out = calls[i], samples[i]
+        spent = 0
+        next_check = CHECK_EVERY_S * 1e9
+        reason = ""
+        while not reason:
+            for i, call in enumerate(calls):
+                out = samples[i]
                 runs = min(bursts[i], policy.max_runs - len(out))
                 for _ in range(runs):
                     start = clock()
                     call()
                     out.append(clock() - start)
                 if runs > 0:
-                    spent[i] += sum(out[-runs:])
-            total = sum(spent)
-            if total < next_check and not any(len(samples[i]) >= policy.max_runs for i in active):
+                    spent += sum(out[-runs:])
+            full = any(len(out) >= policy.max_runs for out in samples)
+            if spent < next_check and not full:
                 continue
-            next_check = total + CHECK_EVERY_S * 1e9
-            still = []
-            for i in active:
-                stop, precision, mean_precision = _stop_reason(samples[i], spent[i], policy, budget_ns)
-                if stop is None:
-                    still.append(i)
-                    continue
-                stats = stats_from_samples(samples[i], warmups[i])
-                results[i] = TimingResult(stats, precision, mean_precision, stop, spent[i] / 1e9)
-                if progress is not None:
-                    done = sum(r is not None for r in results)
-                    progress(
-                        f"[{done:>{len(str(len(calls)))}}/{len(calls)}] {names[i]}: n={stats.n} "
-                        f"p50={stats.p50_ms:.4f} ms +-{precision:.1%} ({stop})"
-                    )
-            active = still
+            # Checks get rarer as the loop goes on (every +25%), so they cost little wall time.
+            next_check = max(spent * 1.25, spent + CHECK_EVERY_S * 1e9)
+            if min(len(out) for out in samples) < policy.min_runs:
+                continue
+            for i in range(len(calls)):
+                if not met[i] and _precise(samples[i], policy):
+                    met[i] = True
+                    report(i, "precision reached")
+            if all(met):
+                reason = "precision"
+            elif full:
+                reason = "max_runs"
+            elif spent >= budget_ns:
+                reason = "budget"
     finally:
         if gc_was_enabled:
             gc.enable()
-    return [r for r in results if r is not None]
+    for i in range(len(calls)):
+        if not met[i]:
+            report(i, f"{reason}, precision not reached")
+    return [
+        TimingResult(
+            stats=stats_from_samples(out, warmups[i]),
+            rel_precision=relative_precision(out, policy.confidence),
+            mean_rel_precision=mean_relative_precision(out, policy.confidence),
+            stop="precision" if met[i] else reason,
+            timed_s=sum(out) / 1e9,
+        )
+        for i, out in enumerate(samples)
+    ]
 
 
 def time_call(call: Callable[[], object], policy: TimingPolicy) -> TimingResult:
@@ -218,16 +245,8 @@ def mean_relative_precision(samples_ns: Sequence[int] | np.ndarray, confidence: 
     return float(z * data.std(ddof=1) / math.sqrt(len(data)) / data.mean())
 
 
-def _stop_reason(samples: list[int], spent_ns: float, policy: TimingPolicy, budget_ns: float):
-    """(stop reason or None, median precision, mean precision) after a round."""
-    if len(samples) < policy.min_runs:
-        return None, math.inf, math.inf
-    precision = relative_precision(samples, policy.confidence)
-    mean_precision = mean_relative_precision(samples, policy.confidence)
-    if max(precision, mean_precision) <= policy.target_rel_precision:
-        return "precision", precision, mean_precision
-    if len(samples) >= policy.max_runs:
-        return "max_runs", precision, mean_precision
-    if spent_ns >= budget_ns:
-        return "budget", precision, mean_precision
-    return None, precision, mean_precision
+def _precise(samples: list[int], policy: TimingPolicy) -> bool:
+    """Whether both the median's and the mean's confidence intervals meet the target."""
+    target = policy.target_rel_precision
+    return (relative_precision(samples, policy.confidence) <= target
+            and mean_relative_precision(samples, policy.confidence) <= target)
