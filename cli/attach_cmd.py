@@ -46,7 +46,7 @@ def _shape(shape: list) -> str:
               help="Comma-separated cut tensors to put heads on (default: all candidates).")
 @click.option("--max-candidates", type=click.IntRange(min=1), default=None,
               help="With no --exits: at most this many candidate exits.")
-@click.option("--pooling", type=click.Choice(POOLINGS), default="gap", show_default=True,
+@click.option("--pooling", type=click.Choice(POOLINGS), default="gap+2x2", show_default=True,
               help="Features the heads read: global average, or global + 2x2 grid averages.")
 @click.option("--exits-from-outputs", is_flag=True,
               help="Take the model's extra outputs as ready-made exits (SDN/MSDNet style); fit nothing.")

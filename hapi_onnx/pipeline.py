@@ -62,7 +62,7 @@ class BuildConfig:
     thresholds: str = "per-exit"
     exits: list[str] | None = None
     max_candidates: int | None = None
-    pooling: str = "gap"
+    pooling: str = "gap+2x2"
     profile_budget_s: float | None = None
     eval_batch_size: int = 64
 
