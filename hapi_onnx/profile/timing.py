@@ -119,7 +119,8 @@ def time_calls(
 
     Every call is warmed up first (``policy.warmup_runs`` runs and ``policy.warmup_s`` seconds,
     at least one run, at most the time budget). Then each round runs every call, in the order
-    given, for a burst of back-to-back runs lasting about ``burst_s``. The loop ends when every
+    given but starting at a random one (a rotation), for a burst of back-to-back runs lasting
+    about ``burst_s``. The loop ends when every
     call meets the precision target, when the timed runs add up to ``policy.time_budget_s``
     times the number of calls (after ``min_runs``), or at ``policy.max_runs``.
 
@@ -167,9 +168,13 @@ def time_calls(
         spent = 0
         next_check = CHECK_EVERY_S * 1e9
         reason = ""
+        rotation = np.random.default_rng(0)
         while not reason:
-            for i, call in enumerate(calls):
-                out = samples[i]
+            # Each round starts at a random call (order otherwise kept), so no call sits at a
+            # fixed position in a round that could beat with the scheduler's periodic slices.
+            first = int(rotation.integers(len(calls)))
+            for i in [*range(first, len(calls)), *range(first)]:
+                call, out = calls[i], samples[i]
                 runs = min(bursts[i], policy.max_runs - len(out))
                 for _ in range(runs):
                     start = clock()
