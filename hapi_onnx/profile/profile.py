@@ -218,10 +218,13 @@ def profile_model(
         else functools.partial(sessions[p.name].run, list(p.outputs), feeds[p.name])
         for p in order
     ]
+    busy = _busy_warning()
+    if busy:
+        say(busy)
     say(
-        f"timing {len(calls)} pieces round-robin (warm-up {policy.warmup_runs} runs/{policy.warmup_s} s, "
+        f"timing {len(calls)} pieces in lockstep rounds (warm-up {policy.warmup_runs} runs/{policy.warmup_s} s, "
         f"{policy.min_runs}-{policy.max_runs} runs, target +-{policy.target_rel_precision:.1%}, "
-        f"budget {policy.time_budget_s} s each)"
+        f"budget {policy.time_budget_s} s per piece, pooled)"
     )
     results = dict(zip(names, time_calls(calls, policy, names, progress, burst_s=BURST), strict=True))
 
@@ -287,6 +290,21 @@ def _propagate(pieces: ModelPieces, sessions: dict, x: np.ndarray, batch: int):
     feeds["overhead"] = {"x": np.zeros((batch, 1), np.float32)}
     values["overhead"] = {"y": feeds["overhead"]["x"]}
     return values, feeds
+
+
+def _busy_warning() -> str | None:
+    """A warning line when other processes already keep the usable CPUs busy, else None."""
+    try:
+        load = os.getloadavg()[0]
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    if load < cpus:
+        return None
+    return (
+        f"warning: load average {load:.1f} on {cpus} usable CPU(s): other processes compete for the CPU, "
+        "so timings (means and tails most) will be noisy; profile on an idle device for a reliable table"
+    )
 
 
 def _finite(value: float) -> float | None:
