@@ -120,9 +120,9 @@ def time_calls(
     Every call is warmed up first (``policy.warmup_runs`` runs and ``policy.warmup_s`` seconds,
     at least one run, at most the time budget). Then each round runs every call, in the order
     given but starting at a random one (a rotation), for a burst of back-to-back runs lasting
-    about ``burst_s``. The loop ends when every
-    call meets the precision target, when the timed runs add up to ``policy.time_budget_s``
-    times the number of calls (after ``min_runs``), or at ``policy.max_runs``.
+    about ``burst_s``. The loop ends when every call meets the precision target, when the timed
+    runs add up to ``policy.time_budget_s`` times the number of calls (after ``min_runs``), or
+    at ``policy.max_runs``.
 
     Args:
         calls (Sequence[Callable]): The calls, e.g. ``functools.partial(session.run, None, feeds)``.
