@@ -268,3 +268,19 @@ def test_export_model_dispatches_by_source_kind(tmp_path):
         export_model(tmp_path / "w.pt", tmp_path / "b.onnx", factory="m.py:build")
     with pytest.raises(HapiError, match="needs none"):
         export_model(tmp_path / "old.onnx", tmp_path / "b.onnx", factory="m.py:build")
+
+
+def test_demo_mnist_model_is_accurate_and_matches_its_weights(torch, tmp_path):
+    """The committed demo: model.onnx scores >= 97% on the held-out split and is what the weights export to."""
+    from pathlib import Path
+
+    from hapi_onnx.data import mnist_splits
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "mnist"
+    test = mnist_splits(seed=0)["test"]
+    logits = _run(demo / "model.onnx", test.x)
+    assert np.mean(logits.argmax(1) == test.y) >= 0.97
+    report = export_torch(f"{demo / 'model.py'}:build_model", demo / "resnet_mnist.pt", (1, 1, 28, 28),
+                          tmp_path / "again.onnx", samples=test.x[:64])
+    assert report.max_abs_diff <= 1e-4
+    np.testing.assert_allclose(_run(tmp_path / "again.onnx", test.x[:200]), logits[:200], atol=1e-4, rtol=0)
