@@ -53,6 +53,9 @@ def _module_from_file(path: Path):
     except (ImportError, SyntaxError) as err:
         del sys.modules[module_name]
         raise HapiError(f"cannot import factory file {str(path)!r}: {type(err).__name__}: {err}") from None
+    except BaseException:  # a bug in the user's file keeps its traceback, but not a half-made module
+        del sys.modules[module_name]
+        raise
     finally:
         sys.path.remove(str(path.parent))
     return module
