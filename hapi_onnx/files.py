@@ -34,6 +34,9 @@ def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[
         tmp = Path(name)
     try:
         yield tmp
+        # mkstemp/mkdtemp create owner-only files; give the output the usual umask-based mode.
+        mask = _umask()
+        tmp.chmod((0o777 if tmp.is_dir() else 0o666) & ~mask)
         if directory and path.is_dir():
             old = path.with_name(prefix + "old.tmp")
             shutil.rmtree(old, ignore_errors=True)
@@ -48,6 +51,12 @@ def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: str | os.PathLike) -> str:
