@@ -208,6 +208,7 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
     if work.exists() and not work.is_dir():
         raise HapiError(f"work directory {str(work)!r} exists and is not a folder.")
     work.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(work)
     steps = _Steps(work, log)
     paths: dict[str, Path] = {}
 
@@ -312,6 +313,17 @@ def _search(paths: dict[str, Path], constraints: dict[str, Any], search: Callabl
         thresholds=constraints["thresholds"],
     )
     design.save(paths["design"])
+
+
+def _remove_stale_temporaries(work: Path) -> None:
+    """Delete what a killed build left of its atomic writes (``.name.XXXX.tmp``): never an output."""
+    import shutil
+
+    for leftover in [*work.glob(".*.tmp"), *work.glob(".steps/.*.tmp")]:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def _write_dir(path: Path, write: Callable[[Path], Any]) -> None:

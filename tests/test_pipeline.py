@@ -1,0 +1,94 @@
+"""The one-shot build on the demo: every artifact, reuse of unchanged steps, resume after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hapi_onnx.data import load_dataset
+from hapi_onnx.errors import HapiError
+from hapi_onnx.pipeline import BuildConfig, build, build_report
+from hapi_onnx.runtime import EarlyExitModel
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "mnist" / "model.onnx"
+STEPS = ["data", "export", "attach", "calibrate", "profile", "search", "bundle", "evaluate"]
+# Small and quick: 3 candidate exits, short timing budget, small throughput batch.
+QUICK = dict(model=str(DEMO), max_candidates=3, profile_budget_s=0.05, eval_batch_size=8, max_accuracy_drop=1.0)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    work = tmp_path_factory.mktemp("build")
+    lines: list[str] = []
+    result = build(BuildConfig(**QUICK), work, log=lines.append)
+    return work, result, lines
+
+
+def test_build_writes_every_artifact_and_a_report(built):
+    work, result, lines = built
+    assert set(result.paths) == {"data", "model", "ee", "trace", "latency", "design", "bundle", "report"}
+    assert result.reused == []
+    assert all(path.exists() for path in result.paths.values())
+    assert not list(work.glob(".*.tmp"))
+    report = "\n".join(build_report(result))
+    needles = ("Exits on the calibration split", "Design (", "held-out test split", "speed-up", "EarlyExitModel.load")
+    for needle in needles:
+        assert needle in report
+    model = EarlyExitModel.load(result.paths["bundle"])
+    test = load_dataset(result.paths["data"] / "test.npz")
+    pred = model.predict(test.x[:50])
+    assert (pred.classes == test.y[:50]).mean() > 0.9
+
+
+def test_second_run_reuses_everything_and_a_new_sla_reruns_only_search_onward(built):
+    work, first, _ = built
+    again = build(BuildConfig(**QUICK), work)
+    assert again.reused == STEPS
+    changed = build(BuildConfig(**{**QUICK, "max_accuracy_drop": 2.0}), work)
+    assert changed.reused == ["data", "export", "attach", "calibrate", "profile"]
+    assert json.loads(changed.paths["design"].read_text())["constraints"]["max_accuracy_drop"] == 2.0
+
+
+def test_a_damaged_output_is_rebuilt(built):
+    work, result, _ = built
+    result.paths["trace"].write_bytes(b"not a trace")
+    again = build(BuildConfig(**QUICK), work)
+    assert "calibrate" not in again.reused
+    assert again.reused[:3] == ["data", "export", "attach"]
+
+
+def test_killed_build_resumes_and_completes(tmp_path):
+    work = tmp_path / "work"
+    config = tmp_path / "build.json"
+    config.write_text(json.dumps({**QUICK, "profile_budget_s": 0.5}))
+    cmd = [sys.executable, "-m", "hapi_onnx", "build", "--config", str(config), "--workdir", str(work)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = work / ".steps" / "calibrate.json"  # kill while profiling (or just after)
+    deadline = time.monotonic() + 240
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (work / "report.json").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "up to date, reusing ee.onnx" in done.stderr
+    assert "speed-up" in done.stdout
+    assert not list(work.glob(".*.tmp")) and not list(work.glob(".steps/.*.tmp"))
+
+
+def test_config_errors_are_user_errors(tmp_path, run_cli):
+    with pytest.raises(HapiError, match="needs a constraint"):
+        BuildConfig(model=str(DEMO))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": str(DEMO), "max_accuracy_drop": 0.5, "sla": 3}))
+    result = run_cli("build", "--config", bad, "--workdir", tmp_path / "w")
+    assert result.exit_code == 2 and "unknown keys ['sla']" in result.output
+    result = run_cli("build", tmp_path / "missing.onnx", "--max-accuracy-drop", "0.5", "--workdir", tmp_path / "w")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "w" / "model.onnx").exists()
