@@ -64,6 +64,14 @@ class AccuracyType(click.ParamType):
     show_default=True,
     help="One threshold for all kept exits, or refine each exit's threshold.",
 )
+@click.option(
+    "--confidence",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="Check accuracy constraints on one-sided bounds at this level (in [0.5, 1)), so the design keeps "
+    "them on new data; 0 checks raw counts on the trace.",
+)
 @click.option("--plot", type=click.Path(), default=None, help="Also draw accuracy vs latency to this .png.")
 def command(
     trace_path,
@@ -74,13 +82,16 @@ def command(
     min_accuracy,
     max_accuracy_drop,
     thresholds,
+    confidence,
     plot,
 ) -> None:
     """Choose exits and thresholds under a latency SLA and/or an accuracy floor.
 
     With only --latency-sla: the most accurate design within it. With --min-accuracy and/or
     --max-accuracy-drop (and optionally --latency-sla): the fastest design meeting all of them.
-    At least one constraint is required.
+    At least one constraint is required. Accuracy constraints are checked on --confidence bounds
+    (paired upper bound of the drop, Wilson lower bound of the accuracy), not on the raw counts of
+    the calibration trace, which the fastest barely-passing design overfits.
     """
     from hapi_onnx.profile.table import LatencyTable
     from hapi_onnx.search import search
@@ -99,6 +110,7 @@ def command(
         min_accuracy=min_accuracy,
         max_accuracy_drop=max_accuracy_drop,
         thresholds=thresholds,
+        confidence=confidence,
     )
     design.save(output)
     for line in summary_lines(design) + [""] + front_lines(design):

@@ -41,6 +41,22 @@ def test_search_prints_design_and_front_and_writes_it(files):
     assert (files / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_confidence_option_reaches_the_design_and_the_output(files):
+    result = run(files, "--max-accuracy-drop", "3")
+    assert result.exit_code == 0, result.output
+    design = Design.load(files / "design.json")
+    assert design.constraints["confidence"] == 0.9
+    bound = design.predicted["accuracy_drop_bound_pp"]
+    assert f"<= {bound:.2f} pp; 90%-confidence bounds" in result.output
+    assert "drop <=" in result.output and " no " in result.output  # the front marks refused points
+    raw = run(files, "--max-accuracy-drop", "3", "--confidence", "0")
+    assert raw.exit_code == 0, raw.output
+    assert Design.load(files / "design.json").constraints["confidence"] == 0
+    assert "confidence" not in raw.output
+    bad = run(files, "--max-accuracy-drop", "3", "--confidence", "1.5")
+    assert bad.exit_code == 2 and bad.output.startswith("error: confidence is the one-sided level")
+
+
 @pytest.mark.parametrize("text,fraction", [("0.9", 0.9), ("90", 0.9), ("90%", 0.9), ("1", 1.0), ("1%", 0.01)])
 def test_min_accuracy_accepts_fractions_and_percentages(files, text, fraction):
     result = run(files, "--min-accuracy", text, "--latency-sla", "50")

@@ -1,7 +1,8 @@
 """Design artifact: what search() records, save/load round trip, refusal of foreign or broken files."""
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from statistics import NormalDist
 
 import pytest
 
@@ -43,7 +44,12 @@ def test_design_records_choice_predictions_and_provenance(searched):
         "percentile": "mean",
         "min_accuracy": None,
         "max_accuracy_drop": 1.0,
+        "confidence": 0.9,
     }
+    assert p["accuracy_drop_bound_pp"] <= 1.0 + 1e-9 and p["accuracy_lower_bound"] < p["accuracy"]
+    n = design.search["num_samples"]
+    drop_bound = (ev.losses - ev.gains + NormalDist().inv_cdf(0.9) * (ev.discordant + 1) ** 0.5) / n
+    assert p["accuracy_drop_bound_pp"] == pytest.approx(100 * drop_bound)
     assert design.search["space"] == "per-exit" and design.search["num_samples"] == 400
     assert design.trace_fingerprint == trace.fingerprint and design.latency_fingerprint == table.fingerprint
     assert design.model_fingerprint == trace.model_fingerprint and design.device == "synthetic"
@@ -51,6 +57,9 @@ def test_design_records_choice_predictions_and_provenance(searched):
     acc = [q["accuracy"] for q in design.pareto_front]
     assert lat == sorted(lat) and acc == sorted(acc) and len(set(acc)) == len(acc)
     assert p["mean_ms"] <= 1.9 and p["accuracy"] >= design.reference["accuracy"] - 0.01 - 1e-12
+    for q in design.pareto_front:
+        assert q["feasible"] == (q["accuracy_drop_bound_pp"] <= 1.0 + 1e-9 and q["latency_ms"] <= 1.9)
+        assert q["accuracy_lower_bound"] < q["accuracy"]
 
 
 def test_save_load_round_trip(searched, tmp_path):
@@ -96,7 +105,48 @@ def test_load_refuses_missing_and_non_json_files(tmp_path):
         Design.load(tmp_path / "x.json")
 
 
-def test_chosen_design_is_on_the_recorded_front(searched):
+def test_the_front_marks_every_faster_point_infeasible(searched):
+    """With bounds the chosen design may be off the raw front, but nothing faster on it is allowed."""
     design = searched[2]
-    points = [(q["exits"], q["thresholds"]) for q in design.pareto_front]
-    assert (design.exits, design.thresholds) in points
+    chosen_ms = design.predicted["mean_ms"]
+    assert all(not q["feasible"] for q in design.pareto_front if q["latency_ms"] < chosen_ms - 1e-9)
+    assert any(q["feasible"] for q in design.pareto_front)
+
+
+def test_chosen_design_is_on_the_recorded_front_on_raw_counts():
+    trace, table = synthetic_trace(6, 400, seed=21, decimals=3), synthetic_table(6, seed=21)
+    for space in ("global", "per-exit"):
+        design = search(trace, table, max_accuracy_drop=1.0, latency_sla_ms=1.9, thresholds=space, confidence=0)
+        points = [(q["exits"], q["thresholds"]) for q in design.pareto_front]
+        assert (design.exits, design.thresholds) in points
+        assert design.predicted["accuracy_lower_bound"] == design.predicted["accuracy"]
+
+
+def test_designs_without_bound_keys_still_load(searched, tmp_path):
+    """Designs written before the accuracy bounds (no bound keys, no confidence) stay readable."""
+    design = searched[2]
+    predicted = {k: v for k, v in design.predicted.items() if not k.startswith("accuracy_") or k == "accuracy"}
+    constraints = {k: v for k, v in design.constraints.items() if k != "confidence"}
+    old = replace(design, predicted=predicted, constraints=constraints)
+    old.save(tmp_path / "old.json")
+    assert Design.load(tmp_path / "old.json") == old
+    bad = {"kind": "hapi-onnx design", "format_version": 1, **asdict(design)}
+    bad["predicted"]["accuracy_drop_bound_pp"] = "high"
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(HapiError, match="predicted metrics must be numbers"):
+        Design.load(tmp_path / "bad.json")
+
+
+def test_front_table_shows_a_chosen_design_off_the_raw_front(searched):
+    from hapi_onnx.search.report import front_lines
+
+    design = searched[2]
+    front = [q for q in design.pareto_front if (q["exits"], q["thresholds"]) != (design.exits, design.thresholds)]
+    off = replace(design, pareto_front=front)
+    lines = front_lines(off, max_rows=100)
+    assert f"({len(front)} points; * chosen; ok: meets every constraint with 90%-confidence bounds)" in lines[0]
+    assert "off the raw front" in lines[1]
+    starred = [line for line in lines if line.startswith("*")]
+    assert len(starred) == 1 and f"{design.predicted['mean_ms']:.3f}" in starred[0] and " yes " in starred[0]
+    thin = front_lines(off, max_rows=3)
+    assert f"of {len(front)} points" in thin[0] and sum(line.startswith("*") for line in thin) == 1

@@ -38,6 +38,17 @@ def naive(trace, table, exits, thresholds):
     return np.array(costs), right, np.array(where)
 
 
+def naive_losses_gains(trace, exits, where):
+    """Samples the design gets wrong that the final classifier gets right, and the reverse."""
+    losses = gains = 0
+    for n, j in enumerate(where):
+        at = exits[j] if j < len(exits) else -1
+        mine, final = trace.pred[at, n] == trace.labels[n], trace.pred[-1, n] == trace.labels[n]
+        losses += int(final and not mine)
+        gains += int(mine and not final)
+    return losses, gains
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_evaluate_matches_naive_loop(seed):
     trace, table = artifacts(seed=seed, decimals=2 if seed % 2 else None)
@@ -50,6 +61,9 @@ def test_evaluate_matches_naive_loop(seed):
         costs, right, where = naive(trace, table, exits, thresholds)
         n = len(costs)
         assert ev.correct == right
+        assert (ev.losses, ev.gains) == naive_losses_gains(trace, exits, where)
+        assert ev.discordant == ev.losses + ev.gains
+        assert ev.correct == int(trace.accuracy[-1] * n + 0.5) - ev.losses + ev.gains
         assert ev.accuracy == pytest.approx(right / n)
         np.testing.assert_array_equal(ev.exit_position, where)
         assert ev.exit_counts == tuple(np.bincount(where, minlength=m + 1))
@@ -93,10 +107,10 @@ def test_batch_metrics_and_count_keys_agree_with_single_evaluations(stat):
     thresholds = np.array(
         [[0.5, 0.6, 0.7, 0.8], [0.9, 0.9, 0.9, 0.9], [0.3, 0.95, 0.4, 1.0]], dtype=np.float32
     )
-    correct, keys = batch_metrics(problem, exits, thresholds, stat)
-    for row, c, key in zip(thresholds, correct, keys, strict=True):
+    correct, discordant, keys = batch_metrics(problem, exits, thresholds, stat)
+    for row, c, d, key in zip(thresholds, correct, discordant, keys, strict=True):
         ev = evaluate_problem(problem, exits, row)
-        assert c == ev.correct and key == ev.latency_key(stat)
+        assert c == ev.correct and d == ev.discordant and key == ev.latency_key(stat)
         counts = np.array([ev.exit_counts])
         assert keys_from_counts(counts, problem.position_costs(exits), stat)[0] == key
 
@@ -111,12 +125,12 @@ def test_sweep_threshold_matches_batch_metrics(stat):
         current = rng.uniform(0.3, 1.0, size=len(exits)).astype(np.float32)
         j = int(rng.integers(len(exits)))
         values = np.unique(rng.uniform(0.0, 1.0, size=25).round(2).astype(np.float32))
-        correct, keys = sweep_threshold(problem, exits, current, j, values, stat)
+        got = sweep_threshold(problem, exits, current, j, values, stat)
         table_of_designs = np.repeat(current[None, :], len(values), axis=0)
         table_of_designs[:, j] = values
-        want_correct, want_keys = batch_metrics(problem, exits, table_of_designs, stat)
-        np.testing.assert_array_equal(correct, want_correct)
-        np.testing.assert_array_equal(keys, want_keys)
+        want = batch_metrics(problem, exits, table_of_designs, stat)
+        for got_part, want_part in zip(got, want, strict=True):  # correct, discordant, latency keys
+            np.testing.assert_array_equal(got_part, want_part)
 
 
 def test_evaluate_rejects_malformed_designs():

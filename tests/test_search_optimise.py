@@ -1,7 +1,9 @@
 """Search optimisers: the fast one returns exactly the exhaustive optimum and front (ties included),
-the exhaustive one matches a brute-force Python reference, per-exit refinement never loses."""
+with accuracy bounds (confidence 0.9) and on raw counts (confidence 0); the exhaustive one matches
+a brute-force Python reference; per-exit refinement never loses and keeps the bounds."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -62,9 +64,14 @@ def constraint_sets(problem):
             {"latency_sla_ms": 0.45 * sla, "percentile": stat},
             {"latency_sla_ms": 0.8 * sla, "percentile": stat},
             {"max_accuracy_drop": 1.0, "percentile": stat},
+            {"max_accuracy_drop": 4.0, "percentile": stat},
             {"min_accuracy": final_acc - 0.05, "latency_sla_ms": 0.9 * sla, "percentile": stat},
         ]
-    out += [{"min_accuracy": final_acc + 0.01}, {"max_accuracy_drop": 0.0, "min_accuracy": 0.5}]
+    out += [
+        {"min_accuracy": final_acc + 0.01},
+        {"max_accuracy_drop": 0.0, "min_accuracy": 0.5},
+        {"max_accuracy_drop": 6.0, "min_accuracy": final_acc - 0.1, "latency_sla_ms": 0.7 * full.mean_ms},
+    ]
     return out
 
 
@@ -78,40 +85,59 @@ def constraint_sets(problem):
         (8, 300, 4, None, True),
     ],
 )
-def test_fast_equals_exhaustive(num_intermediate, n, seed, decimals, round_costs):
+@pytest.mark.parametrize("confidence", [0.9, 0])
+def test_fast_equals_exhaustive(num_intermediate, n, seed, decimals, round_costs, confidence):
     _, _, problem = problem_for(num_intermediate, n, seed, decimals=decimals, round_costs=round_costs)
     grid = threshold_grid(problem, 30)
-    checked = 0
+    checked = with_exits = 0
     for constraints in constraint_sets(problem):
-        goal = resolve_goal(problem, **constraints)
+        goal = resolve_goal(problem, **constraints, confidence=confidence)
         fast, slow = optimise_fast(problem, grid, goal), optimise_exhaustive(problem, grid, goal)
         assert fast.best == slow.best, constraints
         assert fast.front == slow.front, constraints
         if fast.best is not None:
             checked += 1
+            with_exits += bool(fast.best.exits)
             ev = evaluate_problem(problem, fast.best.exits, fast.best.thresholds)
-            assert (ev.correct, ev.latency_key(goal.stat)) == (fast.best.correct, fast.best.latency_key)
+            got = (ev.correct, ev.discordant, ev.latency_key(goal.stat))
+            assert got == (fast.best.correct, fast.best.discordant, fast.best.latency_key)
+            assert goal.feasible_candidate(fast.best)
     assert checked >= 10  # most constraint sets are feasible, so the comparison is not vacuous
+    assert with_exits >= 8  # and most optima keep exits (not only the final classifier)
 
 
 def brute_force(problem, grid, goal):
-    """Every design scored alone; the documented total order picks the winner and front points."""
+    """Every design scored alone; the documented total order picks the winner and front points.
+
+    Feasibility is recomputed here from the bound formulas of hapi_onnx.search.bounds (float), not
+    read from the goal's integer tables.
+    """
     designs = []
     for r in range(len(problem.candidates) + 1):
         for exits in itertools.combinations(problem.candidates, r):
             for t in grid:
                 ev = evaluate_problem(problem, exits, [t] * len(exits))
-                designs.append((exits, float(t), ev.correct, ev.latency_key(goal.stat)))
+                designs.append((exits, float(t), ev.correct, ev.latency_key(goal.stat), ev.losses, ev.gains))
+    n, z, c = problem.num_samples, goal.z, goal.constraints
+
+    def accurate(d):
+        exits, _, correct, _, losses, gains = d
+        ok = True
+        if c["max_accuracy_drop"] is not None and exits:
+            ok &= (losses - gains + z * math.sqrt(losses + gains + 1)) / n * 100 <= c["max_accuracy_drop"] + 1e-9
+        if c["min_accuracy"] is not None:
+            p = correct / n
+            wilson = (p + z * z / (2 * n) - z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
+            ok &= wilson >= c["min_accuracy"] - 1e-9
+        return ok
 
     def order(d):
-        exits, t, correct, lat = d
+        exits, t, correct, lat = d[:4]
         metric = (-correct, lat) if goal.objective == "max-accuracy" else (lat, -correct)
         return metric + (len(exits), exits, -t)
 
     feasible = [
-        d
-        for d in designs
-        if d[2] >= goal.min_correct and (goal.max_latency_key is None or d[3] <= goal.max_latency_key)
+        d for d in designs if accurate(d) and (goal.max_latency_key is None or d[3] <= goal.max_latency_key)
     ]
     best = min(feasible, key=order) if feasible else None
     pairs = {(d[2], d[3]) for d in designs}
@@ -127,13 +153,19 @@ def brute_force(problem, grid, goal):
     return best, sorted(front, key=lambda d: d[3])
 
 
-@pytest.mark.parametrize("seed,stat", [(10, "mean"), (11, "p90"), (12, "p50")])
-def test_exhaustive_and_fast_match_brute_force_order(seed, stat):
+@pytest.mark.parametrize("seed,stat,confidence", [(10, "mean", 0.9), (11, "p90", 0), (12, "p50", 0.8)])
+def test_exhaustive_and_fast_match_brute_force_order(seed, stat, confidence):
     _, _, problem = problem_for(4, 60, seed, decimals=1, round_costs=True)
     grid = threshold_grid(problem, 8)
     full = evaluate_problem(problem, (), ())
-    for constraints in ({"latency_sla_ms": 0.7 * full.stat_ms(stat)}, {"max_accuracy_drop": 2.0}):
-        goal = resolve_goal(problem, percentile=stat, **constraints)
+    final_acc = problem.final_correct / problem.num_samples
+    for constraints in (
+        {"latency_sla_ms": 0.7 * full.stat_ms(stat)},
+        {"max_accuracy_drop": 2.0},
+        {"max_accuracy_drop": 8.0},
+        {"min_accuracy": final_acc - 0.1, "max_accuracy_drop": 12.0},
+    ):
+        goal = resolve_goal(problem, percentile=stat, confidence=confidence, **constraints)
         best, front = brute_force(problem, grid, goal)
         for result in (optimise_exhaustive(problem, grid, goal), optimise_fast(problem, grid, goal)):
             got = result.best
@@ -178,7 +210,7 @@ def test_per_exit_refinement_is_never_worse_and_keeps_constraints(seed):
         assert refined.exits == glob.exits
         ev = evaluate(trace, table, refined.exit_indices, refined.thresholds)
         key = ev.latency_key(goal.stat)
-        assert goal.feasible(ev.correct, key)
+        assert goal.feasible(ev.correct, ev.discordant, key, reference=not refined.thresholds)
         g_ev = evaluate(trace, table, glob.exit_indices, glob.thresholds)
         g_key = g_ev.latency_key(goal.stat)
         if goal.objective == "max-accuracy":
@@ -193,19 +225,24 @@ def test_refinement_improves_a_deliberately_poor_start():
     grid = threshold_grid(problem, 30)
     goal = resolve_goal(problem, max_accuracy_drop=3.0)
     start = optimise_fast(problem, grid, goal).best
-    poor = type(start)(start.exits, tuple(0.999 for _ in start.exits), 0, 0)
-    ev = evaluate_problem(problem, poor.exits, poor.thresholds)
-    poor = type(start)(poor.exits, poor.thresholds, ev.correct, ev.latency_key("mean"))
+    thresholds = tuple(0.999 for _ in start.exits)
+    ev = evaluate_problem(problem, start.exits, thresholds)
+    poor = type(start)(start.exits, thresholds, ev.correct, ev.latency_key("mean"), ev.discordant)
     better = refine_per_exit(problem, poor, goal, grid, grid_size=30)
-    assert goal.better(better, poor) and goal.feasible(better.correct, better.latency_key)
+    assert goal.better(better, poor) and goal.feasible_candidate(better)
 
 
 def test_infeasible_constraints_name_the_closest_design():
     trace, table, problem = problem_for(6, 300, 7)
     with pytest.raises(
-        HapiError, match=r"no design reaches 100\.00% accuracy .* the most accurate is \d+\.\d+% at"
+        HapiError,
+        match=r"no design reaches 100\.00% accuracy \(as 90%-confidence bounds\) on the search data; the most "
+        r"accurate is \d+\.\d+% at .* \(accuracy lower bound \d+\.\d+%; exits .*Lower the accuracy floor or the "
+        "confidence",
     ):
         search(trace, table, min_accuracy=1.0)
+    with pytest.raises(HapiError, match=r"no design reaches 100\.00% accuracy on the search data; .* \(exits"):
+        search(trace, table, min_accuracy=1.0, confidence=0)
     with pytest.raises(
         HapiError, match=r"no design meets p90 latency <= 0\.001 ms; the fastest is .* \(exits exit"
     ):
@@ -213,11 +250,22 @@ def test_infeasible_constraints_name_the_closest_design():
     full = evaluate_problem(problem, (), ())
     fastest = search(trace, table, latency_sla_ms=10 * full.mean_ms).pareto_front[0]
     with pytest.raises(
-        HapiError, match="within the SLA the most accurate is .* the fastest reaching the accuracy"
+        HapiError,
+        match=r"within the SLA the closest is .*drop upper bound .* the fastest reaching the accuracy is "
+        r"\d+\.\d+% at .* \(drop upper bound -?\d+\.\d+ pp; exits .*Relax one",
     ):
         search(trace, table, max_accuracy_drop=0.0, latency_sla_ms=fastest["latency_ms"] * 1.01)
     with pytest.raises(HapiError, match="no design"):
         search(trace, table, min_accuracy=1.0, optimiser="exhaustive", grid_size=10)
+
+
+def test_a_floor_met_on_raw_counts_can_fail_its_bound():
+    trace, table, _ = problem_for(6, 300, 7)
+    best_raw = search(trace, table, latency_sla_ms=100.0).pareto_front[-1]["accuracy"]
+    raw = search(trace, table, min_accuracy=best_raw, confidence=0)
+    assert raw.predicted["accuracy"] == best_raw
+    with pytest.raises(HapiError, match="no design reaches .* the most accurate is .*or the confidence"):
+        search(trace, table, min_accuracy=best_raw)
 
 
 def test_bad_arguments_are_refused():

@@ -10,13 +10,19 @@
 - ``policy``: ``max-softmax``;
 - ``predicted``: accuracy, ``mean_ms``, ``p50_ms``, ``p90_ms``, ``p99_ms`` (nearest-rank) of the
   predicted per-sample latency on the search data, ``exit_distribution`` (fraction of samples per
-  kept exit, final last) and ``speedup_vs_full`` (``reference.mean_ms / predicted.mean_ms``).
+  kept exit, final last) and ``speedup_vs_full`` (``reference.mean_ms / predicted.mean_ms``);
+  designs searched with accuracy bounds also record ``accuracy_lower_bound`` (Wilson, a fraction)
+  and ``accuracy_drop_bound_pp`` (paired upper bound of the drop) at ``constraints.confidence``
+  (both the raw values when the confidence is 0; see :mod:`hapi_onnx.search.bounds`).
 
 Everything else records how the design was found: ``reference`` (the full model: the final
 classifier's accuracy on the search data, the monolithic model's measured mean latency, and the
-predicted latency of the staged model without early exits), ``constraints``, ``objective``,
-``latency_stat``, the ``pareto_front`` it was picked from (points by increasing latency: accuracy,
-latency_ms of ``latency_stat``, exits, thresholds), ``search`` (space ``global``/``per-exit``,
+predicted latency of the staged model without early exits), ``constraints`` (with the
+``confidence`` of the accuracy bounds), ``objective``, ``latency_stat``, the ``pareto_front`` of
+raw accuracy against latency it was picked from (points by increasing latency: accuracy,
+latency_ms of ``latency_stat``, exits, thresholds, and in newer files ``accuracy_lower_bound``,
+``accuracy_drop_bound_pp`` and ``feasible``: whether the point meets every constraint, bounds
+included; with bounds the chosen design need not be on this front), ``search`` (space ``global``/``per-exit``,
 optimiser, grid size, number of search samples, candidate exits), the device, and the
 fingerprints of the trace, latency table and model.
 """
@@ -33,6 +39,7 @@ KIND = "hapi-onnx design"
 FORMAT_VERSION = 1
 POLICIES = ("max-softmax",)
 PREDICTED_KEYS = ("accuracy", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "exit_distribution", "speedup_vs_full")
+BOUND_KEYS = ("accuracy_lower_bound", "accuracy_drop_bound_pp")  # optional: older designs lack them
 
 
 @dataclass(frozen=True)
@@ -47,10 +54,12 @@ class Design:
         predicted (dict): See the module docstring.
         reference (dict): ``accuracy``, ``mean_ms`` (measured monolithic), ``no_exit_mean_ms``,
             ``no_exit_p90_ms`` (predicted, staged model without early exits).
-        constraints (dict): ``latency_sla_ms``, ``percentile``, ``min_accuracy``, ``max_accuracy_drop``.
+        constraints (dict): ``latency_sla_ms``, ``percentile``, ``min_accuracy``, ``max_accuracy_drop``,
+            ``confidence``.
         objective (str): ``max-accuracy`` or ``min-latency``.
         latency_stat (str): Statistic of the constraints and the front: mean, p50, p90 or p99.
-        pareto_front (list[dict]): Points ``{accuracy, latency_ms, exits, thresholds}``.
+        pareto_front (list[dict]): Points ``{accuracy, latency_ms, exits, thresholds}`` (and
+            ``accuracy_lower_bound``, ``accuracy_drop_bound_pp``, ``feasible``).
         search (dict): ``space``, ``optimiser``, ``grid_size``, ``num_samples``, ``candidates``.
         device (str): Device preset of the latency table.
         trace_fingerprint (str): Of the trace searched on.
@@ -127,7 +136,8 @@ def _validate(d: Design) -> None:
     dist = d.predicted["exit_distribution"]
     if not isinstance(dist, list) or len(dist) != len(d.exits) or not all(_number(x) for x in dist):
         raise HapiError(f"predicted exit_distribution must hold one fraction per exit. Got {dist!r}.")
-    if not all(_number(d.predicted[k]) for k in PREDICTED_KEYS if k != "exit_distribution"):
+    numbers = [k for k in PREDICTED_KEYS + BOUND_KEYS if k != "exit_distribution" and k in d.predicted]
+    if not all(_number(d.predicted[k]) for k in numbers):
         raise HapiError(f"predicted metrics must be numbers. Got {d.predicted!r}.")
     if not isinstance(d.reference, dict) or not all(
         _number(d.reference.get(k)) for k in ("accuracy", "mean_ms")

@@ -10,12 +10,12 @@ import numpy as np
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable
+from hapi_onnx.search.bounds import DEFAULT_CONFIDENCE
 from hapi_onnx.search.design import Design
 from hapi_onnx.search.evaluate import Evaluation, evaluate_problem
 from hapi_onnx.search.optimise import (
     GRID_SIZE,
     Candidate,
-    GlobalResult,
     Goal,
     optimise_exhaustive,
     optimise_fast,
@@ -43,11 +43,15 @@ def search(
     candidates: Sequence[str | int] | None = None,
     optimiser: str = "fast",
     grid_size: int = GRID_SIZE,
+    confidence: float | None = DEFAULT_CONFIDENCE,
 ) -> Design:
     """Choose exits and thresholds for a latency SLA and/or an accuracy floor.
 
     Objective: with only ``latency_sla_ms``, the most accurate design within it; with an accuracy
     floor (``min_accuracy``, ``max_accuracy_drop``), the fastest design meeting every constraint.
+    Accuracy constraints are checked on one-sided bounds at ``confidence``, so the choice holds
+    on new data and not only on the search samples (:mod:`hapi_onnx.search.bounds`); the SLA is
+    checked on the predicted latency statistic.
 
     Args:
         trace (Trace): Trace of the over-provisioned model on the calibration (search) split.
@@ -64,6 +68,9 @@ def search(
         optimiser (str): ``fast`` or ``exhaustive`` (reference; same result, small problems only).
             Defaults to fast.
         grid_size (int): Quantile levels of the global threshold grid. Defaults to 100.
+        confidence (float | None): One-sided level, in [0.5, 1), of the bounds the accuracy
+            constraints are checked on (paired upper bound of the drop, Wilson lower bound of
+            the accuracy); 0 or None checks raw counts on the search data. Defaults to 0.9.
 
     Returns:
         Design: The chosen design with its predictions and the Pareto front.
@@ -83,11 +90,16 @@ def search(
         percentile=percentile,
         min_accuracy=min_accuracy,
         max_accuracy_drop=max_accuracy_drop,
+        confidence=confidence,
     )
     grid = threshold_grid(problem, grid_size)
-    result = (optimise_fast if optimiser == "fast" else optimise_exhaustive)(problem, grid, goal)
+    optimise = optimise_fast if optimiser == "fast" else optimise_exhaustive
+    result = optimise(problem, grid, goal)
     if result.best is None:
-        raise HapiError(infeasible_message(problem, goal, result))
+        accurate = None  # the fastest design meeting the accuracy constraints, ignoring the SLA
+        if goal.has_accuracy_constraint and goal.max_latency_key is not None:
+            accurate = optimise(problem, grid, goal.without_sla()).best
+        raise HapiError(infeasible_message(problem, goal, result.front, accurate))
     chosen, front = result.best, result.front
     if thresholds == "per-exit":
         chosen = refine_per_exit(problem, chosen, goal, grid, grid_size=grid_size)
@@ -95,29 +107,51 @@ def search(
     return _design(problem, goal, chosen, front, space=thresholds, optimiser=optimiser, grid_size=grid_size)
 
 
-def infeasible_message(problem: SearchProblem, goal: Goal, result: GlobalResult) -> str:
-    """Why no design meets the constraints, naming the closest achievable designs."""
-    front, stat = result.front, goal.stat
-    n = problem.num_samples
-    sla = goal.constraints["latency_sla_ms"]
-    most_accurate, fastest = front[-1], front[0]
-    if goal.min_correct > most_accurate.correct:
+def infeasible_message(
+    problem: SearchProblem, goal: Goal, front: list[Candidate], accurate: Candidate | None
+) -> str:
+    """Why no design meets the constraints, naming the closest achievable designs with their bounds.
+
+    Args:
+        problem (SearchProblem): The search data.
+        goal (Goal): The constraints no design met.
+        front (list[Candidate]): The Pareto front of the space.
+        accurate (Candidate | None): The fastest design meeting the accuracy constraints when the
+            SLA is ignored (None when there is none, or no SLA or accuracy constraint).
+    """
+    stat, sla = goal.stat, goal.constraints["latency_sla_ms"]
+    wanted = _accuracy_wanted(goal)
+    fastest, most_accurate = front[0], front[-1]
+    if goal.has_accuracy_constraint and accurate is None:
+        fix = "Lower the accuracy floor" + (" or the confidence" if goal.z else "")
         return (
-            f"no design reaches {100 * goal.min_correct / n:.2f}% accuracy on the search data; the most "
-            f"accurate is {_describe(problem, goal, most_accurate)}. Lower the accuracy floor."
+            f"no design reaches {wanted} on the search data; the most accurate is "
+            f"{_describe(problem, goal, most_accurate)}. {fix}."
         )
     if goal.max_latency_key is not None and fastest.latency_key > goal.max_latency_key:
         return (
             f"no design meets {stat} latency <= {sla:g} ms; the fastest is "
             f"{_describe(problem, goal, fastest)}. Raise the SLA or profile on a faster device."
         )
-    within = [p for p in front if goal.max_latency_key is None or p.latency_key <= goal.max_latency_key]
-    reaching = [p for p in front if p.correct >= goal.min_correct]
+    within = [p for p in front if p.latency_key <= goal.max_latency_key]
+    short = [int(goal.required_correct(p.discordant, not p.exits)) - p.correct for p in within]
+    closest = within[max(range(len(within)), key=lambda i: (-short[i], i))]  # ties: the more accurate
     return (
-        f"no design reaches {100 * goal.min_correct / n:.2f}% accuracy within {sla:g} ms {stat}; within the "
-        f"SLA the most accurate is {_describe(problem, goal, within[-1])}, and the fastest reaching the "
-        f"accuracy is {_describe(problem, goal, reaching[0])}. Relax one of the constraints."
+        f"no design reaches {wanted} within {sla:g} ms {stat}; within the SLA the closest is "
+        f"{_describe(problem, goal, closest)}, and the fastest reaching the accuracy is "
+        f"{_describe(problem, goal, accurate)}. Relax one of the constraints."
     )
+
+
+def _accuracy_wanted(goal: Goal) -> str:
+    c = goal.constraints
+    parts = []
+    if c.get("min_accuracy") is not None:
+        parts.append(f"{100 * c['min_accuracy']:.2f}% accuracy")
+    if c.get("max_accuracy_drop") is not None:
+        parts.append(f"an accuracy drop <= {c['max_accuracy_drop']:g} pp")
+    text = " and ".join(parts)
+    return f"{text} (as {100 * c['confidence']:g}%-confidence bounds)" if goal.z else text
 
 
 def _describe(problem: SearchProblem, goal: Goal, point: Candidate) -> str:
@@ -125,9 +159,14 @@ def _describe(problem: SearchProblem, goal: Goal, point: Candidate) -> str:
     thr = ", ".join(f"{t:.4g}" for t in point.thresholds) or "none"
     if len(set(point.thresholds)) == 1 and len(point.thresholds) > 1:
         thr = f"{point.thresholds[0]:.4g} at every exit"
+    bounds = ""
+    if goal.z and goal.constraints.get("min_accuracy") is not None:
+        bounds += f"accuracy lower bound {100 * goal.accuracy_bound(point):.2f}%; "
+    if goal.z and goal.constraints.get("max_accuracy_drop") is not None:
+        bounds += f"drop upper bound {goal.drop_bound_pp(point):.2f} pp; "
     return (
         f"{100 * point.correct / problem.num_samples:.2f}% at {goal.latency_ms(point.latency_key):.3f} ms "
-        f"{goal.stat} (exits {names}; thresholds {thr})"
+        f"{goal.stat} ({bounds}exits {names}; thresholds {thr})"
     )
 
 
@@ -157,7 +196,11 @@ def _design(
         exit_indices=[*ev.exits, problem.num_exits - 1],
         thresholds=[float(t) for t in ev.thresholds],
         policy="max-softmax",
-        predicted=_predicted(ev, problem.monolithic_ms),
+        predicted={
+            **_predicted(ev, problem.monolithic_ms),
+            "accuracy_lower_bound": goal.accuracy_bound(chosen),
+            "accuracy_drop_bound_pp": goal.drop_bound_pp(chosen),
+        },
         reference={
             "accuracy": problem.final_correct / problem.num_samples,
             "mean_ms": problem.monolithic_ms,
@@ -173,6 +216,9 @@ def _design(
                 "latency_ms": goal.latency_ms(p.latency_key),
                 "exits": problem.names(p.exits),
                 "thresholds": [float(t) for t in p.thresholds],
+                "accuracy_lower_bound": goal.accuracy_bound(p),
+                "accuracy_drop_bound_pp": goal.drop_bound_pp(p),
+                "feasible": goal.feasible_candidate(p),
             }
             for p in front
         ],

@@ -26,6 +26,8 @@ class Evaluation:
         thresholds (tuple[float, ...]): Threshold of each kept intermediate exit.
         num_samples (int): N.
         correct (int): Samples classified right.
+        losses (int): Samples the design gets wrong that the final classifier gets right.
+        gains (int): Samples the design gets right that the final classifier gets wrong.
         total_ns (int): Sum of the per-sample latencies.
         percentile_ns (dict[str, int]): Nearest-rank ``p50``/``p90``/``p99`` latency.
         exit_counts (tuple[int, ...]): Samples leaving at each kept exit, the final classifier last.
@@ -36,6 +38,8 @@ class Evaluation:
     thresholds: tuple[float, ...]
     num_samples: int
     correct: int
+    losses: int
+    gains: int
     total_ns: int
     percentile_ns: dict[str, int]
     exit_counts: tuple[int, ...]
@@ -45,6 +49,11 @@ class Evaluation:
     def accuracy(self) -> float:
         """Fraction of samples classified right."""
         return self.correct / self.num_samples
+
+    @property
+    def discordant(self) -> int:
+        """Samples where the design and the final classifier differ in being right (L + G)."""
+        return self.losses + self.gains
 
     @property
     def mean_ms(self) -> float:
@@ -109,14 +118,17 @@ def evaluate_problem(
     pos = exit_positions(problem, exits, thr[None, :])[0]
     costs = problem.position_costs(exits)[pos]
     rows = np.asarray(exits + (problem.num_exits - 1,))
-    correct = int(problem.correct[rows[pos], np.arange(problem.num_samples)].sum())
+    right = problem.correct[rows[pos], np.arange(problem.num_samples)]
+    final = problem.correct[-1]
     sorted_costs = np.sort(costs)
     n = problem.num_samples
     return Evaluation(
         exits=exits,
         thresholds=tuple(float(t) for t in thr),
         num_samples=n,
-        correct=correct,
+        correct=int(right.sum()),
+        losses=int(np.count_nonzero(final & ~right)),
+        gains=int(np.count_nonzero(right & ~final)),
         total_ns=int(costs.sum()),
         percentile_ns={s: int(sorted_costs[percentile_rank(s, n) - 1]) for s in STATS if s != "mean"},
         exit_counts=tuple(int(c) for c in np.bincount(pos, minlength=len(exits) + 1)),
@@ -164,8 +176,8 @@ def exit_positions(problem: SearchProblem, exits: Sequence[int], thresholds: np.
 
 def batch_metrics(
     problem: SearchProblem, exits: Sequence[int], thresholds: np.ndarray, stat: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Correct counts and latency keys of a batch of designs sharing their kept exits.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Correct and discordant counts and latency keys of a batch of designs sharing their kept exits.
 
     Works per sample (the exhaustive reference uses it): latencies are gathered per sample and the
     percentile is an order statistic of them.
@@ -177,14 +189,18 @@ def batch_metrics(
         stat (str): ``mean`` (key = total ns) or a percentile (key = its ns).
 
     Returns:
-        tuple[np.ndarray, np.ndarray]: int64[D] correct counts, int64[D] latency keys.
+        tuple[np.ndarray, np.ndarray, np.ndarray]: int64[D] correct counts, int64[D] discordant
+        counts (samples right where the final classifier is wrong, or the reverse), int64[D]
+        latency keys.
     """
     pos = exit_positions(problem, exits, thresholds)
     rows = np.asarray(tuple(exits) + (problem.num_exits - 1,))
     correct = problem.correct[rows[:, None], np.arange(problem.num_samples)[None, :]]  # [m+1, N]
-    n_correct = np.take_along_axis(correct, pos, axis=0).sum(axis=1) if pos.size else np.zeros(0, np.int64)
+    right = np.take_along_axis(correct, pos, axis=0)  # [D, N]
+    n_correct = right.sum(axis=1, dtype=np.int64)
+    n_discordant = (right != problem.correct[-1][None, :]).sum(axis=1, dtype=np.int64)
     costs = problem.position_costs(exits)[pos]
-    return n_correct.astype(np.int64), latency_keys(costs, stat)
+    return n_correct, n_discordant, latency_keys(costs, stat)
 
 
 def latency_keys(costs: np.ndarray, stat: str) -> np.ndarray:
@@ -220,8 +236,9 @@ def sweep_threshold(
     position: int,
     values: np.ndarray,
     stat: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Correct counts and latency keys when one kept exit's threshold takes each of ``values``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Correct and discordant counts and latency keys when one kept exit's threshold takes each
+    of ``values``.
 
     The other thresholds stay fixed, so a sample either leaves before ``position`` (unaffected),
     leaves at ``position`` when its confidence there reaches the value, or goes on to where it
@@ -237,7 +254,8 @@ def sweep_threshold(
         stat (str): ``mean`` or a percentile.
 
     Returns:
-        tuple[np.ndarray, np.ndarray]: int64[C] correct counts and int64[C] latency keys.
+        tuple[np.ndarray, np.ndarray, np.ndarray]: int64[C] correct counts, int64[C] discordant
+        counts (see :func:`batch_metrics`) and int64[C] latency keys.
     """
     exits = tuple(exits)
     m, n, j = len(exits), problem.num_samples, position
@@ -249,9 +267,12 @@ def sweep_threshold(
     elsewhere = np.argmax(confident, axis=0)  # where each sample leaves if it does not leave at j
     rows = np.asarray(exits + (problem.num_exits - 1,))
     right = problem.correct[rows[elsewhere], np.arange(n)]
+    final = problem.correct[-1]
+    disc = right != final
     reach = elsewhere > j
     fixed = np.bincount(elsewhere[~reach], minlength=m + 1)
     fixed_right = int(right[~reach].sum())
+    fixed_disc = int(disc[~reach].sum())
     order = np.argsort(conf[j, reach], kind="stable")
     conf_j = conf[j, reach][order]
     later = elsewhere[reach][order]
@@ -259,8 +280,13 @@ def sweep_threshold(
     np.cumsum(np.eye(m + 1, dtype=np.int64)[later], axis=0, out=cum_later[1:])
     cum_right_later = np.concatenate([[0], np.cumsum(right[reach][order])])
     cum_right_j = np.concatenate([[0], np.cumsum(problem.correct[exits[j], reach][order])])
+    cum_disc_later = np.concatenate([[0], np.cumsum(disc[reach][order])])
+    disc_j = problem.correct[exits[j], reach] != final[reach]
+    cum_disc_j = np.concatenate([[0], np.cumsum(disc_j[order])])
     stay = np.searchsorted(conf_j, np.asarray(values, dtype=np.float32), side="left")  # conf < value
     counts = fixed[None, :] + cum_later[stay]
     counts[:, j] += len(later) - stay
     correct = fixed_right + cum_right_later[stay] + (cum_right_j[-1] - cum_right_j[stay])
-    return correct.astype(np.int64), keys_from_counts(counts, problem.position_costs(exits), stat)
+    discordant = fixed_disc + cum_disc_later[stay] + (cum_disc_j[-1] - cum_disc_j[stay])
+    keys = keys_from_counts(counts, problem.position_costs(exits), stat)
+    return correct.astype(np.int64), discordant.astype(np.int64), keys

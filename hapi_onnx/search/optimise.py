@@ -11,7 +11,11 @@ little; using observed values keeps every threshold meaningful.
 (``max-accuracy``). With an accuracy floor (``min_accuracy`` and/or ``max_accuracy_drop``, the
 stricter wins), with or without an SLA: minimise latency subject to all constraints
 (``min-latency``). Latency is the chosen statistic (mean, p50, p90, p99) of the predicted
-per-sample latency.
+per-sample latency. Accuracy constraints are checked on one-sided bounds at the user's
+``confidence`` (:mod:`hapi_onnx.search.bounds`): the drop budget on a paired upper bound that
+depends on the right answers C *and* the discordant count D (samples where the design and the
+final classifier differ in being right), the accuracy floor on a Wilson lower bound of C. The
+latency SLA is checked on the predicted statistic itself (deterministic given the profile).
 
 **Tie-breaking** (total and deterministic, the same in every optimiser): first the objective
 (``max-accuracy``: higher accuracy, then lower latency; ``min-latency``: lower latency, then higher
@@ -19,19 +23,34 @@ accuracy), then fewer kept exits, then the lexicographically smallest exit indic
 higher threshold (the more conservative of thresholds that behave identically on the data).
 
 The fast optimiser scores every subset for a batch of thresholds at once with subset-sum
-transforms (:mod:`hapi_onnx.search.subsets`) and keeps only each batch's Pareto candidates, so it
-returns exactly the exhaustive optimum and front. Per-exit refinement then runs coordinate descent
-from the global optimum over each kept exit's own threshold, accepting only strict improvements
-that keep every constraint, so it can never end worse than the global optimum on the search data.
+transforms (:mod:`hapi_onnx.search.subsets`), which give C, D and the latency of every design;
+each batch's feasible designs are filtered on all three and its best one kept (with a bound the
+optimum need not lie on the 2-D accuracy/latency front: a more accurate design at the same speed
+may be refused for disagreeing with the final classifier on more samples), and each batch's
+Pareto candidates are kept for the front, so it returns exactly the exhaustive optimum and front.
+Per-exit refinement then runs coordinate descent from the global optimum over each kept exit's
+own threshold, accepting only strict improvements that keep every constraint (bounds included),
+so it can never end worse than the global optimum on the search data.
+
+The Pareto front is of raw accuracy against latency; a front point stands for the designs with
+its accuracy and latency by the tie-break order above.
 """
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from hapi_onnx.errors import HapiError
+from hapi_onnx.search.bounds import (
+    DEFAULT_CONFIDENCE,
+    accuracy_lower_bound,
+    drop_upper_bound,
+    min_correct_for_accuracy,
+    min_correct_for_drop,
+    z_score,
+)
 from hapi_onnx.search.evaluate import batch_metrics, sweep_threshold
 from hapi_onnx.search.pareto import front_candidates, pareto_indices
 from hapi_onnx.search.problem import NS_PER_MS, SearchProblem, check_stat, ms_from_ns
@@ -51,40 +70,103 @@ class Candidate:
         thresholds (tuple[float, ...]): One threshold per kept exit.
         correct (int): Samples classified right on the search data.
         latency_key (int): Total ns (statistic ``mean``) or the percentile's ns.
+        discordant (int): Samples where the design and the final classifier differ in being right.
     """
 
     exits: tuple[int, ...]
     thresholds: tuple[float, ...]
     correct: int
     latency_key: int
+    discordant: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Goal:
     """Constraints and objective resolved against one problem, as exact integers.
 
     Attributes:
         stat (str): Latency statistic: ``mean``, ``p50``, ``p90`` or ``p99``.
         objective (str): ``max-accuracy`` or ``min-latency``.
-        min_correct (int): Fewest right answers allowed (0 without an accuracy floor).
+        min_correct (np.ndarray): int64[N+1] fewest right answers allowed, by discordant count
+            (all 0 without an accuracy constraint); see :mod:`hapi_onnx.search.bounds`.
+        reference_min_correct (int): Fewest right answers allowed for the design keeping no
+            intermediate exit, which is the final classifier (its drop is exactly 0).
         max_latency_key (int | None): Largest latency key allowed (None without an SLA).
         num_samples (int): N, to turn keys and counts back into ms and fractions.
-        constraints (dict): The constraints as the user gave them.
+        final_correct (int): Samples the final classifier gets right.
+        z (float): One-sided normal quantile of the confidence (0: raw counts).
+        constraints (dict): The constraints as the user gave them, ``confidence`` included.
     """
 
     stat: str
     objective: str
-    min_correct: int
+    min_correct: np.ndarray
+    reference_min_correct: int
     max_latency_key: int | None
     num_samples: int
+    final_correct: int
+    z: float
     constraints: dict
 
-    def feasible(self, correct: np.ndarray, latency_key: np.ndarray) -> np.ndarray:
-        """Whether each design meets every constraint."""
-        ok = np.asarray(correct) >= self.min_correct
+    @property
+    def has_accuracy_constraint(self) -> bool:
+        """Whether an accuracy floor or a drop budget is set (then the objective is min-latency)."""
+        return self.objective == "min-latency"
+
+    def required_correct(self, discordant, reference=False) -> np.ndarray:
+        """Fewest right answers allowed for designs with these discordant counts.
+
+        Args:
+            discordant (int | np.ndarray): Discordant counts (0..N).
+            reference (bool | np.ndarray): Whether each design keeps no intermediate exit.
+                Defaults to False.
+        """
+        if self.min_correct[0] == self.min_correct[-1]:  # no bound on D (raw counts, floor only): no lookup
+            required = self.min_correct[0]
+        else:
+            required = self.min_correct[np.asarray(discordant)]
+        if reference is False:
+            return np.asarray(required)
+        return np.where(reference, self.reference_min_correct, required)
+
+    def accurate(self, correct, discordant, reference=False) -> np.ndarray:
+        """Whether each design meets the accuracy constraints (bounds included)."""
+        return np.asarray(correct) >= self.required_correct(discordant, reference)
+
+    def feasible(self, correct, discordant, latency_key, reference=False) -> np.ndarray:
+        """Whether each design meets every constraint.
+
+        Args:
+            correct (int | np.ndarray): Right answers.
+            discordant (int | np.ndarray): Discordant counts.
+            latency_key (int | np.ndarray): Latency keys.
+            reference (bool | np.ndarray): Whether each design keeps no intermediate exit.
+                Defaults to False.
+        """
+        ok = self.accurate(correct, discordant, reference)
         if self.max_latency_key is not None:
             ok = ok & (np.asarray(latency_key) <= self.max_latency_key)
         return ok
+
+    def feasible_candidate(self, point: "Candidate") -> bool:
+        """Whether one scored design meets every constraint."""
+        return bool(self.feasible(point.correct, point.discordant, point.latency_key, not point.exits))
+
+    def drop_bound_pp(self, point: "Candidate") -> float:
+        """Upper bound of the design's accuracy drop, in percentage points (raw drop when z = 0)."""
+        bound = drop_upper_bound(
+            self.final_correct, point.correct, point.discordant, self.num_samples, self.z,
+            reference=not point.exits,
+        )
+        return 100.0 * bound
+
+    def accuracy_bound(self, point: "Candidate") -> float:
+        """Lower bound of the design's accuracy, a fraction (raw accuracy when z = 0)."""
+        return accuracy_lower_bound(point.correct, self.num_samples, self.z)
+
+    def without_sla(self) -> "Goal":
+        """The same goal with no latency SLA (to explain infeasibility)."""
+        return replace(self, max_latency_key=None)
 
     def metric_order(self, correct: np.ndarray, latency_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(primary, secondary) keys, smaller is better, for the objective."""
@@ -124,6 +206,7 @@ def resolve_goal(
     percentile: str = "mean",
     min_accuracy: float | None = None,
     max_accuracy_drop: float | None = None,
+    confidence: float | None = DEFAULT_CONFIDENCE,
 ) -> Goal:
     """Validate the constraints and turn them into exact limits on ``problem``.
 
@@ -134,6 +217,8 @@ def resolve_goal(
         min_accuracy (float | None): Accuracy floor as a fraction in (0, 1].
         max_accuracy_drop (float | None): Largest drop, in percentage points, from the final
             classifier's accuracy on the search data.
+        confidence (float | None): One-sided level of the accuracy bounds, in [0.5, 1); 0 or None
+            checks accuracy constraints on raw counts. Defaults to 0.9.
 
     Raises:
         HapiError: when no constraint is given or a value is out of range.
@@ -145,20 +230,23 @@ def resolve_goal(
             "an accuracy floor (min_accuracy / --min-accuracy) or a largest accuracy drop "
             "(max_accuracy_drop / --max-accuracy-drop)."
         )
+    z = z_score(confidence)
     n = problem.num_samples
-    min_correct = 0
+    min_correct = np.zeros(n + 1, dtype=np.int64)
+    reference_min = 0
     if min_accuracy is not None:
         if not (isinstance(min_accuracy, (int, float)) and 0.0 < min_accuracy <= 1.0):
             raise HapiError(f"min_accuracy must be a fraction in (0, 1]. Got {min_accuracy!r} instead.")
-        min_correct = max(min_correct, math.ceil(min_accuracy * n - 1e-9))
+        reference_min = min_correct_for_accuracy(min_accuracy, n, z)
+        min_correct[:] = reference_min
     if max_accuracy_drop is not None:
         if not (isinstance(max_accuracy_drop, (int, float)) and 0.0 <= max_accuracy_drop <= 100.0):
             raise HapiError(
                 "max_accuracy_drop is in percentage points, from 0 to 100. "
                 f"Got {max_accuracy_drop!r} instead."
             )
-        floor = problem.final_correct / n - max_accuracy_drop / 100.0
-        min_correct = max(min_correct, math.ceil(floor * n - 1e-9))
+        # The design without intermediate exits is the final classifier: its drop is 0, in budget.
+        np.maximum(min_correct, min_correct_for_drop(max_accuracy_drop, problem.final_correct, n, z), out=min_correct)
     max_key = None
     if latency_sla_ms is not None:
         if not (
@@ -174,14 +262,18 @@ def resolve_goal(
     return Goal(
         stat=percentile,
         objective="max-accuracy" if only_sla else "min-latency",
-        min_correct=int(min_correct),
+        min_correct=min_correct,
+        reference_min_correct=int(reference_min),
         max_latency_key=max_key,
         num_samples=n,
+        final_correct=problem.final_correct,
+        z=z,
         constraints={
             "latency_sla_ms": latency_sla_ms,
             "percentile": percentile,
             "min_accuracy": min_accuracy,
             "max_accuracy_drop": max_accuracy_drop,
+            "confidence": confidence,
         },
     )
 
@@ -237,20 +329,21 @@ def optimise_exhaustive(problem: SearchProblem, grid: np.ndarray, goal: Goal) ->
     )
     grid = np.asarray(grid, dtype=np.float32)
     correct = np.empty((len(subsets), len(grid)), dtype=np.int64)
+    discordant = np.empty_like(correct)
     latency = np.empty_like(correct)
     for i, exits in enumerate(subsets):
         thr = np.repeat(grid[:, None], len(exits), axis=1)
-        correct[i], latency[i] = batch_metrics(problem, exits, thr, goal.stat)
+        correct[i], discordant[i], latency[i] = batch_metrics(problem, exits, thr, goal.stat)
     rank = np.repeat(np.arange(len(subsets))[:, None], len(grid), axis=1).ravel()
     neg_g = np.tile(-np.arange(len(grid)), len(subsets))
-    c, lat = correct.ravel(), latency.ravel()
+    c, d, lat = correct.ravel(), discordant.ravel(), latency.ravel()
 
     def candidate(i: int) -> Candidate:
         exits = subsets[rank[i]]
-        return Candidate(exits, (float(grid[-neg_g[i]]),) * len(exits), int(c[i]), int(lat[i]))
+        return Candidate(exits, (float(grid[-neg_g[i]]),) * len(exits), int(c[i]), int(lat[i]), int(d[i]))
 
     primary, secondary = goal.metric_order(c, lat)
-    feasible = np.flatnonzero(goal.feasible(c, lat))
+    feasible = np.flatnonzero(goal.feasible(c, d, lat, reference=rank == 0))  # subsets[0] is ()
     best = None
     if len(feasible):
         f = feasible
@@ -263,35 +356,64 @@ def optimise_fast(problem: SearchProblem, grid: np.ndarray, goal: Goal) -> Globa
     """Exact optimum and Pareto front of the global-threshold space, far faster than exhaustive.
 
     Every subset is scored for a batch of thresholds at once by subset-sum transforms
-    (``O(G * (N * E + E * 2^E))``); each batch keeps only its Pareto candidates (found in linear
-    time), and the optimum of any objective here lies on the front (a design dominating it would
-    be feasible and better), so choosing from the merged front gives the exhaustive answer,
-    tie-breaks included.
+    (``O(G * (N * E + E * 2^E))``), giving each design's right answers, discordant count and
+    latency. Each batch keeps its best feasible design (feasibility is checked on every design,
+    since with accuracy bounds it depends on the discordant count too) and its Pareto candidates
+    (found in linear time); the best of the kept designs by the full tie-break order, and the
+    front of the kept candidates, are the exhaustive answers.
     """
     space = SubsetSpace(problem)
     rank = space.preference_rank()
     grid = np.asarray(grid, dtype=np.float32)
-    kept = []
+    reference = np.zeros((space.size, 1), dtype=bool)
+    reference[0] = True  # the empty subset: the final classifier alone
+    kept, winners = [], []
     step = space.chunk_size
     for start in range(0, len(grid), step):
-        correct, latency = space.metrics(grid[start : start + step], goal.stat)
+        correct, discordant, latency = space.metrics(grid[start : start + step], goal.stat)
         width = correct.shape[1]
-        idx = front_candidates(latency.ravel(), correct.ravel())
-        kept.append((idx // width, start + idx % width, correct.ravel()[idx], latency.ravel()[idx]))
-    subset, g, c, lat = (np.concatenate(parts) for parts in zip(*kept, strict=True))
-    front = []
-    for i in pareto_indices(lat, c, (rank[subset], -g)):
-        exits = space.exits(int(subset[i]))
-        front.append(Candidate(exits, (float(grid[g[i]]),) * len(exits), int(c[i]), int(lat[i])))
-    return GlobalResult(best_on_front(front, goal), front)
+        c, d, lat = correct.ravel(), discordant.ravel(), latency.ravel()
+        idx = front_candidates(lat, c)
+        kept.append((idx // width, start + idx % width, c[idx], d[idx], lat[idx]))
+        ok = goal.feasible(correct, discordant, latency, reference).ravel()
+        i = _best_feasible(goal, ok, c, lat, rank, width)
+        if i is not None:
+            winners.append((i // width, start + i % width, c[i], d[i], lat[i]))
+
+    def candidate(subset: int, g: int, c: int, d: int, lat: int) -> Candidate:
+        exits = space.exits(int(subset))
+        return Candidate(exits, (float(grid[g]),) * len(exits), int(c), int(lat), int(d))
+
+    best = None
+    if winners:
+        subset, g, c, d, lat = (np.array(v) for v in zip(*winners, strict=True))
+        primary, secondary = goal.metric_order(c, lat)
+        i = int(np.lexsort((-g, rank[subset], secondary, primary))[0])
+        best = candidate(subset[i], g[i], c[i], d[i], lat[i])
+    subset, g, c, d, lat = (np.concatenate(parts) for parts in zip(*kept, strict=True))
+    front = [candidate(subset[i], g[i], c[i], d[i], lat[i]) for i in pareto_indices(lat, c, (rank[subset], -g))]
+    return GlobalResult(best, front)
 
 
-def best_on_front(front: list[Candidate], goal: Goal) -> Candidate | None:
-    """The optimum of ``goal`` among front points (ordered by increasing latency), or None."""
-    feasible = [p for p in front if goal.feasible(p.correct, p.latency_key)]
-    if not feasible:
+def _best_feasible(
+    goal: Goal, ok: np.ndarray, correct: np.ndarray, latency: np.ndarray, rank: np.ndarray, width: int
+) -> int | None:
+    """Flat index (subset * width + column) of the best feasible design of one batch, or None.
+
+    Filters on the primary key first (one pass over all designs), then orders the few ties by the
+    secondary key, the subset's preference ``rank`` and the higher threshold.
+    """
+    if not ok.any():
         return None
-    return feasible[-1] if goal.objective == "max-accuracy" else feasible[0]
+    if goal.objective == "max-accuracy":
+        top = correct[ok].max()
+        tied = np.flatnonzero(ok & (correct == top))
+    else:
+        top = latency[ok].min()
+        tied = np.flatnonzero(ok & (latency == top))
+    _, secondary = goal.metric_order(correct[tied], latency[tied])
+    order = np.lexsort((-(tied % width), rank[tied // width], secondary))
+    return int(tied[order[0]])
 
 
 def refine_per_exit(
@@ -320,14 +442,16 @@ def refine_per_exit(
         changed = False
         for j, k in enumerate(current.exits):
             cand = values[k]
-            correct, latency = sweep_threshold(problem, current.exits, current.thresholds, j, cand, goal.stat)
-            ok = np.flatnonzero(goal.feasible(correct, latency))
+            correct, discordant, latency = sweep_threshold(
+                problem, current.exits, current.thresholds, j, cand, goal.stat
+            )
+            ok = np.flatnonzero(goal.feasible(correct, discordant, latency))
             if not len(ok):
                 continue
             primary, secondary = goal.metric_order(correct[ok], latency[ok])
             i = int(ok[np.lexsort((-np.arange(len(ok)), secondary, primary))[0]])
             thresholds = current.thresholds[:j] + (float(cand[i]),) + current.thresholds[j + 1 :]
-            proposal = Candidate(current.exits, thresholds, int(correct[i]), int(latency[i]))
+            proposal = Candidate(current.exits, thresholds, int(correct[i]), int(latency[i]), int(discordant[i]))
             if goal.better(proposal, current):
                 current, changed = proposal, True
         if not changed:

@@ -9,25 +9,36 @@ from hapi_onnx.search.design import Design
 
 
 def summary_lines(design: Design) -> list[str]:
-    """The chosen design: exits, thresholds, predicted accuracy and latency, exit distribution."""
+    """The chosen design: exits, thresholds, predicted accuracy (with its bounds) and latency, exit
+    distribution."""
     p, ref, c = design.predicted, design.reference, design.constraints
     chain = " -> ".join(
         [f"{name} (t={t:.4f})" for name, t in zip(design.exits, design.thresholds, strict=False)]
         + [design.exits[-1]]
     )
+    level = _confidence(design)
     wanted = []
     if c.get("min_accuracy") is not None:
         wanted.append(f"accuracy >= {100 * c['min_accuracy']:.2f}%")
     if c.get("max_accuracy_drop") is not None:
         wanted.append(f"accuracy drop <= {c['max_accuracy_drop']:g} pp")
+    if wanted and level:
+        wanted[-1] += f" (checked on {level} bounds)"
     if c.get("latency_sla_ms") is not None:
         wanted.append(f"{design.latency_stat} latency <= {c['latency_sla_ms']:g} ms")
+    accuracy = f"accuracy {100 * p['accuracy']:.2f}%"
+    drop = 100 * (ref["accuracy"] - p["accuracy"])
+    if level and "accuracy_lower_bound" in p:
+        accuracy += (
+            f" (>= {100 * p['accuracy_lower_bound']:.2f}%; drop {drop:.2f} pp, <= "
+            f"{p['accuracy_drop_bound_pp']:.2f} pp; {level} bounds)"
+        )
     dist = ", ".join(f"{n} {100 * f:.1f}%" for n, f in zip(design.exits, p["exit_distribution"], strict=True))
     return [
         f"design: {chain}",
         f"objective: {design.objective} ({design.latency_stat}) subject to {' and '.join(wanted)}",
         f"predicted on {design.search['num_samples']} search samples ({design.search['space']} thresholds): "
-        f"accuracy {100 * p['accuracy']:.2f}% (full model {100 * ref['accuracy']:.2f}%), "
+        f"{accuracy}, full model {100 * ref['accuracy']:.2f}%; "
         f"mean {p['mean_ms']:.3f} ms, p90 {p['p90_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms",
         f"speed-up {p['speedup_vs_full']:.2f}x vs the full model ({ref['mean_ms']:.3f} ms measured; "
         f"staged without early exit {ref['no_exit_mean_ms']:.3f} ms predicted)",
@@ -36,44 +47,66 @@ def summary_lines(design: Design) -> list[str]:
 
 
 def front_lines(design: Design, max_rows: int = 25) -> list[str]:
-    """The Pareto front as an aligned table (evenly thinned to ``max_rows``; the chosen point kept)."""
-    front = design.pareto_front
+    """The Pareto front as an aligned table (evenly thinned to ``max_rows``; the chosen point kept).
+
+    With accuracy bounds, each row also shows the drop's upper bound and whether the point meets
+    every constraint; a chosen design off the raw front (a more accurate design as fast as it was
+    refused on its bound) is shown as an extra row in latency order.
+    """
+    chosen_point = {
+        "accuracy": design.predicted["accuracy"],
+        "latency_ms": design.predicted[f"{design.latency_stat}_ms"],
+        "exits": design.exits,
+        "thresholds": design.thresholds,
+        "accuracy_drop_bound_pp": design.predicted.get("accuracy_drop_bound_pp"),
+        "feasible": True,
+    }
+    front = list(design.pareto_front)
     chosen = next(
-        (
-            i
-            for i, q in enumerate(front)
-            if q["exits"] == design.exits and q["thresholds"] == design.thresholds
-        ),
+        (i for i, q in enumerate(front) if q["exits"] == design.exits and q["thresholds"] == design.thresholds),
         None,
     )
+    off_front = chosen is None
+    if off_front:
+        chosen = sum(q["latency_ms"] <= chosen_point["latency_ms"] for q in front)
+        front.insert(chosen, chosen_point)
     rows = list(range(len(front)))
     if len(front) > max_rows:
-        rows = sorted(
-            set(np.linspace(0, len(front) - 1, max_rows).round().astype(int).tolist()) | {chosen} - {None}
-        )
-    table = [("", f"{design.latency_stat} ms", "accuracy", "exits", "thresholds")]
+        rows = sorted(set(np.linspace(0, len(front) - 1, max_rows).round().astype(int).tolist()) | {chosen})
+    bounds = bool(_confidence(design)) and all("feasible" in q for q in design.pareto_front)
+    columns = ["", f"{design.latency_stat} ms", "accuracy", "drop <=", "ok", "exits", "thresholds"]
+    header = tuple(columns if bounds else columns[:3] + columns[5:])
+    table = [header]
     for i in rows:
         q = front[i]
-        table.append(
-            (
-                "*" if i == chosen else "",
-                f"{q['latency_ms']:.3f}",
-                f"{100 * q['accuracy']:.2f}%",
-                ", ".join(q["exits"]),
-                _thresholds(q["thresholds"]),
-            )
-        )
-    widths = [max(len(r[k]) for r in table) for k in range(len(table[0]))]
-    shown = f"{len(rows)} of {len(front)} points" if len(rows) < len(front) else f"{len(front)} points"
-    lines = [f"Pareto front, accuracy vs {design.latency_stat} latency ({shown}; * chosen):"]
+        cells = ["*" if i == chosen else "", f"{q['latency_ms']:.3f}", f"{100 * q['accuracy']:.2f}%"]
+        if bounds:
+            cells += [f"{q['accuracy_drop_bound_pp']:.2f} pp", "yes" if q["feasible"] else "no"]
+        table.append((*cells, ", ".join(q["exits"]), _thresholds(q["thresholds"])))
+    numeric = {1, 2, 3} if bounds else {1, 2}
+    widths = [max(len(r[k]) for r in table) for k in range(len(header))]
+    size = len(design.pareto_front)
+    listed = len(rows) - off_front  # front points among the rows
+    shown = f"{listed} of {size} points" if listed < size else f"{size} points"
+    note = f"; ok: meets every constraint with {_confidence(design)} bounds" if bounds else ""
+    lines = [f"Pareto front, accuracy vs {design.latency_stat} latency ({shown}; * chosen{note}):"]
+    if off_front:
+        lines.append("  (the chosen design is off the raw front: faster or as fast designs fail the accuracy bound)")
     for r in table:
         lines.append(
             "  ".join(
-                cell.rjust(w) if k in (1, 2) else cell.ljust(w)
+                cell.rjust(w) if k in numeric else cell.ljust(w)
                 for k, (cell, w) in enumerate(zip(r, widths, strict=True))
             ).rstrip()
         )
     return lines
+
+
+def _confidence(design: Design) -> str:
+    """``"90%-confidence"`` when the design's accuracy constraints were checked on bounds, else ``""``."""
+    level = design.constraints.get("confidence")
+    has_accuracy = any(design.constraints.get(k) is not None for k in ("min_accuracy", "max_accuracy_drop"))
+    return f"{100 * level:g}%-confidence" if level and level != 0.5 and has_accuracy else ""
 
 
 def _thresholds(values: list[float]) -> str:
@@ -101,6 +134,17 @@ def plot_front(design: Design, path: str | os.PathLike) -> None:
         marker=".",
         label="Pareto front (search data)",
     )
+    level = _confidence(design)
+    refused = [q for q in front if q.get("feasible") is False]
+    if level and refused:
+        ax.scatter(
+            [q["latency_ms"] for q in refused],
+            [100 * q["accuracy"] for q in refused],
+            facecolors="none",
+            edgecolors="grey",
+            zorder=3,
+            label=f"fails a constraint ({level} bounds)",
+        )
     ax.scatter(
         [design.predicted[f"{design.latency_stat}_ms"]],
         [100 * design.predicted["accuracy"]],

@@ -5,15 +5,18 @@ when ``conf[k, n] >= t``; call its set of confident candidates ``C_n`` (a bit ma
 subset ``S`` it leaves at the first exit of ``S & C_n``, or reaches the final classifier. With
 ``low_k`` the candidates below ``k`` and ``P`` any set of candidates::
 
-    reach[P]       = #{n : C_n & P = {}}                  (not left at any exit of P)
-    right_k[P]     = #{n : k in C_n, right at k, C_n & low_k & P = {}}
-    final_right[P] = #{n : C_n & P = {}, final classifier right}
+    reach[P]  = #{n : C_n & P = {}}                       (not left at any exit of P)
+    gain_k[P] = #{n : k in C_n, right at k, final classifier wrong, C_n & low_k & P = {}}
+    loss_k[P] = #{n : k in C_n, wrong at k, final classifier right, C_n & low_k & P = {}}
 
 Each is a subset-sum (zeta) transform of a histogram of the masks, read at the complement of
-``P``: ``E * 2^E`` additions for ``reach`` and ``final_right``, ``k * 2^k`` for ``right_k``.
+``P``: ``E * 2^E`` additions for ``reach``, ``k * 2^k`` for ``gain_k`` and ``loss_k`` (whose
+histograms hold only the few samples where exit ``k`` and the final classifier disagree).
 Then, for every subset ``S`` at once (built bit by bit, ``O(2^E)`` per quantity):
 
-- right answers: ``sum(right_k[S & low_k] for k in S) + final_right[S]``;
+- gains ``G = sum(gain_k[S & low_k] for k in S)``, losses ``L`` likewise; right answers
+  ``C_final - L + G`` and discordant samples ``L + G`` (for the accuracy bounds of
+  :mod:`hapi_onnx.search.bounds`);
 - total latency: backbone block ``i`` (segments up to candidate ``i``, or to the final
   classifier) is run by ``reach[S & low_i]`` samples, head ``k`` plus its call by
   ``reach[S & low_k]`` and the final call by ``reach[S]``;
@@ -58,8 +61,10 @@ class SubsetSpace:
         self.num_candidates = e
         self.size = 1 << e
         self._conf = problem.conf[cand]  # [E, N] float32
-        self._correct = problem.correct[cand]  # [E, N]
-        self._final_correct = problem.correct[-1]
+        final = problem.correct[-1]
+        self._final_total = int(final.sum())
+        self._disagree = problem.correct[cand] != final[None, :]  # [E, N] exit k right != final right
+        self._gain = problem.correct[cand] & ~final[None, :]  # [E, N] right at k, final wrong
         self._weights = (np.int64(1) << np.arange(e, dtype=np.int64))[:, None]
         cumseg = np.cumsum(problem.seg_ns)
         step = problem.head_ns[cand] + problem.overhead_ns  # a kept exit adds its head and one call
@@ -102,8 +107,8 @@ class SubsetSpace:
         out[:, order] = mask
         return out
 
-    def metrics(self, thresholds: np.ndarray, stat: str) -> tuple[np.ndarray, np.ndarray]:
-        """Correct count and latency key of every subset under each of a few global thresholds.
+    def metrics(self, thresholds: np.ndarray, stat: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Correct and discordant counts and latency key of every subset under a few global thresholds.
 
         Memory is about ``6 * 2^E * G`` int64 values: pass thresholds in chunks for large E.
 
@@ -113,8 +118,9 @@ class SubsetSpace:
             stat (str): ``mean`` (key = total ns) or ``p50``/``p90``/``p99`` (key = that latency).
 
         Returns:
-            tuple[np.ndarray, np.ndarray]: int32[2^E, G] correct counts and int64[2^E, G] latency
-            keys, indexed by subset mask and threshold.
+            tuple[np.ndarray, np.ndarray, np.ndarray]: int32[2^E, G] correct counts, int32[2^E, G]
+            discordant counts (samples right where the final classifier is wrong, or the reverse)
+            and int64[2^E, G] latency keys, indexed by subset mask and threshold.
         """
         check_stat(stat)
         e, n, size = self.num_candidates, self.problem.num_samples, self.size
@@ -122,27 +128,31 @@ class SubsetSpace:
         shift = max(g - 1, 0).bit_length()  # columns padded to 2^shift: (mask, column) packs in one int
         mask = self.masks(thresholds)
         column = np.arange(g, dtype=np.int64)[None, :]
-        final = column | (1 << shift)
         flat = (mask << shift) | column
-        # reach[P] = samples confident at none of the exits in P; final_right[S]: those of them the
-        # final classifier gets right. Both are zeta transforms of histograms of the masks.
-        both = np.concatenate(
-            [(mask << (shift + 1)) | column, (mask[self._final_correct] << (shift + 1)) | final]
-        )
-        hist = np.bincount(both.ravel(), minlength=size << (shift + 1)).astype(np.int32)  # counts: N < 2^31
-        zeta = _zeta(hist.reshape(size, 2, 1 << shift), e)[::-1, :, :g]
-        reach, final_right = zeta[:, 0], zeta[:, 1]
-        # Per-subset sums are built bit by bit: rows [2^k, 2^(k+1)) are the subsets whose highest
-        # kept exit is k, i.e. rows [0, 2^k) with bit k added.
-        correct = np.empty((size, g), dtype=np.int32)
-        correct[0] = 0
+        # reach[P] = samples confident at none of the exits in P: a zeta transform of the masks' histogram.
+        hist = np.bincount(flat.ravel(), minlength=size << shift).astype(np.int32)  # counts: N < 2^31
+        reach = _zeta(hist.reshape(size, 1 << shift), e)[::-1, :g]
+        # Gains and losses are built bit by bit: rows [2^k, 2^(k+1)) are the subsets whose highest
+        # kept exit is k, i.e. rows [0, 2^k) with bit k added. Only samples where exit k and the
+        # final classifier disagree count, each in channel 1 (gain) or 0 (loss).
+        gains = np.empty((size, g), dtype=np.int32)
+        losses = np.empty((size, g), dtype=np.int32)
+        gains[0] = losses[0] = 0
         for k in range(e):
-            rows = flat[self._correct[k]]  # samples exit k gets right
-            here = rows[(rows >> (shift + k)) & 1 == 1] & (((1 << k) << shift) - 1)  # (bits below k, column)
-            counts = np.bincount(here, minlength=(1 << k) << shift).astype(np.int32).reshape(1 << k, -1)
-            gained = _zeta(counts, k)[::-1, :g]  # right at k given the kept exits below k
-            np.add(correct[: 1 << k], gained, out=correct[1 << k : 2 << k])
-        correct += final_right
+            disagree = self._disagree[k]
+            rows = flat[disagree]  # samples exit k and the final classifier disagree on
+            gain = np.broadcast_to(self._gain[k, disagree][:, None].astype(np.int64), rows.shape)
+            at_k = (rows >> (shift + k)) & 1 == 1
+            # Pack (gain?, bits below k, column) into one int.
+            here = (rows[at_k] & (((1 << k) << shift) - 1)) | (gain[at_k] << (k + shift))
+            counts = np.bincount(here, minlength=2 << (k + shift)).astype(np.int32).reshape(2, 1 << k, 1 << shift)
+            lost = _zeta(counts[0], k)[::-1, :g]  # lost at k given the kept exits below k
+            gained = _zeta(counts[1], k)[::-1, :g]
+            np.add(losses[: 1 << k], lost, out=losses[1 << k : 2 << k])
+            np.add(gains[: 1 << k], gained, out=gains[1 << k : 2 << k])
+        correct = gains - losses
+        correct += self._final_total
+        discordant = np.add(gains, losses, out=gains)
         if stat == "mean":
             total = np.empty((size, g), dtype=np.int64)
             total[0] = self._blocks[0] * reach[0]
@@ -150,7 +160,7 @@ class SubsetSpace:
                 np.add(total[: 1 << k], self._steps[k] * reach[: 1 << k], out=total[1 << k : 2 << k])
                 total[: 2 << k] += self._blocks[k + 1] * reach[: 2 << k]
             total += self.problem.overhead_ns * reach
-            return correct, total
+            return correct, discordant, total
         # The latency of the sample at this rank: the first kept exit after which at most n - rank
         # samples remain (latency grows with the exit position), else the final classifier.
         remain = n - percentile_rank(stat, n)
@@ -160,7 +170,7 @@ class SubsetSpace:
             before = value[: 1 << k]
             at_k = np.where(reach[1 << k : 2 << k] <= remain, self._exit_rows[k][:, None], -1)
             np.copyto(value[1 << k : 2 << k], np.where(before >= 0, before, at_k))
-        return correct, np.where(value >= 0, value, self._final_cost[:, None])
+        return correct, discordant, np.where(value >= 0, value, self._final_cost[:, None])
 
     def exits(self, subset: int) -> tuple[int, ...]:
         """Trace indices of the candidates in ``subset``."""
