@@ -4,7 +4,8 @@
 
 1. Repeatability: ``profile_model`` twice back to back; the wall time of each run and, per
    piece, how well the two runs' p50 agree (target: within 5%).
-2. Additivity: one interleaved timing (the profiler's own loop: one call per entry per round)
+2. Additivity: one interleaved timing (the profiler's own loop and mode: one call per entry per
+   round, pieces in path order)
    of every piece (segments, heads, the trivial overhead graph, called as the profiler calls
    them) together with reference paths:
    - the backbone alone in one session (input -> final output),
@@ -37,7 +38,7 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import ExitLayout, ExitSpec
 from hapi_onnx.graph import candidate_exits, extract_segment, input_spec, load_model, model_fingerprint
 from hapi_onnx.profile import load_preset, profile_model
-from hapi_onnx.profile.profile import BoundCall, overhead_model, sample_input, split_at_exits
+from hapi_onnx.profile.profile import BURST, BoundCall, overhead_model, sample_input, split_at_exits
 from hapi_onnx.profile.timing import time_calls
 
 DEFAULT_BACKBONE = Path(__file__).resolve().parent.parent / "examples" / "mnist" / "model.onnx"
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         second = profile_model(ee_path, args.device, time_budget_s=args.time_budget)
         wall2 = time.perf_counter() - t0
         entries = interleaved_entries(load_model(ee_path), preset, Path(tmp))
-        results = time_calls([e.call for e in entries], preset.timing, [e.name for e in entries])
+        results = time_calls([e.call for e in entries], preset.timing, [e.name for e in entries], burst_s=BURST)
     stats = {e.name: r.stats for e, r in zip(entries, results, strict=True)}
 
     env = first.environment
