@@ -12,7 +12,7 @@ Problem: a synthetic trace with 16 candidate exits (+ final classifier) and 10,0
   extrapolated linearly to all 2^16 (stated in the report). On 10 candidate exits it is run in
   full, checked equal to the fast result, and timed: a fully measured ratio.
 
-Run: ``python bench/bench_search.py`` (about a minute on a 2-core machine).
+Run: ``python bench/bench_search.py`` (about 1.5 minutes on a 2-core machine).
 """
 
 import statistics
