@@ -22,7 +22,9 @@ def _csv(ctx, param, value):
 @click.option("--percentile", type=click.Choice(PERCENTILES), help="Statistic the SLA applies to. [default: mean]")
 @click.option("--min-accuracy", type=float, help="Accuracy floor, a fraction (0.98).")
 @click.option("--max-accuracy-drop", type=float, help="Largest accuracy drop vs the full model, in points.")
-@click.option("--thresholds", type=click.Choice(["global", "per-exit"]), help="[default: per-exit]")
+@click.option("--thresholds", type=click.Choice(["global", "per-exit"]), help="[default: global]")
+@click.option("--confidence", type=float,
+              help="Accuracy constraints hold at this one-sided confidence (0 = raw counts). [default: 0.9]")
 @click.option("--exits", callback=_csv, help="Comma-separated candidate tensors (default: all candidates).")
 @click.option("--max-candidates", type=int, help="Thin the candidates to this many.")
 @click.option("--profile-budget", "profile_budget_s", type=float, help="Seconds of timed runs per piece.")

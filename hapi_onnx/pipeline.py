@@ -42,6 +42,8 @@ class BuildConfig:
         min_accuracy (float | None): Accuracy floor (a fraction, e.g. 0.98).
         max_accuracy_drop (float | None): Largest accuracy drop vs the full model, in points.
         thresholds (str): ``global`` (one threshold, HAPI's space) or ``per-exit``.
+        confidence (float): Accuracy constraints must hold at this one-sided confidence, not just
+            on the calibration counts (see :func:`hapi_onnx.search.search`); 0 = raw counts.
         exits (list[str] | None): Candidate tensors to consider; default: every candidate.
         max_candidates (int | None): Thin the candidate list to this many.
         pooling (str): Head pooling, ``gap`` or ``gap+2x2``.
@@ -59,7 +61,8 @@ class BuildConfig:
     percentile: str = "mean"
     min_accuracy: float | None = None
     max_accuracy_drop: float | None = None
-    thresholds: str = "per-exit"
+    thresholds: str = "global"
+    confidence: float = 0.9
     exits: list[str] | None = None
     max_candidates: int | None = None
     pooling: str = "gap+2x2"
@@ -276,7 +279,7 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
     constraints = {
         "latency_sla_ms": config.latency_sla_ms, "percentile": config.percentile,
         "min_accuracy": config.min_accuracy, "max_accuracy_drop": config.max_accuracy_drop,
-        "thresholds": config.thresholds,
+        "thresholds": config.thresholds, "confidence": config.confidence,
     }
     steps.run(
         "search", paths["design"], [paths["trace"], paths["latency"]], constraints,
@@ -310,7 +313,7 @@ def _search(paths: dict[str, Path], constraints: dict[str, Any], search: Callabl
         Trace.load(paths["trace"]), LatencyTable.load(paths["latency"]),
         latency_sla_ms=constraints["latency_sla_ms"], percentile=constraints["percentile"],
         min_accuracy=constraints["min_accuracy"], max_accuracy_drop=constraints["max_accuracy_drop"],
-        thresholds=constraints["thresholds"],
+        thresholds=constraints["thresholds"], confidence=constraints["confidence"],
     )
     design.save(paths["design"])
 
