@@ -15,12 +15,12 @@ from hapi_onnx.search.evaluate import evaluate_problem
 from hapi_onnx.search.optimise import (
     optimise_exhaustive,
     optimise_fast,
-    refine_per_exit,
     resolve_goal,
     threshold_grid,
 )
 from hapi_onnx.search.pareto import pareto_indices
 from hapi_onnx.search.problem import SearchProblem
+from hapi_onnx.search.refine import refine_per_exit
 from hapi_onnx.search.subsets import SubsetSpace
 from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
 

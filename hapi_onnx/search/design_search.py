@@ -19,12 +19,12 @@ from hapi_onnx.search.optimise import (
     Goal,
     optimise_exhaustive,
     optimise_fast,
-    refine_per_exit,
     resolve_goal,
     threshold_grid,
 )
 from hapi_onnx.search.pareto import pareto_indices
 from hapi_onnx.search.problem import SearchProblem
+from hapi_onnx.search.refine import refine_per_exit
 from hapi_onnx.trace import Trace
 
 SPACES = ("global", "per-exit")

@@ -1,4 +1,4 @@
-"""Optimisers over the design space: exhaustive reference, fast exact search, per-exit refinement.
+"""Optimisers over the global-threshold design space: exhaustive reference and fast exact search.
 
 **Global-threshold space.** A design keeps a subset ``S`` of the candidate exits and one threshold
 ``t`` for all of them, ``t`` taken from the *threshold grid*: up to ``grid_size`` (default 100)
@@ -28,9 +28,10 @@ each batch's feasible designs are filtered on all three and its best one kept (w
 optimum need not lie on the 2-D accuracy/latency front: a more accurate design at the same speed
 may be refused for disagreeing with the final classifier on more samples), and each batch's
 Pareto candidates are kept for the front, so it returns exactly the exhaustive optimum and front.
-Per-exit refinement then runs coordinate descent from the global optimum over each kept exit's
-own threshold, accepting only strict improvements that keep every constraint (bounds included),
-so it can never end worse than the global optimum on the search data.
+Per-exit refinement (:mod:`hapi_onnx.search.refine`) then runs coordinate descent from the global
+optimum over each kept exit's own threshold, accepting only strict improvements that keep every
+constraint (bounds included) on the search data and, cross-fitted, on samples that did not choose
+them, so it can never end worse than the global optimum on the search data.
 
 The Pareto front is of raw accuracy against latency; a front point stands for the designs with
 its accuracy and latency by the tie-break order above.
@@ -51,14 +52,13 @@ from hapi_onnx.search.bounds import (
     min_correct_for_drop,
     z_score,
 )
-from hapi_onnx.search.evaluate import batch_metrics, sweep_threshold
+from hapi_onnx.search.evaluate import batch_metrics
 from hapi_onnx.search.pareto import front_candidates, pareto_indices
 from hapi_onnx.search.problem import NS_PER_MS, SearchProblem, check_stat, ms_from_ns
 from hapi_onnx.search.subsets import SubsetSpace
 
 GRID_SIZE = 100
 MAX_EXHAUSTIVE_CANDIDATES = 14
-MAX_SWEEPS = 20
 
 
 @dataclass(frozen=True)
@@ -297,16 +297,6 @@ def threshold_grid(problem: SearchProblem, size: int = GRID_SIZE) -> np.ndarray:
     return np.unique(np.quantile(pooled, levels, method="inverted_cdf").astype(np.float32))
 
 
-def exit_threshold_values(
-    problem: SearchProblem, exit: int, grid: np.ndarray, size: int = GRID_SIZE
-) -> np.ndarray:
-    """Candidate thresholds of one exit for per-exit refinement: the global grid plus the
-    distinct confidences at ``size`` evenly spaced quantiles of that exit's own confidences."""
-    levels = np.linspace(0.0, 1.0, size) if size > 1 else np.ones(1)
-    own = np.quantile(problem.conf[exit], levels, method="inverted_cdf").astype(np.float32)
-    return np.unique(np.concatenate([np.asarray(grid, dtype=np.float32), own]))
-
-
 def optimise_exhaustive(problem: SearchProblem, grid: np.ndarray, goal: Goal) -> GlobalResult:
     """Reference optimiser: score every (subset, grid threshold) design one subset at a time.
 
@@ -414,46 +404,3 @@ def _best_feasible(
     _, secondary = goal.metric_order(correct[tied], latency[tied])
     order = np.lexsort((-(tied % width), rank[tied // width], secondary))
     return int(tied[order[0]])
-
-
-def refine_per_exit(
-    problem: SearchProblem,
-    start: Candidate,
-    goal: Goal,
-    grid: np.ndarray,
-    *,
-    grid_size: int = GRID_SIZE,
-    max_sweeps: int = MAX_SWEEPS,
-) -> Candidate:
-    """Per-exit thresholds by coordinate descent from a (global) design.
-
-    Each sweep visits the kept exits in depth order and tries every candidate value of that exit's
-    threshold (:func:`exit_threshold_values`) with the others fixed; the best value is taken only
-    if it meets every constraint and strictly improves the objective (ties: the higher threshold).
-    Stops after a sweep without a change or after ``max_sweeps`` sweeps.
-
-    Returns:
-        Candidate: A design at least as good as ``start`` on the search data, meeting the
-        constraints whenever ``start`` does.
-    """
-    current = start
-    values = {k: exit_threshold_values(problem, k, grid, grid_size) for k in start.exits}
-    for _ in range(max_sweeps):
-        changed = False
-        for j, k in enumerate(current.exits):
-            cand = values[k]
-            correct, discordant, latency = sweep_threshold(
-                problem, current.exits, current.thresholds, j, cand, goal.stat
-            )
-            ok = np.flatnonzero(goal.feasible(correct, discordant, latency))
-            if not len(ok):
-                continue
-            primary, secondary = goal.metric_order(correct[ok], latency[ok])
-            i = int(ok[np.lexsort((-np.arange(len(ok)), secondary, primary))[0]])
-            thresholds = current.thresholds[:j] + (float(cand[i]),) + current.thresholds[j + 1 :]
-            proposal = Candidate(current.exits, thresholds, int(correct[i]), int(latency[i]), int(discordant[i]))
-            if goal.better(proposal, current):
-                current, changed = proposal, True
-        if not changed:
-            break
-    return current
