@@ -1,5 +1,6 @@
 """profile_model on small real early-exit models: pieces chain, tables round-trip, CLI exit codes."""
 
+import collections
 import json
 import subprocess
 import sys
@@ -11,9 +12,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from hapi_onnx.bundle import stage_graphs
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import ExitLayout, ExitSpec
 from hapi_onnx.graph import load_model, model_fingerprint
+from hapi_onnx.graph.decision import CLASS_OUTPUT, CONFIDENCE_OUTPUT, DECISION_OUTPUTS, PROBS_OUTPUT
 from hapi_onnx.profile import LatencyTable, load_preset, profile_model, split_at_exits, table_lines
 from hapi_onnx.profile.profile import BoundCall
 
@@ -102,28 +105,56 @@ def _run(path_or_model, x):
 def test_split_pieces_chain_and_reproduce_the_full_model(ee_path):
     pieces = split_at_exits(load_model(ee_path))
     segs, heads = pieces.segments, pieces.heads
+    decision = list(DECISION_OUTPUTS)
     assert [p.name for p in segs] == ["segment0", "segment1", "segment2"]
     assert [p.name for p in heads] == ["head0", "head1"]
-    assert segs[0].inputs == ["x"] and segs[-1].outputs == ["logits"]
+    assert segs[0].inputs == ["x"] and segs[-1].outputs == decision
     for k in range(len(segs) - 1):
         assert segs[k].outputs == segs[k + 1].inputs
-        assert heads[k].inputs == segs[k].outputs
-    # Running the pieces one after another gives exactly the full model's outputs.
+        assert heads[k].inputs == segs[k].outputs and heads[k].outputs == decision
+    # Running the pieces one after another gives exactly the full model's outputs, and the
+    # decision outputs are the top-1 class and its probability.
     x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
     full = _run(ee_path, x)
     value = x
     for k, seg in enumerate(segs):
-        value = _run_single(seg.model, value)
+        out = _run_named(seg.model, value)
         if k < len(heads):
-            np.testing.assert_allclose(_run_single(heads[k].model, value), full[f"exit{k}_prob"], rtol=1e-5)
-    np.testing.assert_allclose(value, full["logits"], rtol=1e-5)
-    np.testing.assert_allclose(_run_single(pieces.monolithic.model, x), full["logits"], rtol=1e-5)
+            value = out[seg.outputs[0]]
+            got = _run_named(heads[k].model, value)
+            np.testing.assert_allclose(got[PROBS_OUTPUT], full[f"exit{k}_prob"], rtol=1e-5)
+            _assert_decision(got)
+    logits = full["logits"]
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(out[PROBS_OUTPUT], expected / expected.sum(1, keepdims=True), rtol=1e-5)
+    _assert_decision(out)
+    np.testing.assert_allclose(_run_named(pieces.monolithic.model, x)["logits"], logits, rtol=1e-5)
     assert {o.name for o in pieces.monolithic.model.graph.output} == {"logits"}
 
 
-def _run_single(model, x):
+def test_pieces_hold_exactly_the_ops_of_the_bundle_stages(ee_path):
+    """Each stage of a bundle = its segment pieces + its exit's head piece, op for op."""
+    model = load_model(ee_path)
+    pieces = split_at_exits(model)
+    stages = stage_graphs(model, ExitLayout.from_model(model), ["exit1"])
+    ops = [collections.Counter(n.op_type for n in p.model.graph.node) for p in pieces.segments]
+    head_ops = collections.Counter(n.op_type for n in pieces.heads[1].model.graph.node)
+    stage_ops = [collections.Counter(n.op_type for n in s.model.graph.node) for s in stages]
+    assert stage_ops[0] == ops[0] + ops[1] + head_ops
+    assert stage_ops[1] == ops[2]
+    assert {"ArgMax", "ReduceMax"} <= set(head_ops) and {"Softmax", "ArgMax", "ReduceMax"} <= set(ops[2])
+
+
+def _assert_decision(out):
+    probs = out[PROBS_OUTPUT]
+    np.testing.assert_array_equal(out[CLASS_OUTPUT], probs.argmax(1))
+    np.testing.assert_array_equal(out[CONFIDENCE_OUTPUT], probs.max(1))
+
+
+def _run_named(model, x):
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {session.get_inputs()[0].name: x}), strict=True))
 
 
 def test_profile_model_table_describes_every_piece(table, ee_path, fast_preset):
@@ -133,7 +164,9 @@ def test_profile_model_table_describes_every_piece(table, ee_path, fast_preset):
     for k in range(len(table.segments) - 1):
         assert table.segments[k].outputs == table.segments[k + 1].inputs
         assert table.heads[k].inputs == table.segments[k].outputs
-    assert table.segments[0].inputs == ["x"] and table.segments[-1].outputs == ["logits"]
+    assert table.segments[0].inputs == ["x"] and table.segments[-1].outputs == list(DECISION_OUTPUTS)
+    assert all(h.outputs == list(DECISION_OUTPUTS) for h in table.heads)
+    assert "decision" in table.extra["decision_ops"]
     everything = [p.stats for p in table.segments + table.heads] + [table.overhead, table.monolithic]
     for s in everything:
         assert FAST_TIMING["min_runs"] <= s.n <= FAST_TIMING["max_runs"]
@@ -151,7 +184,7 @@ def test_profile_model_table_describes_every_piece(table, ee_path, fast_preset):
     assert "run_with_iobinding" in env["timed_call"]  # batch 1 on the CPU, like the runtime
     shapes = table.extra["shapes"]
     assert shapes["segment0"] == {"inputs": [[1, 1, 8, 8]], "outputs": [[1, 4, 8, 8]]}
-    assert shapes["head1"] == {"inputs": [[1, 4, 8, 8]], "outputs": [[1, 3]]}
+    assert shapes["head1"] == {"inputs": [[1, 4, 8, 8]], "outputs": [[1], [1], [1, 3]]}
     assert shapes["monolithic"] == {"inputs": [[1, 1, 8, 8]], "outputs": [[1, 3]]}
     assert set(table.extra["timing"]["pieces"]) == {
         "segment0", "segment1", "segment2", "head0", "head1", "monolithic", "overhead"}
@@ -173,7 +206,7 @@ def test_batch_size_reaches_every_piece(ee_path, fast_preset):
     table = profile_model(build_ee_model(num_exits=1), fast_preset, batch_size=3)
     assert table.batch_size == 3
     assert table.extra["shapes"]["segment0"]["inputs"] == [[3, 1, 8, 8]]
-    assert table.extra["shapes"]["head0"]["outputs"] == [[3, 3]]
+    assert table.extra["shapes"]["head0"]["outputs"] == [[3], [3], [3, 3]]
     assert table.extra["shapes"]["overhead"]["inputs"] == [[3, 1]]
     assert table.environment["timed_call"].startswith("InferenceSession.run(")
 

@@ -1,12 +1,13 @@
 """Profile an over-provisioned early-exit model on a device: every segment, every head, one table.
 
 The model is split at its exits (:class:`~hapi_onnx.exits.layout.ExitLayout`) into backbone
-segments and heads, each becomes its own ONNX Runtime session with the device preset's providers
-and options, and all of them are timed together (see :mod:`hapi_onnx.profile.timing`), one call
-per piece per round in path order, called the way the runtime calls its stages, on real
-intermediate values: one sample input propagated through the segments. A trivial graph measures
-the fixed cost of a ``session.run`` call, and the original model (heads dropped) in one session is
-timed alongside for reference.
+segments and heads, shaped as a bundle runs them: each head and the last segment end in the
+bundle's in-graph decision ops (:mod:`hapi_onnx.graph.decision`). Each piece becomes its own
+ONNX Runtime session with the device preset's providers and options, and all of them are timed
+together (see :mod:`hapi_onnx.profile.timing`), one call per piece per round in path order,
+called the way the runtime calls its stages, on real intermediate values: one sample input
+propagated through the segments. A trivial graph measures the fixed cost of a ``session.run``
+call, and the original model (heads dropped) in one session is timed alongside for reference.
 
 Needs only onnx, onnxruntime and numpy, so it runs on the edge device itself.
 """
@@ -25,6 +26,7 @@ from onnx import TensorProto, helper
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import ExitLayout
 from hapi_onnx.graph import extract_segment, input_spec, load_model, model_fingerprint
+from hapi_onnx.graph.decision import DECISION_OUTPUTS, with_decision
 from hapi_onnx.profile.environment import environment
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import LatencyTable, PieceLatency
@@ -38,6 +40,10 @@ BURST = 0.0
 # measured here is the one a bundle pays (IOBinding on preallocated buffers at batch 1 on the CPU).
 TIMED_CALL_BOUND = "InferenceSession.run_with_iobinding, inputs/outputs bound once to numpy buffers"
 TIMED_CALL_RUN = "InferenceSession.run(output_names, feeds), numpy in/out"
+DECISION_NOTE = (
+    "heads and the last segment include the bundle's in-graph decision ops (hapi_onnx.graph.decision: "
+    "Softmax on logits, ArgMax, ReduceMax; outputs class, confidence, probabilities), as bundle stages run them"
+)
 
 
 class BoundCall:
@@ -92,8 +98,13 @@ class ModelPieces:
     Attributes:
         layout (ExitLayout): Where the exits are.
         segments (list[Piece]): ``segments[k]`` runs from exit ``k-1``'s tensor (the input for
-            k=0) to exit ``k``'s tensor; the last one ends at the final classifier's output.
-        heads (list[Piece]): ``heads[k]`` maps exit ``k``'s tensor to its probabilities.
+            k=0) to exit ``k``'s tensor; the last one runs to the final classifier's output and
+            on through the bundle's decision ops (Softmax if the classifier ends in logits,
+            ArgMax, ReduceMax), outputs class, confidence, probabilities, as a bundle's last
+            stage does.
+        heads (list[Piece]): ``heads[k]`` maps exit ``k``'s tensor to its probabilities and on
+            through the decision ops (ArgMax, ReduceMax), outputs class, confidence,
+            probabilities: exactly the part a bundle stage adds to its segment for exit ``k``.
         monolithic (Piece): The original model, input to final output, heads dropped.
     """
 
@@ -119,13 +130,20 @@ def split_at_exits(model: onnx.ModelProto) -> ModelPieces:
     layout = ExitLayout.from_model(model)
     bounds = [layout.input] + [e.tensor for e in layout.exits] + [layout.final_output]
     segments = []
+    decision = list(DECISION_OUTPUTS)
+    last = len(bounds) - 2
     for k in range(len(bounds) - 1):
         ins, outs = [bounds[k]], [bounds[k + 1]]
-        segments.append(Piece(f"segment{k}", extract_segment(model, ins, outs), ins, outs))
+        piece = extract_segment(model, ins, outs)
+        if k == last:  # the final stage of every bundle: the rest of the backbone + the decision
+            piece = with_decision(piece, layout.final_output, apply_softmax=not layout.final_is_probability)
+            outs = decision
+        segments.append(Piece(f"segment{k}", piece, ins, outs))
     heads = []
     for k, spec in enumerate(layout.exits):
-        ins, outs = [spec.tensor], [spec.output]
-        heads.append(Piece(f"head{k}", extract_segment(model, ins, outs), ins, outs))
+        ins = [spec.tensor]
+        piece = with_decision(extract_segment(model, ins, [spec.output]), spec.output)
+        heads.append(Piece(f"head{k}", piece, ins, decision))
     ins, outs = [layout.input], [layout.final_output]
     monolithic = Piece("monolithic", extract_segment(model, ins, outs), ins, outs)
     return ModelPieces(layout, segments, heads, monolithic)
@@ -264,6 +282,7 @@ def profile_model(
             "shapes": shapes,
             "timing": {"policy": dataclasses.asdict(policy), "pieces": timing},
             "sample_input": f"standard normal, seed {SAMPLE_SEED}",
+            "decision_ops": DECISION_NOTE,
             "profile_wall_s": round(time.perf_counter() - begin, 3),
         },
     )
@@ -277,13 +296,13 @@ def _propagate(pieces: ModelPieces, sessions: dict, x: np.ndarray, batch: int):
     for k, seg in enumerate(pieces.segments):
         feeds[seg.name] = {seg.inputs[0]: current[seg.inputs[0]]}
         out = sessions[seg.name].run(seg.outputs, feeds[seg.name])
-        values[seg.name] = {seg.outputs[0]: np.ascontiguousarray(out[0])}
+        values[seg.name] = {n: np.ascontiguousarray(v) for n, v in zip(seg.outputs, out, strict=True)}
         current = values[seg.name]
         if k < len(pieces.heads):
             head = pieces.heads[k]
             feeds[head.name] = {head.inputs[0]: current[head.inputs[0]]}
             out = sessions[head.name].run(head.outputs, feeds[head.name])
-            values[head.name] = {head.outputs[0]: out[0]}
+            values[head.name] = dict(zip(head.outputs, out, strict=True))
     mono = pieces.monolithic
     feeds[mono.name] = {mono.inputs[0]: x}
     values[mono.name] = {mono.outputs[0]: sessions[mono.name].run(mono.outputs, feeds[mono.name])[0]}
