@@ -2,6 +2,7 @@
 
 import click
 
+from hapi_onnx.errors import HapiError
 from hapi_onnx.pipeline import PERCENTILES, BuildConfig, build, build_report
 
 
@@ -37,6 +38,8 @@ def command(config_file, workdir, **options):
     """
     if config_file:
         config = BuildConfig.from_file(config_file, **options)
+    elif options["model"] is None:
+        raise HapiError("give the MODEL to build from, or a --config file (see `hapi-onnx build --help`).")
     else:
         config = BuildConfig(**{k: v for k, v in options.items() if v is not None})
     result = build(config, workdir, log=lambda line: click.echo(line, err=True))

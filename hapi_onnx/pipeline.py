@@ -70,8 +70,15 @@ class BuildConfig:
     eval_batch_size: int = 64
 
     def __post_init__(self):
-        if self.percentile not in PERCENTILES:
-            raise HapiError(f"percentile must be one of {', '.join(PERCENTILES)}. Got {self.percentile!r}.")
+        for name, kind in _NUMBERS.items():
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+                raise HapiError(f"build option {name!r} must be a number. Got {value!r} instead.")
+        for name, allowed in (("percentile", PERCENTILES), ("thresholds", ("global", "per-exit")),
+                              ("pooling", ("gap", "gap+2x2"))):
+            if getattr(self, name) not in allowed:
+                raise HapiError(f"build option {name!r} must be one of {', '.join(allowed)}. "
+                                f"Got {getattr(self, name)!r} instead.")
         if self.latency_sla_ms is None and self.min_accuracy is None and self.max_accuracy_drop is None:
             raise HapiError(
                 "a build needs a constraint: give latency_sla_ms, min_accuracy or max_accuracy_drop "
@@ -105,6 +112,12 @@ class BuildConfig:
         if "model" not in values:
             raise HapiError(f"build config {str(path)!r} must name the model to build from ('model').")
         return cls(**values)
+
+
+_NUMBERS = {
+    "seed": int, "latency_sla_ms": (int, float), "min_accuracy": (int, float), "max_accuracy_drop": (int, float),
+    "confidence": (int, float), "max_candidates": int, "profile_budget_s": (int, float), "eval_batch_size": int,
+}
 
 
 def _looks_like_path(value: str) -> bool:
