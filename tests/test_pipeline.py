@@ -92,3 +92,15 @@ def test_config_errors_are_user_errors(tmp_path, run_cli):
     result = run_cli("build", tmp_path / "missing.onnx", "--max-accuracy-drop", "0.5", "--workdir", tmp_path / "w")
     assert result.exit_code == 2 and "does not exist" in result.output
     assert not (tmp_path / "w" / "model.onnx").exists()
+
+
+def test_bad_build_options_fail_before_any_work(tmp_path, run_cli):
+    result = run_cli("build", "--workdir", tmp_path / "w")
+    assert result.exit_code == 2 and "give the MODEL" in result.output
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model": str(DEMO), "max_accuracy_drop": "0.5"}))
+    result = run_cli("build", "--config", config, "--workdir", tmp_path / "w")
+    assert result.exit_code == 2 and "'max_accuracy_drop' must be a number" in result.output
+    with pytest.raises(HapiError, match="'thresholds' must be one of"):
+        BuildConfig(model=str(DEMO), max_accuracy_drop=0.5, thresholds="each")
+    assert not (tmp_path / "w").exists()
