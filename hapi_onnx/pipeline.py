@@ -332,7 +332,7 @@ def _search(paths: dict[str, Path], constraints: dict[str, Any], search: Callabl
 
 
 def _remove_stale_temporaries(work: Path) -> None:
-    """Delete what a killed build left of its atomic writes (``.name.XXXX.tmp``): never an output."""
+    """Delete what a killed build left of its atomic writes (``.<name>.<random>.tmp``): never an output."""
     import shutil
 
     for leftover in [*work.glob(".*.tmp"), *work.glob(".steps/.*.tmp")]:
