@@ -31,6 +31,7 @@ from hapi_onnx.profile.environment import environment
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import LatencyTable, PieceLatency
 from hapi_onnx.profile.timing import time_calls
+from hapi_onnx.runtime.model import bound_run
 
 SAMPLE_SEED = 0
 # One call per piece per round, pieces in path order (segment0, head0, segment1, ...): each piece
@@ -38,7 +39,10 @@ SAMPLE_SEED = 0
 BURST = 0.0
 # How each piece is called: the way hapi_onnx.runtime calls its stages, so the per-call overhead
 # measured here is the one a bundle pays (IOBinding on preallocated buffers at batch 1 on the CPU).
-TIMED_CALL_BOUND = "InferenceSession.run_with_iobinding, inputs/outputs bound once to numpy buffers"
+TIMED_CALL_BOUND = (
+    "InferenceSession.run_with_iobinding (C++ entry point, as hapi_onnx.runtime calls it), "
+    "inputs/outputs bound once to numpy buffers"
+)
 TIMED_CALL_RUN = "InferenceSession.run(output_names, feeds), numpy in/out"
 DECISION_NOTE = (
     "heads and the last segment include the bundle's in-graph decision ops (hapi_onnx.graph.decision: "
@@ -57,7 +61,6 @@ class BoundCall:
 
     def __init__(self, session, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]):
         self._binding = session.io_binding()
-        self._run = session.run_with_iobinding
         self.buffers = {}  # kept alive as long as the binding points into them
         for name, value in feeds.items():
             self.buffers[name] = np.ascontiguousarray(value).copy()
@@ -65,9 +68,11 @@ class BoundCall:
         for name, value in outputs.items():
             self.buffers[name] = np.empty_like(value)
             _bind(self._binding.bind_output, name, self.buffers[name])
+        # The zero-argument call the runtime's batch-1 path makes per stage (time this one).
+        self.run = bound_run(session, self._binding)
 
     def __call__(self) -> None:
-        self._run(self._binding)
+        self.run()
 
 
 def _bind(bind, name: str, array: np.ndarray) -> None:
@@ -231,10 +236,10 @@ def profile_model(
     values, feeds = _propagate(pieces, sessions, sample_input(model, batch), batch)
     names = [p.name for p in order]
     bound = batch == 1 and preset.provider_names[0] == "CPUExecutionProvider"
-    calls = [
-        BoundCall(sessions[p.name], feeds[p.name], values[p.name]) if bound
-        else functools.partial(sessions[p.name].run, list(p.outputs), feeds[p.name])
-        for p in order
+    # Bound calls own the buffers their bindings point into: keep them alive while timing.
+    owners = [BoundCall(sessions[p.name], feeds[p.name], values[p.name]) for p in order] if bound else []
+    calls = [o.run for o in owners] or [
+        functools.partial(sessions[p.name].run, list(p.outputs), feeds[p.name]) for p in order
     ]
     busy = _busy_warning()
     if busy:
@@ -245,6 +250,7 @@ def profile_model(
         f"budget {policy.time_budget_s} s per piece, pooled)"
     )
     results = dict(zip(names, time_calls(calls, policy, names, progress, burst_s=BURST), strict=True))
+    del owners, calls
 
     def latency(piece: Piece) -> PieceLatency:
         return PieceLatency(piece.name, list(piece.inputs), list(piece.outputs), results[piece.name].stats)
