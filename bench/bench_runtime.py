@@ -5,9 +5,13 @@ Prints, on one device preset (default ``cpu-1t``):
   (0) the fixed cost of one ONNX Runtime call: ``run()`` with numpy feeds, ``run_with_iobinding``
       on pre-bound buffers (what the runtime's batch-1 path does), ``run_with_ort_values``;
   (a) the bundle forced down its full path (every stage, every kept head) vs the monolithic
-      model: the price of staging, target <= 1.05;
+      model, target <= 1.05; split into what the table predicts for that path (kept heads'
+      compute + one call overhead per stage) and what it does not see;
   (b) the design's accuracy and mean-latency speed-up vs the full model, on held-out data;
-  (c) the design's predicted mean latency (from the manifest) vs the measured one;
+  (c) the design's predicted mean latency (from the manifest, i.e. on the calibration split's exit
+      mix) vs the measured one; and, with the latency table (``--latency``, default next to
+      ``--ee``), the table's path costs weighted by the exits the test samples really took: the
+      latency model's own error, free of the exit mix shifting between calibration and test;
   (d) throughput at batch ``--batch`` with compaction vs the full model.
 
 Usage::
@@ -23,6 +27,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +39,7 @@ from hapi_onnx.data import load_dataset
 from hapi_onnx.errors import HapiError
 from hapi_onnx.evaluate import full_model_bytes, measure
 from hapi_onnx.profile.presets import load_preset
+from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.runtime import EarlyExitModel
 
 
@@ -45,6 +51,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--design", default=None, help="design.json to bundle.")
     parser.add_argument("--exits", default=None, help="Comma-separated exits to bundle (with --thresholds).")
     parser.add_argument("--thresholds", default=None, help="Comma-separated thresholds for --exits.")
+    parser.add_argument("--latency", default=None, help="Latency table (default: latency.json next to --ee).")
     parser.add_argument("--device", default="cpu-1t", help="Device preset. Default: cpu-1t.")
     parser.add_argument("--batch", type=int, default=64, help="Batch size for (d). Default: 64.")
     parser.add_argument("--samples", type=int, default=1000, help="Samples to use (first N). Default: 1000.")
@@ -101,6 +108,37 @@ def call_overhead_us(intra_threads: int = 1, rounds: int = 9, calls: int = 2000)
     return {name: float(np.median(v)) for name, v in samples.items()}
 
 
+def path_costs_ms(table: LatencyTable, exit_names: Sequence[str]) -> list[float]:
+    """The table's mean cost of leaving at each stage of a bundle keeping ``exit_names``.
+
+    The search's cost model: a sample leaving at kept exit ``j`` (tensor after segment ``s_j``)
+    pays segments ``0..s_j``, the heads of kept exits ``0..j`` and ``j + 1`` call overheads; one
+    reaching the final classifier pays every segment, every kept head and ``m + 1`` overheads.
+    """
+    seg, head, over = table.segment_costs("mean"), table.head_costs("mean"), table.overhead.mean_ms
+    index = {name: k for k, name in enumerate(table.exit_names)}
+    kept = [index[name] for name in exit_names if name != "final"]
+    costs, heads = [], 0.0
+    for j, s in enumerate(kept):
+        heads += head[s]
+        costs.append(sum(seg[: s + 1]) + heads + (j + 1) * over)
+    costs.append(sum(seg) + heads + (len(kept) + 1) * over)
+    return costs
+
+
+def per_exit_latency_ms(model: EarlyExitModel, x: np.ndarray, warmup: int = 20) -> dict[int, tuple[float, int]]:
+    """Mean batch-1 ``predict`` time per exit taken (ms) and the sample count, warm-up excluded."""
+    clock = time.perf_counter_ns
+    for i in range(min(warmup, len(x))):
+        model.predict(x[i : i + 1])
+    times: dict[int, list[int]] = {}
+    for i in range(len(x)):
+        t0 = clock()
+        pred = model.predict(x[i : i + 1])
+        times.setdefault(int(pred.exit_index[0]), []).append(clock() - t0)
+    return {j: (float(np.mean(v)) / 1e6, len(v)) for j, v in sorted(times.items())}
+
+
 def resolve_bundle(args: argparse.Namespace, scratch: Path) -> Path:
     if args.bundle:
         return Path(args.bundle)
@@ -133,6 +171,10 @@ def main(argv=None) -> None:
     print(f"bundle: {' -> '.join(model.exit_names)}, thresholds {list(model.thresholds)}; "
           f"device {preset.name}; {len(data)} samples")
 
+    latency_path = Path(args.latency) if args.latency else Path(args.ee).with_name("latency.json")
+    table = LatencyTable.load(latency_path) if latency_path.is_file() else None
+    costs = path_costs_ms(table, model.exit_names) if table is not None else None
+
     forced = measure(model.force_full_path(), data, full, str(bundle), preset.name)
     ratio = forced.latency.mean_ms / forced.full_latency.mean_ms
     p50 = forced.latency.p50_ms / forced.full_latency.p50_ms
@@ -140,6 +182,18 @@ def main(argv=None) -> None:
           f"{forced.full_latency.mean_ms:.3f} ms mean -> ratio {ratio:.3f} "
           f"(p50 ratio {p50:.3f}; target <= 1.05) "
           f"[{'OK' if ratio <= 1.05 else 'ABOVE TARGET'}]")
+    if table is not None:
+        heads = costs[-1] - sum(table.segment_costs("mean")) - model.num_stages * table.overhead.mean_ms
+        extra_calls = (model.num_stages - 1) * table.overhead.mean_ms
+        unseen = forced.latency.mean_ms - forced.full_latency.mean_ms - heads - extra_calls
+        print(f"    breakdown (table {latency_path.name}): full path predicted {costs[-1]:.3f} ms; vs monolithic "
+              f"+{heads * 1e3:.0f} us kept heads' compute ({model.num_stages - 1} heads incl. decision ops), "
+              f"+{extra_calls * 1e3:.0f} us {model.num_stages - 1} extra session calls, "
+              f"{unseen * 1e3:+.0f} us not in the table ({unseen * 1e3 / model.num_stages:+.1f} us per stage)")
+        floor = (forced.full_latency.mean_ms + heads) / forced.full_latency.mean_ms
+        print(f"    monolithic + the kept heads' compute alone would be x{floor:.3f}: "
+              f"the rest (x{forced.latency.mean_ms / (forced.full_latency.mean_ms + heads):.3f}) is the price "
+              "of staging")
     agree = forced.accuracy == forced.full_accuracy
     print(f"    full-path accuracy {forced.accuracy:.4f} vs full model {forced.full_accuracy:.4f} "
           f"({'identical' if agree else 'DIFFERENT'})")
@@ -157,6 +211,21 @@ def main(argv=None) -> None:
               f"measured {report.latency.mean_ms:.3f} ms ({100 * err:+.1f}%; target within 10%)")
     else:
         print("(c) the bundle records no predicted mean_ms (bundled without a design): nothing to compare")
+    if costs is not None:
+        counts = np.asarray(report.exit_counts, dtype=np.float64)
+        on_test = float(counts @ np.asarray(costs) / counts.sum())
+        err = report.latency.mean_ms / on_test - 1
+        print(f"    table ({latency_path.name}) on the test split's own exits: predicted {on_test:.3f} ms, "
+              f"measured {report.latency.mean_ms:.3f} ms ({100 * err:+.1f}%): the latency model's error")
+        per_exit = per_exit_latency_ms(model, data.x)
+        print("    per exit, measured mean (batch 1, alone) vs table path cost:")
+        for j, name in enumerate(model.exit_names):
+            if j in per_exit:
+                ms, n = per_exit[j]
+                print(f"      {name:<8} n={n:<4} measured {ms * 1e3:7.1f} us, table {costs[j] * 1e3:7.1f} us "
+                      f"({100 * (ms / costs[j] - 1):+.1f}%)")
+    else:
+        print(f"    no latency table at {latency_path}: give --latency to split the error")
     tp = report.throughput
     print(f"(d) batch {args.batch} throughput: bundle {tp['bundle_sps']:.0f}/s vs "
           f"full {tp['full_sps']:.0f}/s -> x{tp['bundle_sps'] / tp['full_sps']:.2f}")

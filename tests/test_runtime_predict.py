@@ -8,6 +8,7 @@ from test_bundle_models import make_ee_model, reference_outputs, sample_images, 
 
 from hapi_onnx.bundle import write_bundle
 from hapi_onnx.runtime import BundleError, EarlyExitModel, HapiError
+from hapi_onnx.runtime.model import bound_run
 
 EXITS = ["exit0", "exit1", "exit2"]
 N = 96
@@ -166,3 +167,36 @@ def test_thresholds_compare_in_float32_like_the_search(setup):
     for sample in (x[:1], np.concatenate([x[:1], x[:1]])):
         pred = model.with_thresholds([above, 2.0, 2.0]).predict(sample)
         assert np.array_equal(pred.exit_index, np.zeros(len(sample)))
+
+
+def test_strided_batches_and_array_subclasses_predict_like_plain_arrays(setup):
+    model, x, _, _ = setup
+    wide = np.repeat(x, 2, axis=3)
+    strided = wide[..., ::2]  # == x, not contiguous
+    assert not strided.flags.c_contiguous and np.array_equal(strided, x)
+    plain = model.predict(x)
+    for variant in (strided, x.view(_Images), strided[:1], x[:1].view(_Images)):
+        got = model.predict(variant)
+        np.testing.assert_array_equal(got.classes, plain.classes[: len(variant)])
+        np.testing.assert_array_equal(got.exit_index, plain.exit_index[: len(variant)])
+        np.testing.assert_array_equal(got.confidences, plain.confidences[: len(variant)])
+
+
+class _Images(np.ndarray):
+    """A numpy subclass: not the fast path's exact type, still a valid input."""
+
+
+def test_bound_run_computes_what_session_run_computes(setup):
+    model, x, _, _ = setup
+    stage = model._pipeline.stages[0]
+    names = stage.names_probs
+    expected = stage.session.run(names, {stage.spec.input: x[:1]})
+    buffers = [np.zeros_like(e) for e in expected]
+    binding = stage.session.io_binding()
+    image = np.ascontiguousarray(x[:1])
+    binding.bind_input(stage.spec.input, "cpu", 0, image.dtype, list(image.shape), image.ctypes.data)
+    for name, buf in zip(names, buffers, strict=True):
+        binding.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
+    bound_run(stage.session, binding)()
+    for got, want in zip(buffers, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
