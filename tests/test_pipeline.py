@@ -104,3 +104,25 @@ def test_bad_build_options_fail_before_any_work(tmp_path, run_cli):
     with pytest.raises(HapiError, match="'thresholds' must be one of"):
         BuildConfig(model=str(DEMO), max_accuracy_drop=0.5, thresholds="each")
     assert not (tmp_path / "w").exists()
+
+
+def test_overlapping_splits_are_refused(tmp_path):
+    from hapi_onnx.data import mnist_splits
+
+    splits = mnist_splits(seed=0)
+    data = tmp_path / "data"
+    splits["train"].save(data / "train.npz")
+    splits["calib"].save(data / "calib.npz")
+    splits["calib"].save(data / "test.npz")  # reporting on the calibration images: a leak
+    with pytest.raises(HapiError, match="1000 of the 1000 images in test.npz also appear in calib.npz"):
+        build(BuildConfig(**{**QUICK, "data": str(data)}), tmp_path / "w")
+    assert not (tmp_path / "w" / "model.onnx").exists()
+
+
+def test_a_second_build_in_the_same_workdir_is_refused_while_one_runs(tmp_path):
+    from hapi_onnx.pipeline import _exclusive
+
+    (tmp_path / ".steps").mkdir()
+    with _exclusive(tmp_path):
+        with pytest.raises(HapiError, match="another build is running"):
+            build(BuildConfig(**QUICK), tmp_path)

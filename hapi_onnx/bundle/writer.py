@@ -113,7 +113,7 @@ def write_bundle(
     as_zip = zip or out.name.endswith(".zip")
     files = {MANIFEST_NAME: manifest.to_json().encode()}
     files.update({spec.file: blobs[j] for j, spec in enumerate(specs)})
-    with atomic_output(out, directory=not as_zip) as tmp:
+    with atomic_output(out, directory=not as_zip, marker=MANIFEST_NAME) as tmp:
         if as_zip:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 for name, data in files.items():

@@ -94,12 +94,6 @@ def write_split(
             or ``directory`` exists and is not a split directory.
     """
     directory = Path(directory)
-    if directory.exists() and not (directory / INDEX_FILE).is_file():
-        if directory.is_file() or any(directory.iterdir()):
-            raise HapiError(
-                f"output {str(directory)!r} already exists and is not a split directory; "
-                "choose a new path or remove it first."
-            )
     model = load_model(source)
     if at is None:
         cuts = [c.tensor for c in candidate_exits(model)]
@@ -107,7 +101,7 @@ def write_split(
         cuts = [c.tensor for c in validate_exit_tensors(model, list(at))]
     segments = split_model(model, cuts)
     entries = []
-    with atomic_output(directory, directory=True) as tmp:
+    with atomic_output(directory, directory=True, marker=INDEX_FILE) as tmp:
         for k, segment in enumerate(segments):
             name = f"segment_{k:02d}.onnx"
             onnx.save(segment, tmp / name)
