@@ -13,7 +13,7 @@ def save_json(data: dict[str, Any], path: str | os.PathLike, kind: str, format_v
     """Write ``data`` as JSON with its ``kind`` and ``format_version``, atomically."""
     payload = {"kind": kind, "format_version": format_version, **data}
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def load_json(path: str | os.PathLike, kind: str, format_version: int) -> dict[str, Any]:

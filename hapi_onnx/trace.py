@@ -54,6 +54,24 @@ class Trace:
                 raise HapiError(f"Trace {name} must have shape ({k}, {n}) (exits x samples). Got {shape}.")
         if k < 1 or n < 1:
             raise HapiError(f"Trace must have at least one exit and one sample. Got {k} exits, {n} samples.")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise HapiError(f"Trace num_classes must be a positive int. Got {self.num_classes!r}.")
+        for name in ("labels", "pred"):
+            arr = getattr(self, name)
+            if arr.dtype.kind not in "iu":
+                raise HapiError(f"Trace {name} must be integer classes. Got dtype {arr.dtype}.")
+            if arr.min() < 0 or arr.max() >= self.num_classes:
+                raise HapiError(
+                    f"Trace {name} must be integer classes in [0, {self.num_classes}). "
+                    f"Got values in [{arr.min()}, {arr.max()}]."
+                )
+        for name in ("conf",) + (("margin",) if self.margin is not None else ()):
+            arr = getattr(self, name)
+            # float32 softmax may round a hair above 1; the search clips it
+            if arr.dtype.kind != "f" or not np.all((arr >= 0) & (arr <= 1 + 1e-6)):
+                raise HapiError(
+                    f"Trace {name} must be max-softmax probabilities in [0, 1]. Re-run calibrate."
+                )
 
     @property
     def num_exits(self) -> int:
@@ -80,8 +98,9 @@ class Trace:
         """sha256 over the trace's contents, recorded in designs that were searched on it."""
         import hashlib
 
-        digest = hashlib.sha256(self.model_fingerprint.encode())
-        for arr in (self.labels, self.pred, self.conf):
+        meta = [self.exit_names, self.tensors, self.num_classes, self.model_fingerprint]
+        digest = hashlib.sha256(json.dumps(meta).encode())
+        for arr in (self.labels, self.pred, self.conf) + ((self.margin,) if self.margin is not None else ()):
             digest.update(np.ascontiguousarray(arr).tobytes())
         return digest.hexdigest()
 
@@ -120,21 +139,34 @@ class Trace:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
+        except Exception:  # zipfile, numpy and pickle guards all raise their own types here
+            raise HapiError(f"{str(path)!r} is not a hapi-onnx trace: not an .npz file.") from None
+        if "meta" not in arrays:
+            raise HapiError(
+                f"{str(path)!r} is an .npz but not a hapi-onnx trace (no 'meta'); make one with `hapi-onnx calibrate`."
+            )
+        try:
             meta = json.loads(str(arrays.pop("meta")))
-        except Exception as err:  # zipfile, numpy and json all raise their own types here
-            raise HapiError(f"{str(path)!r} is not a hapi-onnx trace (.npz): {err}") from None
-        if meta.get("kind") != KIND or meta.get("format_version") != FORMAT_VERSION:
+        except json.JSONDecodeError:
+            meta = None
+        if not isinstance(meta, dict) or meta.get("kind") != KIND or meta.get("format_version") != FORMAT_VERSION:
+            got = (meta.get("kind"), meta.get("format_version")) if isinstance(meta, dict) else (None, None)
             raise HapiError(
                 f"{str(path)!r} is not a {KIND} of format_version {FORMAT_VERSION}. "
-                f"Got kind {meta.get('kind')!r}, version {meta.get('format_version')!r}."
+                f"Got kind {got[0]!r}, version {got[1]!r}."
             )
-        return cls(
-            exit_names=meta["exit_names"],
-            tensors=meta["tensors"],
-            labels=arrays["labels"],
-            pred=arrays["pred"],
-            conf=arrays["conf"],
-            margin=arrays.get("margin"),
-            num_classes=meta["num_classes"],
-            model_fingerprint=meta["model_fingerprint"],
-        )
+        try:
+            return cls(
+                exit_names=meta["exit_names"],
+                tensors=meta["tensors"],
+                labels=arrays["labels"],
+                pred=arrays["pred"],
+                conf=arrays["conf"],
+                margin=arrays.get("margin"),
+                num_classes=meta["num_classes"],
+                model_fingerprint=meta["model_fingerprint"],
+            )
+        except KeyError as err:
+            raise HapiError(f"{str(path)!r} is a malformed trace: missing {err}.") from None
+        except HapiError as err:
+            raise HapiError(f"{str(path)!r} is a malformed trace: {err}") from None

@@ -61,3 +61,36 @@ def test_kind_mismatch_and_unwritable_paths_are_user_errors(tmp_path):
     with pytest.raises(HapiError, match="cannot write file"):
         with atomic_output(tmp_path / "file" / "below.json"):
             pass
+
+
+def test_artifacts_refuse_damaged_contents(tmp_path):
+    import numpy as np
+
+    from hapi_onnx.profile.table import TimingStats
+    from hapi_onnx.trace import Trace
+
+    good = dict(exit_names=["exit0", "final"], tensors=["t", "logits"], labels=np.array([0, 1]),
+                pred=np.array([[0, 1], [1, 1]]), conf=np.full((2, 2), 0.9, np.float32), num_classes=2,
+                model_fingerprint="f")
+    trace = Trace(**good)
+    trace.save(tmp_path / "t.npz")
+    assert Trace.load(tmp_path / "t.npz").fingerprint == trace.fingerprint
+    for change, message in [
+        ({"pred": np.array([[0, 2], [1, 1]])}, "integer classes in"),
+        ({"pred": np.array([["a", "b"], ["c", "d"]])}, "integer classes"),
+        ({"conf": np.full((2, 2), 1.5, np.float32)}, "probabilities"),
+        ({"num_classes": "two"}, "positive int"),
+    ]:
+        with pytest.raises(HapiError, match=message):
+            Trace(**{**good, **change})
+    np.savez(tmp_path / "plain.npz", x=np.zeros(3))
+    with pytest.raises(HapiError, match="not a hapi-onnx trace"):
+        Trace.load(tmp_path / "plain.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(HapiError, match="not an .npz file"):
+        Trace.load(tmp_path / "text.npz")
+    stats = dict(n=5, warmup=1, mean_ms=1.0, p50_ms=1.0, p90_ms=1.0, p99_ms=1.0, std_ms=0.1, min_ms=0.9)
+    TimingStats(**stats)
+    for bad in ({"mean_ms": -1.0}, {"p50_ms": "1"}, {"n": 0}, {"std_ms": float("nan")}):
+        with pytest.raises(HapiError, match="timing statistic|n >= 1"):
+            TimingStats(**{**stats, **bad})

@@ -174,6 +174,5 @@ def test_confidences_outside_0_1_are_refused():
     trace, table = artifacts()
     conf = trace.conf.copy()
     conf[1, 3] = 1.5
-    bad = Trace(**{**trace.__dict__, "conf": conf})
     with pytest.raises(HapiError, match=r"probabilities in \[0, 1\]"):
-        evaluate(bad, table, [1], [0.5])
+        Trace(**{**trace.__dict__, "conf": conf})

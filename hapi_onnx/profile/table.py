@@ -1,5 +1,6 @@
 """The Latency table artifact: measured cost of every backbone segment and head on one device."""
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,6 +24,14 @@ class TimingStats:
     p99_ms: float
     std_ms: float
     min_ms: float
+
+    def __post_init__(self):
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise HapiError(f"timing statistics need n >= 1 runs. Got n={self.n!r}.")
+        for name in ("warmup", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "std_ms", "min_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise HapiError(f"timing statistic {name!r} must be a finite number >= 0. Got {value!r}.")
 
     def stat(self, name: str) -> float:
         """The statistic ``name`` (``mean``, ``p50``, ``p90``, ``p99``) in ms."""
@@ -81,6 +90,8 @@ class LatencyTable:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise HapiError(f"Latency table batch_size must be an int >= 1. Got {self.batch_size!r}.")
         k = len(self.exit_names)
         if len(self.segments) != k or len(self.heads) != k - 1:
             raise HapiError(
@@ -132,8 +143,10 @@ class LatencyTable:
                 monolithic=TimingStats(**data["monolithic"]),
                 extra=data.get("extra", {}),
             )
-        except (KeyError, TypeError) as err:
+        except (KeyError, TypeError, AttributeError) as err:
             raise HapiError(f"{str(path)!r} is a malformed latency table: missing or bad field {err}.") from None
+        except HapiError as err:
+            raise HapiError(f"{str(path)!r} is a malformed latency table: {err}") from None
 
 
 def _piece(data: dict[str, Any]) -> PieceLatency:
