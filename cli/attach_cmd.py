@@ -50,8 +50,8 @@ def _shape(shape: list) -> str:
               help="Features the heads read: global average, or global + 2x2 grid averages.")
 @click.option("--exits-from-outputs", is_flag=True,
               help="Take the model's extra outputs as ready-made exits (SDN/MSDNet style); fit nothing.")
-@click.option("--final-output", default=None, help="With --exits-from-outputs: the final classifier output "
-              "(default: the last output).")
+@click.option("--final-output", default=None, help="The final classifier output (default: the first output, "
+              "or the last one with --exits-from-outputs).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Samples per ONNX Runtime run during feature collection.")
 def command(model, data_path, output, exits, max_candidates, pooling, exits_from_outputs, final_output,
@@ -61,45 +61,33 @@ def command(model, data_path, output, exits, max_candidates, pooling, exits_from
     The written model keeps the original output first and unchanged, and adds one probability
     output per exit. Heads are multinomial logistic regressions on pooled features (scipy
     L-BFGS); L2 strength and temperature are chosen on a held-out part of --data.
+    With --exits-from-outputs, the model's extra outputs are taken as the exits instead.
+
+    Same as: hapi_onnx.exits.attach.attach(MODEL, DATA, from_outputs=..., final_output=..., ...)
     """
-    from hapi_onnx.errors import HapiError
+    from hapi_onnx.exits.attach import attach
 
+    names = None if exits is None else [e.strip() for e in exits.split(",") if e.strip()]
+    progress, finish = progress_bar("features")
+    try:
+        result = attach(model, data_path, from_outputs=exits_from_outputs, final_output=final_output,
+                        exits=names, pooling=pooling, max_candidates=max_candidates, progress=progress,
+                        batch_size=batch_size)
+    finally:
+        finish()
+    result.save(output)
+    layout = result.layout
     if exits_from_outputs:
-        if data_path or exits or max_candidates:
-            raise HapiError("--exits-from-outputs fits nothing: drop --data, --exits and --max-candidates.")
-        from hapi_onnx.exits.attach import save_model
-        from hapi_onnx.exits.from_outputs import exits_from_outputs as adopt
-        from hapi_onnx.exits.layout import ExitLayout
-
-        ee = adopt(model, final_output=final_output)
-        save_model(ee, output)
-        layout = ExitLayout.from_model(ee)
         rows = [[e.name, e.tensor, e.output] for e in layout.exits]
         rows.append(["final", layout.final_output, layout.final_output])
         click.echo(format_table(["exit", "tensor", "output"], rows))
         click.echo(f"wrote {output}: {len(layout.exits)} exits taken from the model's outputs")
         return
-    if final_output:
-        raise HapiError("--final-output only applies with --exits-from-outputs.")
-    if not data_path:
-        raise HapiError("attach needs --data TRAIN.npz (labelled training images) to fit the heads.")
-    from hapi_onnx.data import load_dataset
-    from hapi_onnx.exits.attach import attach_exits
-
-    train = load_dataset(data_path)
-    names = None if exits is None else [e.strip() for e in exits.split(",") if e.strip()]
-    progress, finish = progress_bar("features")
-    try:
-        result = attach_exits(model, train, exits=names, pooling=pooling, max_candidates=max_candidates,
-                              progress=progress, batch_size=batch_size)
-    finally:
-        finish()
-    result.save(output)
     rows = [[h.name, h.tensor, _shape(h.shape), f"{h.mac_fraction:.3f}", f"{100 * h.train_accuracy:.2f}",
              f"{100 * h.heldout_accuracy:.2f}", f"{h.temperature:.3f}", f"{h.l2:g}", f"{h.fit_seconds:.2f}"]
             for h in result.heads]
     headers = ["exit", "tensor", "shape", "MACs", "train %", "held-out %", "T", "L2", "fit s"]
     click.echo(format_table(headers, rows))
     fit_total = sum(h.fit_seconds for h in result.heads)
-    click.echo(f"wrote {output}: {len(result.heads)} heads on {len(train)} images "
+    click.echo(f"wrote {output}: {len(result.heads)} heads on {result.num_samples} images "
                f"(features {result.feature_seconds:.1f} s, fitting {fit_total:.1f} s)")

@@ -21,7 +21,7 @@ from hapi_onnx.artifact import load_json, save_json
 from hapi_onnx.data import Dataset, load_dataset
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout
-from hapi_onnx.graph import extract_segment, load_model
+from hapi_onnx.graph import extract_segment, load_model, model_fingerprint
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import TimingStats
 from hapi_onnx.profile.timing import stats_from_samples
@@ -138,7 +138,8 @@ def full_model_bytes(source: str | os.PathLike | onnx.ModelProto) -> bytes:
     """The original classifier as one ONNX graph: input -> final output.
 
     Args:
-        source: An over-provisioned model (the heads are cut away) or a plain ONNX model.
+        source: An over-provisioned model (the heads are cut away) or a plain ONNX model. Not
+            checked against any bundle: :func:`evaluate_bundle` uses :func:`full_model_for_bundle`.
 
     Raises:
         HapiError: when the file is missing or not a valid ONNX image classifier.
@@ -148,6 +149,56 @@ def full_model_bytes(source: str | os.PathLike | onnx.ModelProto) -> bytes:
         return model.SerializeToString()
     layout = ExitLayout.from_model(model)
     return extract_segment(model, [layout.input], [layout.final_output]).SerializeToString()
+
+
+def full_model_for_bundle(
+    source: str | os.PathLike | onnx.ModelProto, provenance: dict[str, Any]
+) -> bytes:
+    """The classifier a bundle was built from, as one ONNX graph: input -> final output.
+
+    The model must be the one the bundle records in its manifest's provenance: the EE model
+    (``ee_model_fingerprint``; its layout names the final output) or the source backbone
+    (``source_fingerprint``; its classifier is its only output). Fingerprints are taken after
+    :func:`~hapi_onnx.graph.load_model`, as ``attach`` and the bundle writer take them.
+
+    Args:
+        source (str | PathLike | onnx.ModelProto): The EE model or the source model.
+        provenance (dict): The bundle manifest's ``provenance``.
+
+    Returns:
+        bytes: The serialised single-output classifier.
+
+    Raises:
+        HapiError: when the model is neither of the bundle's models, or is the source model with
+            several outputs (pass the EE model then: its layout names the classifier).
+    """
+    model = load_model(source)
+    fingerprint = model_fingerprint(model)
+    ee_print, source_print = provenance.get("ee_model_fingerprint"), provenance.get("source_fingerprint")
+    if not ee_print and not source_print:
+        raise HapiError(
+            "The bundle records no model fingerprints in its manifest's provenance, so the full model "
+            "cannot be checked against it. Rebuild the bundle with `hapi-onnx bundle`, or evaluate "
+            "without --full-model."
+        )
+    if fingerprint == ee_print:
+        layout = ExitLayout.from_model(model)
+        return extract_segment(model, [layout.input], [layout.final_output]).SerializeToString()
+    if fingerprint == source_print:
+        outputs = [o.name for o in model.graph.output]
+        if len(outputs) != 1:
+            raise HapiError(
+                f"The full model is the bundle's source model, but it has {len(outputs)} outputs {outputs} "
+                "and the bundle does not say which is the classifier. Pass the early-exit model it was "
+                "built from instead (attach's output, e.g. WORKDIR/ee.onnx): its layout names it."
+            )
+        return model.SerializeToString()
+    raise HapiError(
+        f"The full model (fingerprint {fingerprint[:12]}) is not the model this bundle was built from: "
+        f"the bundle was built from the early-exit model with fingerprint {str(ee_print)[:12]}, attached to "
+        f"the source model with fingerprint {str(source_print)[:12]} (sha256 of the model after "
+        "hapi_onnx.graph.load_model). Pass that source model or that early-exit model as --full-model."
+    )
 
 
 def evaluate_bundle(
@@ -166,8 +217,10 @@ def evaluate_bundle(
         data (Dataset): Labelled held-out data (never the data thresholds were searched on).
         device (str): Device preset name or file; its providers and session options are used
             for the bundle's stages and for the full model alike. Defaults to ``cpu-1t``.
-        full_model (PathLike | onnx.ModelProto): The over-provisioned model or the original
-            ONNX model, for the side-by-side numbers. Defaults to none (bundle only).
+        full_model (PathLike | onnx.ModelProto): The over-provisioned model the bundle was
+            built from, or its source model, for the side-by-side numbers (checked against the
+            manifest's fingerprints, see :func:`full_model_for_bundle`). Defaults to none
+            (bundle only).
         batch_size (int): Also measure throughput at this batch size when > 1. Defaults to 1.
         warmup (int): Leading samples run but left out of the latency statistics. Defaults to 20.
         progress (callable): Called with (done, total) samples. Defaults to none.
@@ -177,7 +230,8 @@ def evaluate_bundle(
 
     Raises:
         HapiError: when the data has no labels or does not fit the bundle, the bundle or
-            full model is invalid, or the device preset is unknown or unavailable.
+            full model is invalid, the full model is not the one the bundle was built from, or
+            the device preset is unknown or unavailable.
     """
     preset = load_preset(device)
     preset.check_providers()
@@ -187,7 +241,9 @@ def evaluate_bundle(
         session_options=preset.session_options(),
         provider_options=preset.provider_options,
     )
-    full = None if full_model is None else preset.create_session(full_model_bytes(full_model))
+    full = None
+    if full_model is not None:
+        full = preset.create_session(full_model_for_bundle(full_model, model.manifest.provenance))
     return measure(model, data, full, str(bundle_path), preset.name, batch_size, warmup, progress)
 
 
@@ -260,7 +316,11 @@ def measure(
 
 
 def _full_runner(session: ort.InferenceSession, num_classes: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``x -> int64[N]`` top-1 classes of the full model (first output, argmax over axis 1)."""
+    """``x -> int64[N]`` top-1 classes of the full model (its first output, argmax over axis 1).
+
+    The session comes from :func:`full_model_for_bundle` or :func:`full_model_bytes`, whose
+    graphs have the classifier as their first output.
+    """
     input_name = session.get_inputs()[0].name
     output = session.get_outputs()[0].name
 

@@ -7,7 +7,7 @@ from graph_models import resnet, run_model
 
 from hapi_onnx.data import Dataset
 from hapi_onnx.errors import HapiError
-from hapi_onnx.exits.attach import attach_exits
+from hapi_onnx.exits.attach import attach, attach_exits
 from hapi_onnx.exits.heads import heldout_split
 from hapi_onnx.exits.layout import ExitLayout
 from hapi_onnx.graph import candidate_exits, load_model, model_fingerprint
@@ -114,6 +114,13 @@ def test_feature_progress_is_reported(net, train):
     (lambda m, d: attach_exits(m, Dataset(d.x)), "has no labels"),
     (lambda m, d: attach_exits(m, Dataset(d.x, np.where(d.y == 0, 12, d.y))), "label 12"),
     (lambda m, d: attach_exits(m, Dataset(d.x, d.y % 3, ("a", "b", "c"))), "names 3 classes"),
+    (lambda m, d: attach_exits(m, Dataset(d.x, np.full(len(d), 4))), r"samples of 1 class\(es\) \(4\).*at least 2"),
+    (lambda m, d: attach_exits(m, Dataset(d.x, d.y % 3)), r"no sample of class\(es\) 3, 4, 5, 6, 7, 8, 9;"),
+    (lambda m, d: attach_exits(m, Dataset(d.x, d.y % 9, tuple("abcdefghij"))), r"class\(es\) 9 \('j'\);"),
+    (lambda m, d: attach(m), "needs labelled training data"),
+    (lambda m, d: attach(m, d, from_outputs=True), "takes no data"),
+    (lambda m, d: attach(m, from_outputs=True, exits=["relu_3"], max_candidates=1), "takes no exits, max_candidates"),
+    (lambda m, d: attach(m, d, final_output="nope"), "has no output 'nope'"),
 ])
 def test_user_errors(net, train, bad, message):
     with pytest.raises(HapiError, match=message):
@@ -149,3 +156,58 @@ def test_cli_attach_bad_data_exits_2_and_writes_nothing(net, train, tmp_path, ru
     assert result.exit_code == 2 and "--data" in result.output
     assert not (tmp_path / "ee.onnx").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ee.onnx")]
+
+
+def with_embedding_output(net) -> onnx.ModelProto:
+    """``net.model`` with its flattened features [N, 32] as an extra output, before the classifier."""
+    model = onnx.ModelProto()
+    model.CopyFrom(net.model)
+    flat = next(n.output[0] for n in model.graph.node if n.op_type == "Flatten")
+    model.graph.output.insert(0, onnx.helper.make_tensor_value_info(flat, onnx.TensorProto.FLOAT, [1, 32]))
+    return model
+
+
+def test_final_output_picks_the_classifier_of_a_multi_output_model(net, train):
+    model = with_embedding_output(net)
+    logits = net.model.graph.output[0].name
+    small = train.subset(np.arange(120))
+    # the first output (the embedding) is taken for a 32-class classifier: its classes have no samples
+    with pytest.raises(HapiError, match=r"no sample of class\(es\) 10, 11, .*32 classes"):
+        attach(model, small)
+    result = attach(model, small, final_output=logits, max_candidates=2)
+    assert result.layout.final_output == logits and result.layout.num_classes == 10
+    # the same cuts as on the single-output backbone: the extra output does not restrict them
+    assert [e.tensor for e in result.layout.exits] == [
+        c.tensor for c in candidate_exits(load_model(net.model), max_candidates=2)]
+    assert result.num_samples == 120 and len(result.heads) == 2
+    x = train.x[:4]
+    outs = dict(zip([o.name for o in result.model.graph.output], run_model(result.model, {"image": x}), strict=True))
+    np.testing.assert_allclose(outs[logits], run_model(load_model(net.model), {"image": x})[0], atol=1e-5)
+
+
+def test_attach_from_outputs_is_one_call(tmp_path):
+    from test_exits_from_outputs import multi_exit
+
+    result = attach(multi_exit(), from_outputs=True, final_output="final_logits")
+    assert result.heads == [] and result.feature_seconds == 0.0 and result.num_samples == 0
+    assert result.layout == ExitLayout.from_model(result.model)
+    assert [e.tensor for e in result.layout.exits] == ["t1", "t2"]
+    result.save(tmp_path / "ee.onnx")
+    assert model_fingerprint(load_model(tmp_path / "ee.onnx")) == model_fingerprint(result.model)
+
+
+def test_cli_attach_final_output_and_label_errors(net, train, tmp_path, run_cli):
+    onnx.save(with_embedding_output(net), tmp_path / "m.onnx")
+    small = train.subset(np.arange(100))
+    small.save(tmp_path / "train.npz")
+    Dataset(small.x, np.zeros(len(small), np.int64)).save(tmp_path / "one.npz")
+    logits = net.model.graph.output[0].name
+    result = run_cli("attach", tmp_path / "m.onnx", "--data", tmp_path / "train.npz", "-o", tmp_path / "ee.onnx",
+                     "--max-candidates", "1", "--final-output", logits)
+    assert result.exit_code == 0, result.output
+    assert "1 heads on 100 images" in result.output
+    assert ExitLayout.from_model(onnx.load(tmp_path / "ee.onnx")).final_output == logits
+    result = run_cli("attach", tmp_path / "m.onnx", "--data", tmp_path / "one.npz", "-o", tmp_path / "ee2.onnx",
+                     "--final-output", logits)
+    assert result.exit_code == 2 and "at least 2" in result.output, result.output
+    assert not (tmp_path / "ee2.onnx").exists()

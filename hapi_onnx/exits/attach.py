@@ -9,18 +9,26 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
-from hapi_onnx.data import Dataset
+from hapi_onnx.data import Dataset, load_dataset
 from hapi_onnx.errors import HapiError
-from hapi_onnx.exits.features import Progress, check_labelled, collect_features, image_input
+from hapi_onnx.exits.features import Progress, check_labelled, collect_features, image_input, prune_to_outputs
+from hapi_onnx.exits.from_outputs import exits_from_outputs
 from hapi_onnx.exits.heads import LinearHead, fit_head
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout, ExitSpec
 from hapi_onnx.exits.pooling import pooled_features
 from hapi_onnx.files import atomic_output
-from hapi_onnx.graph import candidate_exits, load_model, model_fingerprint, validate_exit_tensors
+from hapi_onnx.graph import (
+    candidate_exits,
+    is_probability_output,
+    load_model,
+    model_fingerprint,
+    validate_exit_tensors,
+)
 
 
 @dataclass(frozen=True)
@@ -62,12 +70,14 @@ class AttachResult:
         layout (ExitLayout): The layout stored in ``model``.
         heads (list[HeadReport]): One report per exit, in order.
         feature_seconds (float): Time to collect the pooled features (one ORT pass).
+        num_samples (int): Training samples the heads were fitted on (0 when none were fitted).
     """
 
     model: onnx.ModelProto
     layout: ExitLayout
     heads: list[HeadReport]
     feature_seconds: float
+    num_samples: int = 0
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the EE model to ``path`` atomically."""
@@ -80,17 +90,27 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
         onnx.save(model, str(tmp))
 
 
-def final_output(model: onnx.ModelProto) -> tuple[str, bool, int]:
+def final_output(model: onnx.ModelProto, name: str | None = None) -> tuple[str, bool, int]:
     """Name, whether it is already softmax probabilities, and class count of the classifier output.
 
-    The classifier is the model's first output, a ``[N, K]`` tensor with static K.
+    Args:
+        model (onnx.ModelProto): The backbone.
+        name (str | None): The classifier output. Defaults to None: the model's first output.
+
+    Returns:
+        tuple[str, bool, int]: The output name, whether it holds probabilities (see
+        :func:`~hapi_onnx.graph.is_probability_output`) and the class count K.
 
     Raises:
-        HapiError: when the model has no output or its first output is not ``[N, K]``.
+        HapiError: when the model has no such output or it is not ``[N, K]`` with a static K >= 2.
     """
+    return classifier_output(model, _first_output(model) if name is None else name)
+
+
+def _first_output(model: onnx.ModelProto) -> str:
     if not model.graph.output:
         raise HapiError("The model has no outputs; expected a classifier with an [N, classes] output.")
-    return classifier_output(model, model.graph.output[0].name)
+    return model.graph.output[0].name
 
 
 def classifier_output(model: onnx.ModelProto, name: str) -> tuple[str, bool, int]:
@@ -105,8 +125,38 @@ def classifier_output(model: onnx.ModelProto, name: str) -> tuple[str, bool, int
             f"Classifier output {name!r} must be [N, classes] with a static class count >= 2. "
             f"Got shape {shape} instead."
         )
-    producer = next((n for n in model.graph.node if name in n.output), None)
-    return name, producer is not None and producer.op_type == "Softmax", dims[1].dim_value
+    return name, is_probability_output(model, name), dims[1].dim_value
+
+
+def check_label_coverage(train: Dataset, num_classes: int) -> None:
+    """Refuse training labels that leave some of the model's classes without a sample.
+
+    A head is fitted on the training labels only: a class with no sample gets no weight to
+    learn from, and with a single class there is nothing to tell apart.
+
+    Raises:
+        HapiError: when fewer than 2 classes, or not all ``num_classes`` classes, have a sample.
+    """
+    present = np.unique(np.asarray(train.y))
+    names = train.classes
+
+    def label(k) -> str:
+        return f"{int(k)} ({names[int(k)]!r})" if names is not None else str(int(k))
+
+    if len(present) < 2:
+        raise HapiError(
+            f"The training data has samples of {len(present)} class(es) ({', '.join(map(label, present))}) "
+            f"but exit heads need at least 2 to learn from; the model has {num_classes}. Pass a training "
+            "set with samples of every class."
+        )
+    missing = sorted(set(range(num_classes)) - {int(k) for k in present})
+    if missing:
+        shown = ", ".join(map(label, missing[:20])) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
+        raise HapiError(
+            f"The training data has no sample of class(es) {shown}; the model has {num_classes} classes and "
+            "a head cannot learn a class it never sees. Add samples of those classes to the training set "
+            "(e.g. use the whole training split, not a slice of it)."
+        )
 
 
 def _refuse_ee_model(model: onnx.ModelProto) -> None:
@@ -234,6 +284,7 @@ def attach_exits(
     max_candidates: int | None = None,
     progress: Progress | None = None,
     batch_size: int = 256,
+    final_output: str | None = None,
 ) -> AttachResult:
     """Fit a softmax head at each chosen cut of the frozen backbone and graft them all in.
 
@@ -243,29 +294,38 @@ def attach_exits(
 
     Args:
         model (str | PathLike | onnx.ModelProto): The backbone, as a path or a model (not
-            modified); its first output is the classifier.
-        train (Dataset): Labelled training data (a held-out part of it picks L2 and temperature).
+            modified).
+        train (Dataset): Labelled training data with a sample of every class (a held-out part of
+            it picks L2 and temperature).
         exits (Sequence[str] | None): Cut tensors to put heads on (any rank-4 single-tensor cut,
             see :func:`~hapi_onnx.graph.validate_exit_tensors`). Defaults to None: every candidate
             exit (at most ``max_candidates``).
-        pooling (str): ``gap`` or ``gap+2x2``. Defaults to "gap+2x2" (GAP plus a 2x2 grid: far more accurate early exits for a few µs).
+        pooling (str): ``gap`` or ``gap+2x2``. Defaults to "gap+2x2" (GAP plus a 2x2 grid: far
+            more accurate early exits for a few µs).
         max_candidates (int | None): Cap on the number of candidates when ``exits`` is None.
         progress (Progress | None): ``progress(done, total)`` during feature collection.
         batch_size (int): Samples per ORT run. Defaults to 256.
+        final_output (str | None): The classifier output ``[N, classes]``. Defaults to None: the
+            model's first output. Exits are cuts of the path to this output.
 
     Returns:
         AttachResult: The EE model (a new model, normalised by :func:`~hapi_onnx.graph.load_model`
         so its fingerprint is stable) with its layout and the per-head report.
 
     Raises:
-        HapiError: when the data does not fit the model, an exit is not a candidate, or the model
-            already has exits.
+        HapiError: when the data does not fit the model or misses some of its classes, an exit is
+            not a candidate, or the model already has exits.
     """
     model = load_model(model)
     _refuse_ee_model(model)
-    final, final_is_probability, num_classes = final_output(model)
+    name = _first_output(model) if final_output is None else final_output
+    final, final_is_probability, num_classes = classifier_output(model, name)
     check_labelled(model, train, num_classes, "training data")
-    candidates = _chosen_candidates(model, exits, max_candidates)
+    classifier = model
+    if len(model.graph.output) > 1:  # cuts of the classifier's path, whatever the other outputs read
+        classifier = prune_to_outputs(model, [o for o in model.graph.output if o.name == final])
+    candidates = _chosen_candidates(classifier, exits, max_candidates)
+    check_label_coverage(train, num_classes)
     cuts = [(c.tensor, list(c.shape)) for c in candidates]
 
     start = time.perf_counter()
@@ -300,5 +360,64 @@ def attach_exits(
     )
     layout.to_model(grafted)
     ee = load_model(grafted)  # normalised, so the saved file's fingerprint is what later steps compute
-    return AttachResult(model=ee, layout=layout, heads=reports, feature_seconds=feature_seconds)
+    return AttachResult(model=ee, layout=layout, heads=reports, feature_seconds=feature_seconds,
+                        num_samples=len(train))
 
+
+
+def attach(
+    model: str | os.PathLike | onnx.ModelProto,
+    data: Dataset | str | os.PathLike | None = None,
+    from_outputs: bool = False,
+    final_output: str | None = None,
+    exits: Sequence[str] | None = None,
+    pooling: str = "gap+2x2",
+    max_candidates: int | None = None,
+    progress: Progress | None = None,
+    batch_size: int = 256,
+) -> AttachResult:
+    """Make the over-provisioned EE model: fit heads on the backbone, or adopt its own exit outputs.
+
+    The one entry point behind ``hapi-onnx attach``. With ``from_outputs`` the model's extra
+    outputs are taken as ready-made exits (:func:`~hapi_onnx.exits.from_outputs.exits_from_outputs`)
+    and nothing is fitted; otherwise heads are fitted on ``data`` (:func:`attach_exits`).
+
+    Args:
+        model (str | PathLike | onnx.ModelProto): The backbone or multi-exit model (not modified).
+        data (Dataset | str | PathLike | None): Labelled training data, or an ``.npz`` path to it.
+            Required to fit heads; must be None with ``from_outputs``.
+        from_outputs (bool): Adopt the model's extra outputs as exits. Defaults to False.
+        final_output (str | None): The final classifier output. Defaults to None: the first output
+            when fitting heads, the last one with ``from_outputs``.
+        exits (Sequence[str] | None): Cut tensors to fit heads at (see :func:`attach_exits`).
+        pooling (str): Head features, ``gap`` or ``gap+2x2``. Defaults to "gap+2x2".
+        max_candidates (int | None): Cap on automatic candidates. Defaults to None.
+        progress (Progress | None): ``progress(done, total)`` during feature collection.
+        batch_size (int): Samples per ORT run. Defaults to 256.
+
+    Returns:
+        AttachResult: The EE model and its layout; ``heads`` is empty and ``feature_seconds`` 0
+        with ``from_outputs``.
+
+    Raises:
+        HapiError: for an invalid combination of options, or anything :func:`attach_exits` or
+            :func:`~hapi_onnx.exits.from_outputs.exits_from_outputs` refuses.
+    """
+    if from_outputs:
+        given = [flag for flag, value in (("data", data), ("exits", exits), ("max_candidates", max_candidates))
+                 if value is not None]
+        if given:
+            raise HapiError(
+                f"Taking exits from the model's outputs fits nothing, so it takes no {', '.join(given)}. "
+                "Drop them (--data, --exits, --max-candidates), or drop --exits-from-outputs to fit heads."
+            )
+        ee = exits_from_outputs(model, final_output=final_output)
+        return AttachResult(model=ee, layout=ExitLayout.from_model(ee), heads=[], feature_seconds=0.0)
+    if data is None:
+        raise HapiError(
+            "attach needs labelled training data to fit the heads (--data TRAIN.npz with x and y), "
+            "or --exits-from-outputs for a model that already has one output per exit."
+        )
+    train = data if isinstance(data, Dataset) else load_dataset(data)
+    return attach_exits(model, train, exits=exits, pooling=pooling, max_candidates=max_candidates,
+                        progress=progress, batch_size=batch_size, final_output=final_output)

@@ -13,7 +13,7 @@ from onnx import helper
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.features import image_input
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout, ExitSpec
-from hapi_onnx.graph import load_model, model_fingerprint
+from hapi_onnx.graph import is_probability_output, load_model, model_fingerprint
 from hapi_onnx.graph.topology import constant_names, node_inputs
 
 
@@ -78,9 +78,10 @@ def exits_from_outputs(model, final_output: str | None = None) -> onnx.ModelProt
     """Turn a multi-exit model (one classifier output per exit) into an over-provisioned EE model.
 
     Every graph output other than the final one is an exit. Each exit's cut tensor is detected
-    (:func:`branch_cut`); logits get a Softmax appended (probability outputs are kept as they
-    are). The EE model's outputs are the final output (unchanged, first), then one probability
-    output per exit in graph order, and its :class:`ExitLayout` is stored in its metadata.
+    (:func:`branch_cut`); logits get a Softmax appended (probability outputs, see
+    :func:`~hapi_onnx.graph.is_probability_output`, are kept as they are). The EE model's outputs
+    are the final output (unchanged, first), then one probability output per exit in graph order,
+    and its :class:`ExitLayout` is stored in its metadata.
 
     Args:
         model (str | PathLike | onnx.ModelProto): The multi-exit model (not modified).
@@ -107,7 +108,6 @@ def exits_from_outputs(model, final_output: str | None = None) -> onnx.ModelProt
     final = final_output if final_output is not None else model.graph.output[-1].name
     if final not in outputs:
         raise HapiError(f"The model has no output {final!r}. Its outputs are {list(outputs)}.")
-    producer = {out: node for node in model.graph.node for out in node.output}
     num_classes = None
     for name, info in outputs.items():
         dims = _output_dims(info)
@@ -131,8 +131,7 @@ def exits_from_outputs(model, final_output: str | None = None) -> onnx.ModelProt
     taken |= {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
     specs, new_outputs, new_nodes = [], [outputs[final]], []
     for k, (cut, name) in enumerate(exits):
-        node = producer.get(name)
-        if node is not None and node.op_type == "Softmax":
+        if is_probability_output(model, name):
             prob = name
         else:
             prob = f"exit{k}_prob"
@@ -149,11 +148,10 @@ def exits_from_outputs(model, final_output: str | None = None) -> onnx.ModelProt
     ee.graph.node.extend(new_nodes)
     del ee.graph.output[:]
     ee.graph.output.extend(new_outputs)
-    final_node = producer.get(final)
     layout = ExitLayout(
         input=image_input(model).name,
         final_output=final,
-        final_is_probability=final_node is not None and final_node.op_type == "Softmax",
+        final_is_probability=is_probability_output(model, final),
         num_classes=num_classes,
         exits=specs,
         source_fingerprint=model_fingerprint(model),

@@ -7,12 +7,14 @@ profiler can split models with the runtime dependencies alone.
 from hapi_onnx.graph.cuts import Candidate, candidate_exits, cut_points, validate_exit_tensors
 from hapi_onnx.graph.load import InputSpec, input_spec, load_model, model_fingerprint
 from hapi_onnx.graph.macs import count_macs, total_macs
+from hapi_onnx.graph.outputs import SHAPE_ONLY_OPS, is_probability_output, softmax_source
 from hapi_onnx.graph.segment import add_outputs, extract_segment, split_model
 from hapi_onnx.graph.split_files import SegmentEntry, SplitIndex, write_split
 
 __all__ = [
     "Candidate",
     "InputSpec",
+    "SHAPE_ONLY_OPS",
     "SegmentEntry",
     "SplitIndex",
     "add_outputs",
@@ -21,8 +23,10 @@ __all__ = [
     "cut_points",
     "extract_segment",
     "input_spec",
+    "is_probability_output",
     "load_model",
     "model_fingerprint",
+    "softmax_source",
     "split_model",
     "total_macs",
     "validate_exit_tensors",
