@@ -217,6 +217,11 @@ def main(argv=None) -> None:
         err = report.latency.mean_ms / on_test - 1
         print(f"    table ({latency_path.name}) on the test split's own exits: predicted {on_test:.3f} ms, "
               f"measured {report.latency.mean_ms:.3f} ms ({100 * err:+.1f}%): the latency model's error")
+        entry = (table.extra.get("runtime") or {}).get("per_predict_ms")
+        if entry is not None:
+            err = report.latency.mean_ms / (on_test + entry) - 1
+            print(f"    + the runtime's own work per predict from the table ({entry * 1e3:.1f} us, "
+                  f"extra.runtime): predicted {on_test + entry:.3f} ms ({100 * err:+.1f}%)")
         per_exit = per_exit_latency_ms(model, data.x)
         print("    per exit, measured mean (batch 1, alone) vs table path cost:")
         for j, name in enumerate(model.exit_names):

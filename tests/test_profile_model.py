@@ -18,7 +18,7 @@ from hapi_onnx.exits.layout import ExitLayout, ExitSpec
 from hapi_onnx.graph import load_model, model_fingerprint
 from hapi_onnx.graph.decision import CLASS_OUTPUT, CONFIDENCE_OUTPUT, DECISION_OUTPUTS, PROBS_OUTPUT
 from hapi_onnx.profile import LatencyTable, load_preset, profile_model, split_at_exits, table_lines
-from hapi_onnx.profile.profile import BoundCall
+from hapi_onnx.profile.profile import BoundCall, RuntimeEntryCalls, runtime_entry_model
 
 FAST_TIMING = {
     "warmup_runs": 2,
@@ -189,6 +189,21 @@ def test_profile_model_table_describes_every_piece(table, ee_path, fast_preset):
     assert set(table.extra["timing"]["pieces"]) == {
         "segment0", "segment1", "segment2", "head0", "head1", "monolithic", "overhead"}
     assert all(c >= 0 for c in table.segment_costs("p50") + table.head_costs("mean"))
+    runtime = table.extra["runtime"]  # the runtime's own work per predict, timed alongside
+    assert runtime["per_predict_ms"] == max(runtime["predict"]["mean_ms"] - runtime["stage"]["mean_ms"], 0.0)
+    assert runtime["predict"]["n"] == runtime["stage"]["n"] == table.overhead.n
+
+
+def test_runtime_entry_predicts_what_its_bare_stage_computes():
+    x = np.random.default_rng(2).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    model = runtime_entry_model(name="img", shape=x.shape)
+    session = load_preset("cpu-1t").create_session(model.SerializeToString())
+    entry = RuntimeEntryCalls(session, x)
+    pred = entry.model.predict(x)
+    entry.stage()
+    assert pred.classes[0] == entry.stage.buffers[CLASS_OUTPUT][0] == x.reshape(-1).argmax()
+    assert pred.confidences[0] == entry.stage.buffers[CONFIDENCE_OUTPUT][0]
+    np.testing.assert_allclose(entry.stage.buffers[PROBS_OUTPUT].sum(), 1.0, rtol=1e-5)
 
 
 def test_table_round_trips_and_prints(table, tmp_path):
@@ -209,6 +224,7 @@ def test_batch_size_reaches_every_piece(ee_path, fast_preset):
     assert table.extra["shapes"]["head0"]["outputs"] == [[3], [3], [3, 3]]
     assert table.extra["shapes"]["overhead"]["inputs"] == [[3, 1]]
     assert table.environment["timed_call"].startswith("InferenceSession.run(")
+    assert table.extra["runtime"] is None  # the runtime's batch-1 path is not what runs at batch 3
 
 
 def test_bound_call_computes_what_session_run_computes(ee_path):
@@ -241,7 +257,7 @@ def test_cli_writes_the_table_and_prints_it(run_cli, ee_path, fast_preset, tmp_p
     table = LatencyTable.load(out)
     assert table.preset["timing"]["time_budget_s"] == 0.02
     assert "segment2" in result.stdout and "monolithic" in result.stdout
-    assert "[7/7]" in result.stderr  # piece-by-piece progress on stderr
+    assert "[9/9]" in result.stderr  # progress per timed call: 7 pieces + the runtime's predict and its stage
 
 
 @pytest.mark.parametrize("case", ["unknown-device", "missing-provider", "not-early-exit"])

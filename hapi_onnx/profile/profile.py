@@ -26,7 +26,13 @@ from onnx import TensorProto, helper
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import ExitLayout
 from hapi_onnx.graph import extract_segment, input_spec, load_model, model_fingerprint
-from hapi_onnx.graph.decision import DECISION_OUTPUTS, with_decision
+from hapi_onnx.graph.decision import (
+    CLASS_OUTPUT,
+    CONFIDENCE_OUTPUT,
+    DECISION_OUTPUTS,
+    PROBS_OUTPUT,
+    with_decision,
+)
 from hapi_onnx.profile.environment import environment
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import LatencyTable, PieceLatency
@@ -44,6 +50,14 @@ TIMED_CALL_BOUND = (
     "inputs/outputs bound once to numpy buffers"
 )
 TIMED_CALL_RUN = "InferenceSession.run(output_names, feeds), numpy in/out"
+RUNTIME_PREDICT = "runtime predict"
+RUNTIME_STAGE = "runtime stage"
+RUNTIME_NOTE = (
+    "per_predict_ms: mean of hapi_onnx.runtime's batch-1 EarlyExitModel.predict on a trivial one-stage "
+    "bundle minus the mean of that stage's bare bound call, timed in the same rounds as the pieces: the "
+    "runtime's own work once per predict (input check, copy into the bound input, result arrays), "
+    "which no piece includes; a sample's latency is its path cost plus this"
+)
 DECISION_NOTE = (
     "heads and the last segment include the bundle's in-graph decision ops (hapi_onnx.graph.decision: "
     "Softmax on logits, ArgMax, ReduceMax; outputs class, confidence, probabilities), as bundle stages run them"
@@ -162,6 +176,48 @@ def overhead_model(opset: int = 17) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
+def runtime_entry_model(image: onnx.ValueInfoProto | None = None, name: str = "x",
+                        shape: tuple = ("N", 1, 4, 4), opset: int = 17) -> onnx.ModelProto:
+    """A trivial one-stage bundle graph: ``image -> Flatten -> Softmax -> decision ops``.
+
+    Run through the runtime's batch-1 path and as a bare bound call, the difference is the
+    runtime's own work per ``predict`` (input check, copy into the bound input, reading the
+    confidence, building the result): what a bundle pays once per sample beyond its stages.
+    """
+    x = helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+    flat = helper.make_tensor_value_info("hapi_entry_flat", TensorProto.FLOAT, ["N", "K"])
+    graph = helper.make_graph([helper.make_node("Flatten", [name], ["hapi_entry_flat"])], "runtime_entry", [x], [flat])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return with_decision(model, "hapi_entry_flat", apply_softmax=True)
+
+
+class RuntimeEntryCalls:
+    """The runtime's batch-1 ``predict`` on a trivial one-stage bundle, and that stage's bare call.
+
+    Args:
+        session (ort.InferenceSession): A session of :func:`runtime_entry_model`.
+        x (np.ndarray): One sample, shaped as the profiled model's input.
+    """
+
+    def __init__(self, session, x: np.ndarray):
+        from hapi_onnx.runtime.manifest import InputSpec, Manifest, StageSpec
+        from hapi_onnx.runtime.model import EarlyExitModel, _Pipeline, _Stage
+
+        name = session.get_inputs()[0].name
+        spec = StageSpec(name="final", file="stages/00_final.onnx", sha256="0" * 64, input=name, carried=None,
+                         class_output=CLASS_OUTPUT, confidence_output=CONFIDENCE_OUTPUT,
+                         probs_output=PROBS_OUTPUT, threshold=None)
+        manifest = Manifest(input=InputSpec(name, (None, *x.shape[1:]), x.dtype.name), num_classes=int(x[0].size),
+                            stages=(spec,), labels=None, preprocessing=None, design=None, provenance={})
+        self.model = EarlyExitModel(manifest, _Pipeline([_Stage(spec, session, last=True)], True), [])
+        self.x = np.ascontiguousarray(x)
+        outs = session.run(list(DECISION_OUTPUTS), {name: self.x})
+        self.stage = BoundCall(session, {name: self.x}, dict(zip(DECISION_OUTPUTS, outs, strict=True)))
+
+    def predict(self) -> None:
+        self.model.predict(self.x)
+
+
 def sample_input(model: onnx.ModelProto, batch_size: int, seed: int = SAMPLE_SEED) -> np.ndarray:
     """A deterministic standard-normal batch for the model's image input.
 
@@ -233,7 +289,8 @@ def profile_model(
         say(f"session {i}/{len(order)}: {piece.name}")
         sessions[piece.name] = preset.create_session(piece.model.SerializeToString())
 
-    values, feeds = _propagate(pieces, sessions, sample_input(model, batch), batch)
+    x = sample_input(model, batch)
+    values, feeds = _propagate(pieces, sessions, x, batch)
     names = [p.name for p in order]
     bound = batch == 1 and preset.provider_names[0] == "CPUExecutionProvider"
     # Bound calls own the buffers their bindings point into: keep them alive while timing.
@@ -241,6 +298,14 @@ def profile_model(
     calls = [o.run for o in owners] or [
         functools.partial(sessions[p.name].run, list(p.outputs), feeds[p.name]) for p in order
     ]
+    if bound:  # the runtime's batch-1 path: its own work per predict, timed alongside
+        image = input_spec(model)
+        entry = RuntimeEntryCalls(
+            preset.create_session(runtime_entry_model(name=image.name, shape=x.shape).SerializeToString()), x
+        )
+        owners.append(entry)
+        calls += [entry.predict, entry.stage.run]
+        names += [RUNTIME_PREDICT, RUNTIME_STAGE]
     busy = _busy_warning()
     if busy:
         say(busy)
@@ -271,6 +336,16 @@ def profile_model(
         }
         for name, r in results.items()
     }
+    runtime = None
+    if bound:
+        per_predict = results[RUNTIME_PREDICT].stats.stat("mean") - results[RUNTIME_STAGE].stats.stat("mean")
+        runtime = {
+            "per_predict_ms": max(per_predict, 0.0),
+            "predict": dataclasses.asdict(results.pop(RUNTIME_PREDICT).stats),
+            "stage": dataclasses.asdict(results.pop(RUNTIME_STAGE).stats),
+            "how": RUNTIME_NOTE,
+        }
+        timing = {k: v for k, v in timing.items() if k not in (RUNTIME_PREDICT, RUNTIME_STAGE)}
     env = environment(preset, list(sessions.values()))
     env["timed_call"] = TIMED_CALL_BOUND if bound else TIMED_CALL_RUN
     return LatencyTable(
@@ -289,6 +364,7 @@ def profile_model(
             "timing": {"policy": dataclasses.asdict(policy), "pieces": timing},
             "sample_input": f"standard normal, seed {SAMPLE_SEED}",
             "decision_ops": DECISION_NOTE,
+            "runtime": runtime,
             "profile_wall_s": round(time.perf_counter() - begin, 3),
         },
     )
@@ -340,7 +416,9 @@ __all__ = [
     "BoundCall",
     "ModelPieces",
     "Piece",
+    "RuntimeEntryCalls",
     "overhead_model",
+    "runtime_entry_model",
     "profile_model",
     "sample_input",
     "split_at_exits",
