@@ -9,7 +9,8 @@ import click
 @click.argument("bundle", type=click.Path())
 @click.option("--data", required=True, type=click.Path(), help="Labelled test set (.npz with x, y).")
 @click.option("--full-model", type=click.Path(), default=None,
-              help="The early-exit .onnx (or the original .onnx) to compare with, same session options.")
+              help="The early-exit .onnx the bundle was built from (or its original .onnx) to compare with, "
+              "same session options; any other model is refused.")
 @click.option("--device", default="cpu-1t", show_default=True, metavar="NAME|PATH", help="Device preset.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Also measure throughput at this batch size (compaction vs full model) when > 1.")
