@@ -176,3 +176,16 @@ def test_confidences_outside_0_1_are_refused():
     conf[1, 3] = 1.5
     with pytest.raises(HapiError, match=r"probabilities in \[0, 1\]"):
         Trace(**{**trace.__dict__, "conf": conf})
+
+
+def test_runtime_per_predict_cost_is_paid_once_by_every_sample():
+    import dataclasses
+
+    trace, table = artifacts()
+    charged = dataclasses.replace(table, extra={**table.extra, "runtime": {"per_predict_ms": 0.021}})
+    for exits, thresholds in (([], []), ([1], [0.5]), ([0, 2], [0.7, 0.6])):
+        plain = evaluate(trace, table, exits, thresholds)
+        more = evaluate(trace, charged, exits, thresholds)
+        assert more.accuracy == plain.accuracy
+        assert more.mean_ms == pytest.approx(plain.mean_ms + 0.021, abs=1e-6)
+        assert more.percentile_ns["p90"] == plain.percentile_ns["p90"] + 21_000

@@ -15,13 +15,16 @@ sample leaving at kept exit ``j`` costs::
 
 and a sample reaching the final classifier costs ``sum(seg) + sum(kept heads) + (m + 1) * overhead``.
 Piece costs are :meth:`LatencyTable.segment_costs` / :meth:`~LatencyTable.head_costs` of the mean
-(per-call overhead removed) and ``overhead.mean_ms``.
+(per-call overhead removed) and ``overhead.mean_ms``. The runtime's own per-``predict`` work (the
+Python between stages, measured by the profiler as ``extra["runtime"]["per_predict_ms"]`` where
+the batch-1 runtime path applies) is paid once per sample, so it is added to ``seg[0]``.
 
 Latency statistics over the search samples: the mean, and nearest-rank percentiles ``p50``,
 ``p90``, ``p99``: the ``ceil(q * N)``-th smallest per-sample latency (a latency that at least a
 fraction q of the samples do not exceed; always one of the samples' own latencies).
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -134,7 +137,7 @@ class SearchProblem:
             candidates=resolve_candidates(trace.exit_names, candidates),
             conf=np.ascontiguousarray(conf[:-1]),
             correct=np.ascontiguousarray(trace.correct),
-            seg_ns=_ns(table.segment_costs("mean")),
+            seg_ns=_ns(_with_runtime_cost(table)),
             head_ns=_ns(table.head_costs("mean")),
             overhead_ns=int(_ns([table.overhead.mean_ms])[0]),
             monolithic_ms=float(table.monolithic.mean_ms),
@@ -195,6 +198,16 @@ class SearchProblem:
     def names(self, exits: Sequence[int]) -> list[str]:
         """Names of kept intermediate exits followed by the final classifier's."""
         return [self.exit_names[i] for i in exits] + [self.exit_names[-1]]
+
+
+def _with_runtime_cost(table: LatencyTable) -> list[float]:
+    """Segment costs with the runtime's per-predict work charged to the first segment (paid once)."""
+    costs = table.segment_costs("mean")
+    runtime = table.extra.get("runtime") or {}
+    per_predict = runtime.get("per_predict_ms") if isinstance(runtime, dict) else None
+    if isinstance(per_predict, int | float) and math.isfinite(per_predict) and per_predict > 0:
+        costs[0] += float(per_predict)
+    return costs
 
 
 def resolve_candidates(exit_names: Sequence[str], candidates: Sequence[str | int] | None) -> tuple[int, ...]:
