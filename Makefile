@@ -27,7 +27,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check hapi_onnx cli tests bench examples
 
-bench: $(STAMP)
+bench: demo
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
