@@ -1,10 +1,12 @@
 """The loader refuses tampered, malformed, incomplete or unsafe bundles with one HapiError."""
 
+import hashlib
 import json
 import shutil
 import stat
 import zipfile
 
+import onnx
 import pytest
 from test_bundle_models import make_ee_model
 
@@ -108,6 +110,61 @@ def test_symlinked_stage_file_is_refused(bundle, pristine):
 def test_edited_manifest_is_refused(bundle, change, match):
     edit_manifest(bundle, change)
     with pytest.raises(BundleError, match=match):
+        EarlyExitModel.load(bundle)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        # The three edits a reviewer reproduced as predict-time crashes or wrong values.
+        (lambda d: d.update(num_classes=7),
+         r"does not match stage 0 .*outputs.probs 'hapi_probs' is tensor\(float\) \[N, 5\].*expected "
+         r"tensor\(float\) \[N, 7\] \(num_classes\)"),
+        (lambda d: d["input"].update(shape=[None, 3, 12, 12]),
+         r"does not match stage 0 .*'input' 'input' is tensor\(float\) \[N, 1, 12, 12\] in the stage "
+         r"file, but the manifest's 'input' says float32 \[N, 3, 12, 12\]"),
+        (lambda d: d["stages"][2]["outputs"].update(probs="hapi_class"),
+         r"does not match stage 2 \('final'.*must name distinct outputs"),
+        # A size the stage file fixes cannot be left open in the manifest.
+        (lambda d: d["input"].update(shape=[None, 1, 12, None]), r"does not match stage 0 .*\[N, 1, 12, \?\]"),
+        # Swapped outputs: every name exists and is distinct, types or ranks give them away.
+        (lambda d: d["stages"][1]["outputs"].update(**{"class": "hapi_probs", "probs": "hapi_class"}),
+         r"does not match stage 1 .*outputs.class 'hapi_probs' is tensor\(float\) \[N, 5\] in the stage file; expected "
+         r"tensor\(int64\) \[N\]"),
+        (lambda d: d["stages"][0]["outputs"].update(confidence="hapi_probs", probs="hapi_confidence"),
+         r"does not match stage 0 .*outputs.confidence 'hapi_probs' is tensor\(float\) \[N, 5\]"),
+        (lambda d: d["stages"][0]["outputs"].update(confidence="t1"),
+         r"does not match stage 0 .*must name distinct outputs"),
+        # A stage dropped from the manifest: the next one reads another tensor.
+        (lambda d: (d["stages"].pop(1), d["stages"][1].update(input="t1")),
+         r"does not match stage 1 \('final'.*'input' is 't1', but the stage file's inputs are \['t4'\]"),
+    ],
+)
+def test_manifest_that_contradicts_its_stage_files_is_refused_at_load(bundle, change, match):
+    edit_manifest(bundle, change)
+    with pytest.raises(BundleError, match=match):
+        EarlyExitModel.load(bundle)
+
+
+def test_carried_tensor_that_the_next_stage_cannot_read_is_refused(bundle):
+    """Stage 1's file re-declared to read t1 at another size (and re-hashed): caught at load, not at run."""
+    stage = bundle / "stages" / "01_exit2.onnx"
+    model = onnx.load_from_string(stage.read_bytes())
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_value, dims[3].dim_value = 6, 6
+    blob = model.SerializeToString()
+    stage.write_bytes(blob)
+    edit_manifest(bundle, lambda d: d["stages"][1].update(sha256=hashlib.sha256(blob).hexdigest()))
+    with pytest.raises(BundleError, match=r"does not match stage 0 .*'carried' 't1' is tensor\(float\) "
+                                          r"\[N, 4, 12, 12\], but stage 1 reads 't1' as tensor\(float\) "
+                                          r"\[N, 4, 6, 6\]"):
+        EarlyExitModel.load(bundle)
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -float("inf"), 10**400])
+def test_manifest_threshold_must_be_finite(bundle, threshold):
+    edit_manifest(bundle, lambda d: d["stages"][0].update(threshold=threshold))
+    with pytest.raises(BundleError, match="'threshold' must be a finite number or null"):
         EarlyExitModel.load(bundle)
 
 

@@ -127,6 +127,23 @@ def test_threshold_overrides(setup):
 
 
 @pytest.mark.parametrize(
+    "thresholds",
+    [["a"], [0.5, "a", 0.5], [0.5, "0.5", 0.5], [0.5, None, 0.5], [0.5, True, 0.5],
+     [0.5, float("inf"), 0.5], [0.5, np.float32("nan"), 0.5]],
+)
+def test_thresholds_must_be_finite_numbers(setup, thresholds):
+    with pytest.raises(HapiError, match="each a finite number"):
+        setup[0].with_thresholds(thresholds)
+
+
+def test_numpy_and_int_thresholds_are_accepted(setup):
+    model = setup[0]
+    variant = model.with_thresholds([np.float32(0.25), np.int64(2), 1])
+    assert variant.thresholds == (0.25, 2.0, 1.0)
+    assert model.force_full_path().thresholds == (np.inf,) * 3
+
+
+@pytest.mark.parametrize(
     ("bad", "match"),
     [
         (np.zeros((1, 12, 12), np.float32), r"4D input .* Add a batch axis"),

@@ -37,7 +37,7 @@ from hapi_onnx.profile.environment import environment
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import LatencyTable, PieceLatency
 from hapi_onnx.profile.timing import time_calls
-from hapi_onnx.runtime.model import bound_run
+from hapi_onnx.runtime.model import bind_buffer, bound_run
 
 SAMPLE_SEED = 0
 # One call per piece per round, pieces in path order (segment0, head0, segment1, ...): each piece
@@ -78,19 +78,15 @@ class BoundCall:
         self.buffers = {}  # kept alive as long as the binding points into them
         for name, value in feeds.items():
             self.buffers[name] = np.ascontiguousarray(value).copy()
-            _bind(self._binding.bind_input, name, self.buffers[name])
+            bind_buffer(self._binding.bind_input, name, self.buffers[name])
         for name, value in outputs.items():
             self.buffers[name] = np.empty_like(value)
-            _bind(self._binding.bind_output, name, self.buffers[name])
+            bind_buffer(self._binding.bind_output, name, self.buffers[name])
         # The zero-argument call the runtime's batch-1 path makes per stage (time this one).
         self.run = bound_run(session, self._binding)
 
     def __call__(self) -> None:
         self.run()
-
-
-def _bind(bind, name: str, array: np.ndarray) -> None:
-    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,14 @@ def _get(data: dict, key: str, types: tuple, what: str, where: str, optional: bo
     return value
 
 
+def _finite(value: int | float) -> bool:
+    """``value`` is a finite float (JSON also allows NaN, Infinity and ints too large for a float)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _name(data: dict, key: str, where: str, optional: bool = False) -> str | None:
     value = _get(data, key, (str,), "a non-empty string", where, optional)
     if value == "":
@@ -162,7 +170,7 @@ class StageSpec:
             raise _fail(where, f"'sha256' must be 64 lowercase hex digits. Got {digest!r} instead.")
         outputs = _get(data, "outputs", (dict,), "an object with class/confidence/probs", where)
         threshold = _get(data, "threshold", (int, float), "a number or null", where, optional=True)
-        if threshold is not None and not math.isfinite(threshold):
+        if threshold is not None and not _finite(threshold):
             raise _fail(where, f"'threshold' must be a finite number or null. Got {threshold!r} instead.")
         return cls(
             name=_name(data, "name", where),

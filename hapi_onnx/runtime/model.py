@@ -22,6 +22,7 @@ concurrent ``predict`` calls from several threads are safe.
 
 import functools
 import math
+import numbers
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -87,9 +88,9 @@ class _BoundPlan:
             outs = stage.session.run(names, {stage.spec.input: current})
             buffers = [np.empty_like(o) for o in outs]
             binding = stage.session.io_binding()
-            _bind(binding.bind_input, stage.spec.input, current)
+            bind_buffer(binding.bind_input, stage.spec.input, current)
             for name, buf in zip(names, buffers, strict=True):
-                _bind(binding.bind_output, name, buf)
+                bind_buffer(binding.bind_output, name, buf)
             self._keep.extend(buffers)
             self.bindings.append(binding)
             self.runs.append(bound_run(stage.session, binding))
@@ -116,7 +117,21 @@ def bound_run(session: ort.InferenceSession, binding: ort.IOBinding) -> Callable
     return functools.partial(run, raw, None)
 
 
-def _bind(bind, name: str, array: np.ndarray) -> None:
+def _is_finite_number(value) -> bool:
+    """A real, finite number (Python or numpy; not a bool, a string or NaN/inf)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(float(value))
+
+
+def bind_buffer(bind: Callable, name: str, array: np.ndarray) -> None:
+    """Bind a C-contiguous numpy ``array`` on the CPU as input or output ``name``.
+
+    Args:
+        bind (Callable): ``binding.bind_input`` or ``binding.bind_output`` of an ``ort.IOBinding``.
+        name (str): Tensor name in the session.
+        array (np.ndarray): The buffer; it must outlive the binding.
+    """
     bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
 
 
@@ -184,8 +199,9 @@ class EarlyExitModel:
             EarlyExitModel: Ready to predict, with the bundle's thresholds.
 
         Raises:
-            HapiError: when the bundle is missing, malformed or tampered with, or a provider is
-                not available.
+            HapiError: when the bundle is missing, malformed or tampered with, its manifest does
+                not match its stage files (names, element types, ranks, static dimensions), or a
+                provider is not available.
         """
         contents = read_bundle(path)
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
@@ -198,18 +214,19 @@ class EarlyExitModel:
             )
         manifest = contents.manifest
         last = len(manifest.stages) - 1
-        stages = []
-        for i, (spec, blob) in enumerate(zip(manifest.stages, contents.stage_bytes, strict=True)):
+        sessions = []
+        for spec, blob in zip(manifest.stages, contents.stage_bytes, strict=True):
             try:
-                session = ort.InferenceSession(
+                sessions.append(ort.InferenceSession(
                     blob, sess_options=session_options, providers=providers, provider_options=provider_options
-                )
+                ))
             except Exception as err:  # ORT raises several pybind types for a bad model
                 raise HapiError(
                     f"Bundle {str(path)!r}: ONNX Runtime cannot load stage {spec.file!r}: {err}"
                 ) from None
-            _check_stage_io(path, spec, session)
-            stages.append(_Stage(spec, session, last=i == last))
+        _check_stage_io(path, manifest, sessions)
+        stages = [_Stage(spec, session, last=i == last)
+                  for i, (spec, session) in enumerate(zip(manifest.stages, sessions, strict=True))]
         bind = stages[0].session.get_providers()[0] == "CPUExecutionProvider"
         return cls(manifest, _Pipeline(stages, bind_batch1=bind), manifest.thresholds)
 
@@ -244,24 +261,25 @@ class EarlyExitModel:
         """The same bundle and sessions with other thresholds (a new model; this one is unchanged).
 
         Args:
-            thresholds (list[float]): One per intermediate stage; ``inf`` (or any value > 1)
-                never exits there.
+            thresholds (list[float]): One finite number per intermediate stage; a value > 1
+                never exits there (see also :meth:`force_full_path`).
 
         Raises:
-            HapiError: when the count is wrong or a value is NaN.
+            HapiError: when the count is wrong or a value is not a finite number.
         """
-        thresholds = [float(t) for t in thresholds]
+        thresholds = list(thresholds)
         expected = self.num_stages - 1
-        if len(thresholds) != expected or any(math.isnan(t) for t in thresholds):
+        bad = [t for t in thresholds if not _is_finite_number(t)]
+        if len(thresholds) != expected or bad:
             raise HapiError(
                 f"with_thresholds needs {expected} thresholds (one per intermediate stage, none for "
-                f"'final'), each a number. Got {thresholds!r} instead."
+                f"'final'), each a finite number. Got {thresholds!r} instead."
             )
         return EarlyExitModel(self._manifest, self._pipeline, thresholds)
 
     def force_full_path(self) -> "EarlyExitModel":
         """A variant that never exits early: every sample runs every stage (for benchmarks)."""
-        return self.with_thresholds([math.inf] * (self.num_stages - 1))
+        return EarlyExitModel(self._manifest, self._pipeline, [math.inf] * (self.num_stages - 1))
 
     # -- inference --------------------------------------------------------------------------
 
@@ -394,17 +412,116 @@ class EarlyExitModel:
         return np.ascontiguousarray(x)
 
 
-def _check_stage_io(path, spec: StageSpec, session: ort.InferenceSession) -> None:
-    """The stage file has the one input and the outputs the manifest names."""
-    inputs = [i.name for i in session.get_inputs()]
-    outputs = {o.name for o in session.get_outputs()}
-    wanted = [spec.class_output, spec.confidence_output, spec.probs_output] + (
-        [spec.carried] if spec.carried else []
-    )
-    missing = [n for n in wanted if n not in outputs]
-    if inputs != [spec.input] or missing:
+# Manifest dtype name -> ONNX Runtime's element type string.
+_ORT_TYPES = {"float32": "tensor(float)"}
+_INT64 = "tensor(int64)"
+
+
+def _check_stage_io(path, manifest: Manifest, sessions: list[ort.InferenceSession]) -> None:
+    """Each stage session's real inputs and outputs are what the manifest says they are.
+
+    ``manifest.json`` is not hashed (the stage files are), so this is what stops a hand-edited
+    manifest at load instead of a crash, or silently wrong values, in ``predict``: names,
+    element types, ranks and static dimensions of stage 0's input, each carried output against
+    the next stage's input, and the class, confidence and probabilities outputs.
+
+    Raises:
+        HapiError: naming the first stage and field that do not match.
+    """
+    stages = list(zip(manifest.stages, sessions, strict=True))
+    # Each stage on its own first (so a wrong name is reported as such), then the chain.
+    for i, (spec, session) in enumerate(stages):
+        _refuse(path, i, spec, _stage_mismatch(manifest, i, session))
+    for i, ((spec, session), (_, following)) in enumerate(zip(stages[:-1], stages[1:], strict=True)):
+        _refuse(path, i, spec, _carried_mismatch(spec, session, following, i + 1))
+
+
+def _refuse(path, i: int, spec: StageSpec, problem: str | None) -> None:
+    if problem:
         raise HapiError(
-            f"Bundle {str(path)!r}: stage {spec.file!r} does not match its manifest entry "
-            f"(inputs {inputs!r}, expected [{spec.input!r}]; missing outputs {missing!r}). "
-            "Rebuild the bundle with `hapi-onnx bundle`."
+            f"Bundle manifest does not match stage {i} ({spec.name!r}, {spec.file!r}) of "
+            f"{str(path)!r}: {problem} Rebuild the bundle with `hapi-onnx bundle` (or restore "
+            "its original manifest.json)."
         )
+
+
+def _stage_mismatch(manifest: Manifest, i: int, session: ort.InferenceSession) -> str | None:
+    """What in stage ``i``'s manifest entry its own session contradicts, or ``None``."""
+    spec = manifest.stages[i]
+    inputs = {a.name: a for a in session.get_inputs()}
+    outputs = {a.name: a for a in session.get_outputs()}
+    if list(inputs) != [spec.input]:
+        return f"'input' is {spec.input!r}, but the stage file's inputs are {list(inputs)!r}."
+    fields = {
+        "outputs.class": spec.class_output,
+        "outputs.confidence": spec.confidence_output,
+        "outputs.probs": spec.probs_output,
+    }
+    if spec.carried is not None:
+        fields["carried"] = spec.carried
+    if len(set(fields.values())) != len(fields):
+        return f"{', '.join(fields)} must name distinct outputs. Got {fields!r}."
+    missing = [name for name in fields.values() if name not in outputs]
+    if missing:
+        return f"missing outputs {missing!r} (the stage file has {sorted(outputs)!r})."
+    if i == 0:
+        arg, want = inputs[spec.input], manifest.input
+        dims = _dims(arg)
+        wrong = len(dims) != len(want.shape) or any(
+            isinstance(g, int) and g != w for g, w in zip(dims[1:], want.shape[1:], strict=True)
+        )
+        if arg.type != _ORT_TYPES[want.dtype] or wrong:
+            return (
+                f"'input' {spec.input!r} is {_show(arg.type, dims)} in the stage file, but the "
+                f"manifest's 'input' says {want.dtype} {_show_dims(want.shape)}."
+            )
+    decision = [
+        ("outputs.class", _INT64, ("N",)),
+        ("outputs.confidence", _ORT_TYPES["float32"], ("N",)),
+        ("outputs.probs", _ORT_TYPES["float32"], ("N", manifest.num_classes)),
+    ]
+    for field, elem, want in decision:
+        arg = outputs[fields[field]]
+        dims = _dims(arg)
+        wrong = len(dims) != len(want) or any(
+            isinstance(g, int) and isinstance(w, int) and g != w for g, w in zip(dims, want, strict=True)
+        )
+        if arg.type != elem or wrong:
+            what = " (num_classes)" if field == "outputs.probs" else ""
+            return (
+                f"{field} {fields[field]!r} is {_show(arg.type, dims)} in the stage file; expected "
+                f"{_show(elem, want)}{what}."
+            )
+    return None
+
+
+def _carried_mismatch(
+    spec: StageSpec, session: ort.InferenceSession, following: ort.InferenceSession, j: int
+) -> str | None:
+    """The tensor a stage carries is one stage ``j`` (the next) can read: type, rank, static sizes."""
+    out = next(o for o in session.get_outputs() if o.name == spec.carried)
+    nxt = following.get_inputs()[0]
+    a, b = _dims(out), _dims(nxt)
+    wrong = len(a) != len(b) or any(
+        isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(a, b, strict=True)
+    )
+    if out.type != nxt.type or wrong:
+        return (
+            f"'carried' {spec.carried!r} is {_show(out.type, a)}, but stage {j} reads "
+            f"{nxt.name!r} as {_show(nxt.type, b)}."
+        )
+    return None
+
+
+def _dims(arg) -> list:
+    """An ORT NodeArg's dimensions: int where static, a name or ``None`` where not."""
+    return list(arg.shape or [])
+
+
+def _show(elem: str, dims) -> str:
+    return f"{elem} {_show_dims(dims)}"
+
+
+def _show_dims(dims) -> str:
+    return "[" + ", ".join("N" if i == 0 and not isinstance(d, int) else "?" if d is None else str(d)
+                           for i, d in enumerate(dims)) + "]"
