@@ -41,7 +41,7 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import ExitLayout, ExitSpec
 from hapi_onnx.graph import candidate_exits, extract_segment, input_spec, load_model, model_fingerprint
 from hapi_onnx.profile import load_preset, profile_model
-from hapi_onnx.profile.profile import BURST, BoundCall, overhead_model, sample_input, split_at_exits
+from hapi_onnx.profile.profile import BoundCall, overhead_model, sample_input, split_at_exits
 from hapi_onnx.profile.timing import time_calls
 
 DEFAULT_BACKBONE = Path(__file__).resolve().parent.parent / "examples" / "mnist" / "model.onnx"
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         second = profile_model(ee_path, args.device, time_budget_s=args.time_budget)
         wall2 = time.perf_counter() - t0
         entries = interleaved_entries(load_model(ee_path), preset, Path(tmp))
-        results = time_calls([e.call for e in entries], preset.timing, [e.name for e in entries], burst_s=BURST)
+        results = time_calls([e.call for e in entries], preset.timing, [e.name for e in entries])
     stats = {e.name: r.stats for e, r in zip(entries, results, strict=True)}
 
     env = first.environment

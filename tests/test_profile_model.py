@@ -189,9 +189,9 @@ def test_profile_model_table_describes_every_piece(table, ee_path, fast_preset):
     assert set(table.extra["timing"]["pieces"]) == {
         "segment0", "segment1", "segment2", "head0", "head1", "monolithic", "overhead"}
     assert all(c >= 0 for c in table.segment_costs("p50") + table.head_costs("mean"))
-    runtime = table.extra["runtime"]  # the runtime's own work per predict, timed alongside
+    runtime = table.extra["runtime"]  # the runtime's own work per predict, timed in its own rounds
     assert runtime["per_predict_ms"] == max(runtime["predict"]["mean_ms"] - runtime["stage"]["mean_ms"], 0.0)
-    assert runtime["predict"]["n"] == runtime["stage"]["n"] == table.overhead.n
+    assert runtime["predict"]["n"] == runtime["stage"]["n"] >= FAST_TIMING["min_runs"]
 
 
 def test_runtime_entry_predicts_what_its_bare_stage_computes():
@@ -257,7 +257,7 @@ def test_cli_writes_the_table_and_prints_it(run_cli, ee_path, fast_preset, tmp_p
     table = LatencyTable.load(out)
     assert table.preset["timing"]["time_budget_s"] == 0.02
     assert "segment2" in result.stdout and "monolithic" in result.stdout
-    assert "[9/9]" in result.stderr  # progress per timed call: 7 pieces + the runtime's predict and its stage
+    assert "[7/7]" in result.stderr and "[2/2] runtime stage" in result.stderr  # pieces, then the runtime
 
 
 @pytest.mark.parametrize("case", ["unknown-device", "missing-provider", "not-early-exit"])

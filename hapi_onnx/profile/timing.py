@@ -27,8 +27,7 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.presets import TimingPolicy
 from hapi_onnx.profile.table import TimingStats
 
-# Target duration of one burst of back-to-back runs of the same piece within a round.
-BURST_S = 0.005
+# Most back-to-back runs of one call in a round when ``burst_s`` > 0.
 MAX_BURST = 64
 # Stop rules are checked after rounds adding up to this much timed work (not after every round).
 CHECK_EVERY_S = 0.02
@@ -113,7 +112,7 @@ def time_calls(
     policy: TimingPolicy,
     names: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
-    burst_s: float = BURST_S,
+    burst_s: float = 0.0,
 ) -> list[TimingResult]:
     """Time several zero-argument calls together, in lockstep rounds.
 
@@ -132,7 +131,7 @@ def time_calls(
             the precision target, or when the loop ends without it.
         burst_s (float): Length of one call's burst in a round. ``0`` runs each call once per
             round, so every call follows the previous one in the list, as the stages of a
-            pipeline do. Defaults to 5 ms.
+            pipeline do (how the profiler times pieces). Defaults to 0.
 
     Returns:
         list[TimingResult]: One per call, in the order given; ``stop`` is ``precision`` for a
