@@ -118,13 +118,16 @@ def run_child(mode: str, size: int, samples: int, data: Path) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+POOLING = "gap+2x2"  # attach's default
+
+
 def demo() -> None:
     train = mnist_splits(seed=0)["train"]
     model = load_model(DEMO)
     candidates = candidate_exits(model)
     cuts = [(c.tensor, c.shape) for c in candidates]
     start = time.perf_counter()
-    features = collect_features(model, train.x, cuts, "gap")
+    features = collect_features(model, train.x, cuts, POOLING)
     feature_s = time.perf_counter() - start
     tracemalloc.start()
     start = time.perf_counter()
@@ -142,7 +145,7 @@ def demo() -> None:
     default_s = time.perf_counter() - start
     agree = min(float(np.mean(a.head.logits(features[k]).argmax(1) == b.head.logits(features[k]).argmax(1)))
                 for k, a, b in zip(some, one, default, strict=True))
-    print(f"demo: {len(train)} images, {len(cuts)} heads (gap), feature dims {[f.shape[1] for f in features]}")
+    print(f"demo: {len(train)} images, {len(cuts)} heads ({POOLING}), feature dims {[f.shape[1] for f in features]}")
     print(f"  ORT feature pass          {feature_s:6.2f} s")
     print(f"  fit all heads, 1 BLAS thr {fit_s:6.2f} s   (target < 60 s)")
     print(f"  heads {some}: 1 BLAS thread {one_s:.2f} s, OpenBLAS default threads {default_s:.2f} s, "
