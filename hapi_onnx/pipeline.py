@@ -230,7 +230,9 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
     from hapi_onnx.export import export_model
     from hapi_onnx.profile.presets import load_preset
     from hapi_onnx.profile.profile import profile_model
+    from hapi_onnx.profile.table import LatencyTable
     from hapi_onnx.search import search
+    from hapi_onnx.trace import Trace
 
     _remove_stale_temporaries(work)
     steps = _Steps(work, log)
@@ -252,7 +254,8 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
         if not path.is_file():
             raise HapiError(f"data folder {str(data_dir)!r} has no {name}.npz (expected train/calib/test .npz).")
 
-    _check_disjoint({name: load_dataset(path) for name, path in split_files.items()})
+    splits = {name: load_dataset(path) for name, path in split_files.items()}
+    _check_disjoint(splits)
 
     source = Path(config.model)
     if not source.exists():
@@ -271,7 +274,7 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
 
     def attach() -> None:
         result = attach_exits(
-            paths["model"], load_dataset(split_files["train"]), exits=config.exits, pooling=config.pooling,
+            paths["model"], splits["train"], exits=config.exits, pooling=config.pooling,
             max_candidates=config.max_candidates, progress=_counter(log, "attach: features"),
         )
         result.save(paths["ee"])
@@ -284,7 +287,7 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
     paths["trace"] = work / "trace.npz"
     steps.run(
         "calibrate", paths["trace"], [paths["ee"], split_files["calib"]], {},
-        lambda: calibrate(paths["ee"], load_dataset(split_files["calib"])).save(paths["trace"]),
+        lambda: calibrate(paths["ee"], splits["calib"]).save(paths["trace"]),
     )
 
     paths["latency"] = work / "latency.json"
@@ -306,7 +309,9 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
     }
     steps.run(
         "search", paths["design"], [paths["trace"], paths["latency"]], constraints,
-        lambda: _search(paths, constraints, search),
+        lambda: search(
+            Trace.load(paths["trace"]), LatencyTable.load(paths["latency"]), **constraints
+        ).save(paths["design"]),
     )
 
     paths["bundle"] = work / "model.hapi"
@@ -320,25 +325,12 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
         "evaluate", paths["report"], [paths["bundle"], paths["model"], split_files["test"]],
         {"device": asdict(preset), "batch_size": config.eval_batch_size},
         lambda: evaluate_bundle(
-            paths["bundle"], load_dataset(split_files["test"]), device=config.device,
+            paths["bundle"], splits["test"], device=config.device,
             full_model=paths["model"], batch_size=config.eval_batch_size,
             progress=_counter(log, "evaluate: samples"),
         ).save(paths["report"]),
     )
     return BuildResult(work, paths, steps.reused, steps.seconds)
-
-
-def _search(paths: dict[str, Path], constraints: dict[str, Any], search: Callable) -> None:
-    from hapi_onnx.profile.table import LatencyTable
-    from hapi_onnx.trace import Trace
-
-    design = search(
-        Trace.load(paths["trace"]), LatencyTable.load(paths["latency"]),
-        latency_sla_ms=constraints["latency_sla_ms"], percentile=constraints["percentile"],
-        min_accuracy=constraints["min_accuracy"], max_accuracy_drop=constraints["max_accuracy_drop"],
-        thresholds=constraints["thresholds"], confidence=constraints["confidence"],
-    )
-    design.save(paths["design"])
 
 
 OUTPUTS = ("data", "model.onnx", "ee.onnx", "trace.npz", "latency.json", "design.json", "model.hapi", "report.json")
