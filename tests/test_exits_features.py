@@ -90,3 +90,28 @@ def test_bad_pooling_requests_are_user_errors():
         pooled_features("t", ["N", 4, "H", "W"], "gap+2x2", "p/")
     with pytest.raises(HapiError, match="static shape"):
         pooled_features("t", ["N", "C", 8, 8], "gap", "p/")
+
+
+@pytest.mark.parametrize("size", [8, 7])  # even: quadrant head with GAP folded in; odd: overlapping windows
+def test_gap_2x2_head_graph_computes_the_fitted_logits(size):
+    import onnxruntime as ort
+    from onnx import helper
+
+    from hapi_onnx.exits.attach import head_model
+    from hapi_onnx.exits.heads import LinearHead
+
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((3, 4, size, size)).astype(np.float32)
+    shape = [3, 4, size, size]
+    head = LinearHead(weight=rng.standard_normal((20, 5)).astype(np.float32),
+                      bias=rng.standard_normal(5).astype(np.float32))
+    model = head_model("t", shape, "gap+2x2", head, "h/", "probs", [helper.make_opsetid("", 17)])
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"t": x})[0]
+    half = (size + 1) // 2
+    quads = [x[:, :, i:i + half, j:j + half].mean(axis=(2, 3)) for i in (0, size - half) for j in (0, size - half)]
+    features = np.concatenate([x.mean(axis=(2, 3)), np.stack(quads, axis=2).reshape(3, 16)], axis=1)
+    logits = head.logits(features)
+    want = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(got, want / want.sum(1, keepdims=True), atol=1e-5)
+    ops = [n.op_type for n in model.graph.node]
+    assert ("GlobalAveragePool" in ops) == (size % 2 == 1)

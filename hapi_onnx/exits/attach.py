@@ -20,7 +20,7 @@ from hapi_onnx.exits.features import Progress, check_labelled, collect_features,
 from hapi_onnx.exits.from_outputs import exits_from_outputs
 from hapi_onnx.exits.heads import LinearHead, fit_head
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout, ExitSpec
-from hapi_onnx.exits.pooling import pooled_features
+from hapi_onnx.exits.pooling import fold_gap_into_quadrants, pooled_features, quadrant_features
 from hapi_onnx.files import atomic_output
 from hapi_onnx.graph import (
     candidate_exits,
@@ -211,6 +211,10 @@ def head_model(
     pooled = pooled_features(tensor, shape, pooling, prefix)
     if head.weight.shape[0] != pooled.dim:
         raise ValueError(f"head expects {head.weight.shape[0]} features, pooling gives {pooled.dim}")
+    weights = head.weight
+    quadrants = quadrant_features(tensor, shape, prefix) if pooling == "gap+2x2" else None
+    if quadrants is not None:  # same logits with three fewer kernels per head call
+        pooled, weights = quadrants, fold_gap_into_quadrants(head.weight, shape[1])
     weight, bias, logits = f"{prefix}weight", f"{prefix}bias", f"{prefix}logits"
     nodes = list(pooled.nodes) + [
         helper.make_node("Gemm", [pooled.output, weight, bias], [logits], name=f"{prefix}gemm"),
@@ -221,7 +225,7 @@ def head_model(
         f"{prefix}head",
         [helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, list(shape))],
         [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, [shape[0], head.weight.shape[1]])],
-        initializer=[numpy_helper.from_array(head.weight, weight), numpy_helper.from_array(head.bias, bias)],
+        initializer=[numpy_helper.from_array(weights, weight), numpy_helper.from_array(head.bias, bias)],
     )
     return helper.make_model(graph, opset_imports=list(opset_imports))
 

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -101,3 +102,32 @@ def pooled_features(
         helper.make_node("Concat", [gap_flat, grid_flat], [flat], axis=1, name=f"{prefix}concat"),
     ]
     return PooledFeatures(nodes, flat, channels * (1 + gh * gw))
+
+
+def quadrant_features(tensor: str, shape: Sequence[int | str | None], prefix: str) -> PooledFeatures | None:
+    """The ``[N, C * 4]`` quadrant averages of an ``[N, C, H, W]`` map with even H and W, else None.
+
+    With exact quadrants the global average is the mean of the four quadrant averages, so a linear
+    head fitted on ``gap+2x2`` features can read these alone (its GAP weights folded in, see
+    :func:`fold_gap_into_quadrants`): two nodes instead of five in front of the Gemm.
+    """
+    if len(shape) != 4 or not all(isinstance(s, int) and s > 0 and s % 2 == 0 for s in shape[2:]):
+        return None
+    (kh, sh, _), (kw, sw, _) = _grid_pool(shape[2]), _grid_pool(shape[3])
+    grid, flat = f"{prefix}grid", f"{prefix}features"
+    nodes = [
+        helper.make_node("AveragePool", [tensor], [grid], kernel_shape=[kh, kw], strides=[sh, sw],
+                         name=f"{prefix}grid_pool"),
+        helper.make_node("Flatten", [grid], [flat], axis=1, name=f"{prefix}grid_flatten"),
+    ]
+    return PooledFeatures(nodes, flat, shape[1] * 4)
+
+
+def fold_gap_into_quadrants(weight: np.ndarray, channels: int) -> np.ndarray:
+    """``[C * 5, K]`` weights over ``gap+2x2`` features -> ``[C * 4, K]`` over the quadrants alone.
+
+    Feature ``c`` (GAP of channel c) equals the mean of quadrant features ``4c .. 4c+3``, so its
+    weight row is spread over them, a quarter each: the logits are the same up to float rounding.
+    """
+    gap, grid = weight[:channels], weight[channels:]
+    return (grid + np.repeat(gap, 4, axis=0) / 4).astype(weight.dtype)
