@@ -29,12 +29,21 @@ def load_json(path: str | os.PathLike, kind: str, format_version: int) -> dict[s
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise HapiError(f"{str(path)!r} is not a valid {kind} file: not JSON ({err}).") from None
+    return check_kind(data, kind, format_version, str(path))
+
+
+def check_kind(data: Any, kind: str, format_version: int, source: str) -> dict[str, Any]:
+    """Return ``data`` if it is a dict of this ``kind`` and ``format_version``.
+
+    Raises:
+        HapiError: naming ``source`` and what it holds instead.
+    """
     if not isinstance(data, dict) or data.get("kind") != kind:
         got = data.get("kind") if isinstance(data, dict) else type(data).__name__
-        raise HapiError(f"{str(path)!r} is not a {kind} file. Got kind {got!r} instead.")
+        raise HapiError(f"{source!r} is not a {kind} file. Got kind {got!r} instead.")
     if data.get("format_version") != format_version:
         raise HapiError(
-            f"{str(path)!r} has {kind} format_version {data.get('format_version')!r}; "
+            f"{source!r} has {kind} format_version {data.get('format_version')!r}; "
             f"this hapi-onnx reads version {format_version}. Regenerate it with this version."
         )
     return data

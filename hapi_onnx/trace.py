@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hapi_onnx.artifact import check_kind
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output
 
@@ -149,12 +150,7 @@ class Trace:
             meta = json.loads(str(arrays.pop("meta")))
         except json.JSONDecodeError:
             meta = None
-        if not isinstance(meta, dict) or meta.get("kind") != KIND or meta.get("format_version") != FORMAT_VERSION:
-            got = (meta.get("kind"), meta.get("format_version")) if isinstance(meta, dict) else (None, None)
-            raise HapiError(
-                f"{str(path)!r} is not a {KIND} of format_version {FORMAT_VERSION}. "
-                f"Got kind {got[0]!r}, version {got[1]!r}."
-            )
+        meta = check_kind(meta, KIND, FORMAT_VERSION, str(path))
         try:
             return cls(
                 exit_names=meta["exit_names"],
