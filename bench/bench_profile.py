@@ -37,6 +37,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from hapi_onnx.choice import choices_from
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import ExitLayout, ExitSpec
 from hapi_onnx.graph import candidate_exits, extract_segment, input_spec, load_model, model_fingerprint
@@ -137,7 +138,8 @@ def interleaved_entries(ee: onnx.ModelProto, preset, workdir: Path) -> list[Entr
             call()
 
     entries.append(Entry(f"pieces called in path order ({len(chain)} calls)", run_chain, len(chain), all_names))
-    bundle_path = write_bundle(ee, [e.name for e in layout.exits], [1.0] * len(layout.exits), workdir / "b.hapi")
+    every_exit = choices_from([e.name for e in layout.exits], [1.0] * len(layout.exits))
+    bundle_path = write_bundle(ee, every_exit, workdir / "b.hapi")
     bundle = EarlyExitModel.load(bundle_path, providers=preset.provider_names,
                                  session_options=preset.session_options(),
                                  provider_options=preset.provider_options).force_full_path()

@@ -35,6 +35,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from hapi_onnx.bundle import write_bundle
+from hapi_onnx.choice import choices_from
 from hapi_onnx.data import load_dataset
 from hapi_onnx.errors import HapiError
 from hapi_onnx.evaluate import full_model_bytes, measure
@@ -149,7 +150,7 @@ def resolve_bundle(args: argparse.Namespace, scratch: Path) -> Path:
         return bundle_from_design(args.ee, Design.load(args.design), scratch / "model.hapi")
     exits = [e for e in args.exits.split(",") if e]
     thresholds = [float(t) for t in (args.thresholds or "").split(",") if t]
-    return write_bundle(args.ee, exits, thresholds, scratch / "model.hapi")
+    return write_bundle(args.ee, choices_from(exits, thresholds), scratch / "model.hapi")
 
 
 def main(argv=None) -> None:

@@ -1,46 +1,21 @@
 """``hapi-onnx attach``: fit exit heads on the frozen backbone and write the over-provisioned model."""
 
-import sys
-
 import click
+from hapi_onnx_cli.console import format_table, progress
+from hapi_onnx_cli.options import Command, InputPath, OutputPath
 
 from hapi_onnx.exits.pooling import POOLINGS
-
-
-def progress_bar(label: str):
-    """A click progress bar driven by ``progress(done, total)`` callbacks; returns (callback, finish)."""
-    state = {"bar": None, "done": 0}
-
-    def progress(done: int, total: int) -> None:
-        if state["bar"] is None:
-            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
-            state["bar"].__enter__()
-        state["bar"].update(done - state["done"])
-        state["done"] = done
-
-    def finish() -> None:
-        if state["bar"] is not None:
-            state["bar"].__exit__(None, None, None)
-
-    return progress, finish
-
-
-def format_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
 
 
 def _shape(shape: list) -> str:
     return "x".join(str(d) for d in shape[1:])
 
 
-@click.command("attach")
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", type=click.Path(),
+@click.command("attach", cls=Command)
+@click.argument("model", type=InputPath(dir_okay=False))
+@click.option("--data", "data_path", type=InputPath(),
               help="Labelled training set (.npz x, y) to fit heads on.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
               help="EE model to write (.onnx).")
 @click.option("--exits", default=None,
               help="Comma-separated cut tensors to put heads on (default: all candidates).")
@@ -68,13 +43,9 @@ def command(model, data_path, output, exits, max_candidates, pooling, exits_from
     from hapi_onnx.exits.attach import attach
 
     names = None if exits is None else [e.strip() for e in exits.split(",") if e.strip()]
-    progress, finish = progress_bar("features")
-    try:
-        result = attach(model, data_path, from_outputs=exits_from_outputs, final_output=final_output,
-                        exits=names, pooling=pooling, max_candidates=max_candidates, progress=progress,
-                        batch_size=batch_size)
-    finally:
-        finish()
+    result = attach(model, data_path, from_outputs=exits_from_outputs, final_output=final_output,
+                    exits=names, pooling=pooling, max_candidates=max_candidates, progress=progress("features"),
+                    batch_size=batch_size)
     result.save(output)
     layout = result.layout
     if exits_from_outputs:

@@ -3,12 +3,13 @@
 import json
 
 import click
+from hapi_onnx_cli.options import Command, InputPath, OutputPath
 
 
-@click.command("bundle")
-@click.argument("model", type=click.Path())
-@click.option("--design", required=True, type=click.Path(), help="design.json from `hapi-onnx search`.")
-@click.option("-o", "--output", required=True, type=click.Path(),
+@click.command("bundle", cls=Command)
+@click.argument("model", type=InputPath())
+@click.option("--design", required=True, type=InputPath(), help="design.json from `hapi-onnx search`.")
+@click.option("-o", "--output", required=True, type=OutputPath(),
               help="MODEL.hapi (a directory) or MODEL.hapi.zip (one file).")
 @click.option("--zip", "as_zip", is_flag=True, help="Write one zip file whatever the output name.")
 @click.option("--labels", default=None, metavar="A,B,...",

@@ -1,14 +1,15 @@
 """``hapi-onnx calibrate``: record every exit's predictions on a labelled set (the trace)."""
 
 import click
-from hapi_onnx_cli.attach_cmd import format_table, progress_bar
+from hapi_onnx_cli.console import format_table, progress
+from hapi_onnx_cli.options import Command, InputPath, OutputPath
 
 
-@click.command("calibrate")
-@click.argument("ee_model", type=click.Path(dir_okay=False))
-@click.option("--data", "data_path", required=True, type=click.Path(),
+@click.command("calibrate", cls=Command)
+@click.argument("ee_model", type=InputPath(dir_okay=False))
+@click.option("--data", "data_path", required=True, type=InputPath(),
               help="Labelled calibration set (.npz x, y), not the set the heads were fitted on.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Trace to write (.npz).")
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False), help="Trace to write (.npz).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Samples per ONNX Runtime run.")
 def command(ee_model, data_path, output, batch_size) -> None:
@@ -17,11 +18,7 @@ def command(ee_model, data_path, output, batch_size) -> None:
     from hapi_onnx.data import load_dataset
 
     data = load_dataset(data_path)
-    progress, finish = progress_bar("calibrate")
-    try:
-        trace, rows = calibration_report(ee_model, data, batch_size=batch_size, progress=progress)
-    finally:
-        finish()
+    trace, rows = calibration_report(ee_model, data, batch_size=batch_size, progress=progress("calibrate"))
     trace.save(output)
     table = [[r.name, r.tensor, "?" if r.mac_fraction is None else f"{r.mac_fraction:.3f}",
               f"{100 * r.accuracy:.2f}", f"{r.mean_confidence:.3f}"] for r in rows]

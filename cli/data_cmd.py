@@ -1,6 +1,7 @@
 """``hapi-onnx data``: datasets for the demo (``hapi-onnx data mnist -o DIR``)."""
 
 import click
+from hapi_onnx_cli.options import Command, OutputPath
 
 
 @click.group("data")
@@ -8,8 +9,8 @@ def command() -> None:
     """Prepare datasets (.npz with x: float32 N x C x H x W, y: int64 N)."""
 
 
-@command.command("mnist")
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(),
+@command.command("mnist", cls=Command)
+@click.option("-o", "--output", "out_dir", required=True, type=OutputPath(),
               help="Folder for train.npz, calib.npz and test.npz.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the stratified split.")
 def mnist(out_dir: str, seed: int) -> None:

@@ -3,18 +3,20 @@
 import json
 
 import click
+from hapi_onnx_cli.console import progress
+from hapi_onnx_cli.options import Command, InputPath, OutputPath
 
 
-@click.command("evaluate")
-@click.argument("bundle", type=click.Path())
-@click.option("--data", required=True, type=click.Path(), help="Labelled test set (.npz with x, y).")
-@click.option("--full-model", type=click.Path(), default=None,
+@click.command("evaluate", cls=Command)
+@click.argument("bundle", type=InputPath())
+@click.option("--data", required=True, type=InputPath(), help="Labelled test set (.npz with x, y).")
+@click.option("--full-model", type=InputPath(), default=None,
               help="The early-exit .onnx the bundle was built from (or its original .onnx) to compare with, "
               "same session options; any other model is refused.")
 @click.option("--device", default="cpu-1t", show_default=True, metavar="NAME|PATH", help="Device preset.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Also measure throughput at this batch size (compaction vs full model) when > 1.")
-@click.option("-o", "--output", type=click.Path(), default=None, help="Also write the report as JSON.")
+@click.option("-o", "--output", type=OutputPath(), default=None, help="Also write the report as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def command(bundle: str, data: str, full_model: str | None, device: str, batch_size: int,
             output: str | None, as_json: bool) -> None:
@@ -27,7 +29,7 @@ def command(bundle: str, data: str, full_model: str | None, device: str, batch_s
 
     report = evaluate_bundle(
         bundle, load_dataset(data), device=device, full_model=full_model, batch_size=batch_size,
-        progress=lambda done, total: click.echo(f"\r{done}/{total} samples", err=True, nl=done == total),
+        progress=progress("samples"),
     )
     if output:
         report.save(output)

@@ -3,12 +3,13 @@
 import json
 
 import click
+from hapi_onnx_cli.options import Command, InputPath
 
 from hapi_onnx.graph import candidate_exits, load_model
 
 
-@click.command("exits")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.command("exits", cls=Command)
+@click.argument("model", type=InputPath(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--max-candidates", type=click.IntRange(min=1), default=None,
               help="Keep at most K, spread evenly over the cumulative MACs (the deepest is kept).")

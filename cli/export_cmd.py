@@ -1,31 +1,18 @@
 """``hapi-onnx export``: a PyTorch checkpoint or an ONNX file -> a normalised, verified ONNX model."""
 
 import click
-
-from hapi_onnx.errors import HapiError
-
-
-def _parse_shape(ctx, param, value: str | None):
-    if value is None:
-        return None
-    try:
-        dims = tuple(int(d) for d in value.replace("x", ",").split(","))
-    except ValueError:
-        raise HapiError(
-            f"--input-shape must be comma-separated ints like 1,1,28,28. Got {value!r} instead."
-        ) from None
-    return dims
+from hapi_onnx_cli.options import Command, InputPath, InputShape, OutputPath
 
 
-@click.command("export")
-@click.argument("source", type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(), help="The .onnx file to write.")
+@click.command("export", cls=Command)
+@click.argument("source", type=InputPath())
+@click.option("-o", "--output", required=True, type=OutputPath(), help="The .onnx file to write.")
 @click.option("--factory", help="PyTorch only: path/to/model.py:build_model or package.module:build_model.")
-@click.option("--input-shape", callback=_parse_shape, help="N,C,H,W, e.g. 1,1,28,28 (required for PyTorch).")
+@click.option("--input-shape", type=InputShape(), help="N,C,H,W, e.g. 1,1,28,28 (required for PyTorch).")
 @click.option("--opset", type=int, help="Target opset [default: 17 for PyTorch; ONNX: its own, at least 13].")
 @click.option("--tolerance", type=float, default=1e-4, show_default=True,
               help="Largest allowed |ONNX Runtime - source| on any output.")
-@click.option("--data", "data", type=click.Path(), help="Verify on the first 32 images of this dataset "
+@click.option("--data", "data", type=InputPath(), help="Verify on the first 32 images of this dataset "
               "(.npz/.npy/folder) instead of 8 random images.")
 def command(source, output, factory, input_shape, opset, tolerance, data) -> None:
     """Convert SOURCE (model.onnx, or a .pt/.pth state dict with --factory) to a verified ONNX model.

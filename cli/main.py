@@ -1,13 +1,16 @@
 """The ``hapi-onnx`` root group.
 
 Commands are imported only when invoked, so ``hapi-onnx --help`` stays fast and imports no
-optional extra. A :class:`~hapi_onnx.errors.HapiError` becomes ``error: <message>`` on stderr
-and exit status 2; anything else is a bug and keeps its traceback.
+optional extra. A mistake a user can make, a :class:`~hapi_onnx.errors.HapiError` or a usage
+error (bad flag, bad value, missing file), becomes one ``error: <message>`` line on stderr and
+exit status 2; anything else is a bug and keeps its traceback.
 """
 
 import importlib
+import sys
 
 import click
+from hapi_onnx_cli import console
 
 from hapi_onnx import __version__
 from hapi_onnx.errors import HapiError
@@ -46,17 +49,35 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, text) for name, (_, text) in COMMANDS.items()])
 
-    def invoke(self, ctx: click.Context):
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Run the command; in standalone mode every user error ends as one line and status 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            return super().invoke(ctx)
+            super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as done:  # --help, --version
+            sys.exit(done.exit_code)
+        except click.Abort:
+            fail("interrupted.", 130)
+        except click.ClickException as err:  # usage errors: bad flags, values, paths
+            fail(err.format_message(), 2)
         except HapiError as err:
-            click.echo(f"error: {err}", err=True)
-            ctx.exit(2)
+            fail(str(err), 2)
+        sys.exit(0)
+
+
+def fail(message: str, status: int) -> None:
+    """Print ``error: <message>`` as one line on stderr (a live progress line cleared first) and exit."""
+    console.clear()
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(status)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hapi-onnx")
-def cli() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Progress and logs on stderr even when it is not a terminal.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or logs on stderr.")
+def cli(verbose: bool, quiet: bool) -> None:
     """hapi-onnx: hardware-aware early-exit CNNs on ONNX Runtime (HAPI).
 
     \b
@@ -68,7 +89,11 @@ def cli() -> None:
       hapi-onnx bundle ee.onnx --design design.json -o model.hapi
       hapi-onnx evaluate model.hapi --data test.npz
     or all of it at once with `hapi-onnx build`.
+
+    Progress and logs go to stderr when it is a terminal (see --verbose, --quiet); results to
+    stdout; a mistake ends in one `error:` line and exit status 2.
     """
+    console.set_mode("quiet" if quiet else "verbose" if verbose else "auto")
 
 
 def main() -> None:

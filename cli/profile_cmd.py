@@ -1,15 +1,17 @@
 """``hapi-onnx profile``: time every segment and head of an early-exit model on a device preset."""
 
 import click
+from hapi_onnx_cli import console
+from hapi_onnx_cli.options import Command, InputPath, OutputPath
 
 from hapi_onnx.profile.presets import available_presets
 
 
-@click.command("profile")
-@click.argument("model", type=click.Path())
+@click.command("profile", cls=Command)
+@click.argument("model", type=InputPath())
 @click.option("--device", required=True, metavar="NAME|PATH",
               help=f"Device preset: one of {', '.join(available_presets())}, or a preset .json file.")
-@click.option("-o", "--output", required=True, type=click.Path(), help="The latency table (.json) to write.")
+@click.option("-o", "--output", required=True, type=OutputPath(), help="The latency table (.json) to write.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Batch size of every timed run [default: the preset's first, 1].")
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
@@ -23,7 +25,7 @@ def command(model: str, device: str, output: str, batch_size: int | None, time_b
     from hapi_onnx.profile import profile_model, table_lines
 
     table = profile_model(model, device, batch_size=batch_size, time_budget_s=time_budget,
-                          progress=lambda line: click.echo(line, err=True))
+                          progress=console.log)
     table.save(output)
     for line in table_lines(table):
         click.echo(line)

@@ -3,11 +3,12 @@
 import json
 
 import click
+from hapi_onnx_cli.options import Command, InputPath
 
 
-@click.command("run")
-@click.argument("bundle", type=click.Path())
-@click.argument("inputs", type=click.Path())
+@click.command("run", cls=Command)
+@click.argument("bundle", type=InputPath())
+@click.argument("inputs", type=InputPath())
 @click.option("--device", default=None, metavar="NAME|PATH",
               help="Device preset for the sessions [default: ONNX Runtime's CPU defaults].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")

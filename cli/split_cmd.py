@@ -1,13 +1,14 @@
 """``hapi-onnx split MODEL -o DIR``: write the segments between cut tensors, plus index.json."""
 
 import click
+from hapi_onnx_cli.options import Command, InputPath, OutputPath
 
 from hapi_onnx.graph import write_split
 
 
-@click.command("split")
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "directory", required=True, type=click.Path(),
+@click.command("split", cls=Command)
+@click.argument("model", type=InputPath(dir_okay=False))
+@click.option("-o", "--output", "directory", required=True, type=OutputPath(),
               help="Directory to create (segment_00.onnx, ..., index.json).")
 @click.option("--at", "at", default=None, metavar="NAME,...",
               help="Comma-separated tensors to split at. Defaults to every candidate exit.")

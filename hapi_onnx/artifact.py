@@ -1,35 +1,76 @@
-"""Versioned JSON artifacts: one ``kind`` and ``format_version`` check for every file we read back."""
+"""Versioned JSON artifacts: one way to write, read, bound and check every JSON file hapi-onnx reads.
 
+Every JSON artifact (design, latency table, evaluation report, split index, bundle manifest, a
+trace's metadata) carries ``kind`` and ``format_version``; a file of another kind or version is
+refused with one line naming what it holds instead. Reading is bounded: a file over
+:data:`MAX_BYTES`, nesting deeper than :data:`MAX_DEPTH`, an integer longer than
+:data:`MAX_INT_DIGITS` digits or a NaN/Infinity constant is refused as malformed, never turned into
+a ``RecursionError``, a ``ValueError`` or a huge number. A field that is missing or of the wrong
+type is reported by :func:`malformed` as one :class:`~hapi_onnx.errors.HapiError` too.
+
+Standard library only: the runtime reads bundle manifests with it on the edge device.
+"""
+
+import contextlib
 import json
 import os
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output
 
-
-def save_json(data: dict[str, Any], path: str | os.PathLike, kind: str, format_version: int) -> None:
-    """Write ``data`` as JSON with its ``kind`` and ``format_version``, atomically."""
-    payload = {"kind": kind, "format_version": format_version, **data}
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+MAX_BYTES = 64 << 20
+MAX_DEPTH = 64
+MAX_INT_DIGITS = 40
+_PRIVATE = ("kind", "format_version")
 
 
-def load_json(path: str | os.PathLike, kind: str, format_version: int) -> dict[str, Any]:
-    """Read a JSON artifact, checking that it is the ``kind`` and version expected.
+def parse_json(text: str | bytes, source: str) -> Any:
+    """Decode JSON text within the bounds of this module.
+
+    Args:
+        text (str | bytes): The JSON text (bytes are decoded as UTF-8).
+        source (str): What the text is, for messages (e.g. ``"'design.json'"``).
 
     Raises:
-        HapiError: when the file is missing, is not JSON, or is another kind or version.
+        HapiError: when it is too large, not UTF-8, not JSON, or breaks a bound.
+    """
+    if len(text) > MAX_BYTES:
+        raise HapiError(f"{source} is larger than {MAX_BYTES >> 20} MiB; it is not a hapi-onnx artifact.")
+    try:
+        data = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+    except RecursionError:
+        raise HapiError(f"{source} is not valid: JSON nested too deeply.") from None
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise HapiError(f"{source} is not valid JSON ({err}).") from None
+    if _depth(data) > MAX_DEPTH:
+        raise HapiError(f"{source} is not valid: JSON nested deeper than {MAX_DEPTH} levels.")
+    return data
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Read and decode a JSON file (bounded, see :func:`parse_json`).
+
+    Args:
+        path (PathLike): The file.
+        what (str): What it should be, for messages (e.g. ``"design"``).
+
+    Raises:
+        HapiError: when the file is missing, unreadable or not bounded JSON.
     """
     path = Path(path)
     if not path.is_file():
-        raise HapiError(f"{kind} file {str(path)!r} does not exist or is not a file.")
+        raise HapiError(f"{what} file {str(path)!r} does not exist or is not a file.")
     try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise HapiError(f"{str(path)!r} is not a valid {kind} file: not JSON ({err}).") from None
-    return check_kind(data, kind, format_version, str(path))
+        if path.stat().st_size > MAX_BYTES:
+            raise HapiError(f"{what} file {str(path)!r} is larger than {MAX_BYTES >> 20} MiB; it is not a {what}.")
+        text = path.read_bytes()
+    except OSError as err:
+        raise HapiError(f"cannot read {what} file {str(path)!r}: {err.strerror or err}.") from None
+    return parse_json(text, f"{what} file {str(path)!r}")
 
 
 def check_kind(data: Any, kind: str, format_version: int, source: str) -> dict[str, Any]:
@@ -40,10 +81,101 @@ def check_kind(data: Any, kind: str, format_version: int, source: str) -> dict[s
     """
     if not isinstance(data, dict) or data.get("kind") != kind:
         got = data.get("kind") if isinstance(data, dict) else type(data).__name__
-        raise HapiError(f"{source!r} is not a {kind} file. Got kind {got!r} instead.")
+        raise HapiError(f"{source} is not a {kind} file. Got kind {got!r} instead.")
     if data.get("format_version") != format_version:
         raise HapiError(
-            f"{source!r} has {kind} format_version {data.get('format_version')!r}; "
+            f"{source} has {kind} format_version {data.get('format_version')!r}; "
             f"this hapi-onnx reads version {format_version}. Regenerate it with this version."
         )
     return data
+
+
+def save_json(data: dict[str, Any], path: str | os.PathLike, kind: str, format_version: int) -> None:
+    """Write ``data`` as JSON with its ``kind`` and ``format_version``, atomically (no NaN allowed)."""
+    payload = {"kind": kind, "format_version": format_version, **data}
+    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def load_json(path: str | os.PathLike, kind: str, format_version: int) -> dict[str, Any]:
+    """Read a JSON artifact, checking that it is the ``kind`` and version expected.
+
+    Returns:
+        dict: Its fields, without ``kind`` and ``format_version``.
+
+    Raises:
+        HapiError: when the file is missing, is not bounded JSON, or is another kind or version.
+    """
+    data = check_kind(read_json(path, kind), kind, format_version, repr(str(path)))
+    return {key: value for key, value in data.items() if key not in _PRIVATE}
+
+
+@contextlib.contextmanager
+def malformed(source: str, kind: str) -> Iterator[None]:
+    """Turn a missing or ill-typed field met while rebuilding an artifact into one :class:`HapiError`."""
+    try:
+        yield
+    except HapiError as err:
+        raise HapiError(f"{source} is a malformed {kind}: {err}") from None
+    except KeyError as err:
+        raise HapiError(f"{source} is a malformed {kind}: field {err} is missing.") from None
+    except (TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
+        raise HapiError(f"{source} is a malformed {kind}: {err}.") from None
+
+
+class JsonArtifact:
+    """Save/load for frozen dataclasses stored as versioned JSON (a mixin).
+
+    A subclass sets ``KIND`` and ``FORMAT_VERSION`` and, when its fields hold other dataclasses,
+    overrides :meth:`from_dict` to rebuild them (``to_dict`` is :func:`dataclasses.asdict`).
+    """
+
+    KIND: ClassVar[str]
+    FORMAT_VERSION: ClassVar[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Rebuild from :meth:`to_dict`'s form (fields validated by the dataclass)."""
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write as versioned JSON, atomically."""
+        save_json(self.to_dict(), path, self.KIND, self.FORMAT_VERSION)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            HapiError: when the file is missing, malformed, or another kind or version.
+        """
+        data = load_json(path, cls.KIND, cls.FORMAT_VERSION)
+        with malformed(repr(str(path)), cls.KIND):
+            return cls.from_dict(data)
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _depth(data: Any) -> int:
+    """Nesting depth of decoded JSON, without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest

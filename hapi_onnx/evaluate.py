@@ -17,7 +17,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from hapi_onnx.artifact import load_json, save_json
+from hapi_onnx.artifact import JsonArtifact
+from hapi_onnx.choice import ExitChoice, check_choices
 from hapi_onnx.data import Dataset, load_dataset
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout
@@ -27,20 +28,16 @@ from hapi_onnx.profile.table import TimingStats
 from hapi_onnx.profile.timing import stats_from_samples
 from hapi_onnx.runtime import EarlyExitModel, Prediction
 
-KIND = "hapi-onnx evaluation"
-FORMAT_VERSION = 1
-
 
 @dataclass(frozen=True)
-class EvaluationReport:
+class EvaluationReport(JsonArtifact):
     """A bundle measured on labelled data, next to the full model and the design's prediction.
 
     Attributes:
         bundle (str): Bundle path.
         device (str): Device preset used for every session.
         num_samples (int): Samples evaluated (all timed at batch 1, warm-up excluded from stats).
-        exit_names (list[str]): Stage exits, ``final`` last.
-        thresholds (list[float]): Thresholds in use.
+        exits (tuple[ExitChoice, ...]): The exits and thresholds in use, ``final`` last.
         exit_counts (list[int]): Samples leaving at each stage.
         accuracy (float): Bundle top-1 accuracy.
         latency (TimingStats): Bundle per-sample latency at batch 1.
@@ -51,11 +48,13 @@ class EvaluationReport:
         throughput (dict | None): ``bundle_sps`` and ``full_sps`` (samples/s) at ``batch_size``.
     """
 
+    KIND = "hapi-onnx evaluation"
+    FORMAT_VERSION = 2
+
     bundle: str
     device: str
     num_samples: int
-    exit_names: list[str]
-    thresholds: list[float]
+    exits: tuple[ExitChoice, ...]
     exit_counts: list[int]
     accuracy: float
     latency: TimingStats
@@ -81,20 +80,16 @@ class EvaluationReport:
         data["speedup"] = self.speedup
         return data
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the report as JSON, atomically."""
-        save_json(self.to_dict(), path, KIND, FORMAT_VERSION)
-
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "EvaluationReport":
-        """Read a report written by :meth:`save`."""
-        data = load_json(path, KIND, FORMAT_VERSION)
-        for key in ("kind", "format_version", "speedup"):
-            data.pop(key, None)
-        data["latency"] = TimingStats(**data["latency"])
-        if data["full_latency"] is not None:
-            data["full_latency"] = TimingStats(**data["full_latency"])
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any]) -> "EvaluationReport":
+        data = {key: value for key, value in data.items() if key != "speedup"}
+        full = data["full_latency"]
+        return cls(**{
+            **data,
+            "exits": check_choices(data["exits"]),
+            "latency": TimingStats(**data["latency"]),
+            "full_latency": None if full is None else TimingStats(**full),
+        })
 
     def lines(self) -> list[str]:
         """Human-readable summary."""
@@ -105,8 +100,8 @@ class EvaluationReport:
             + ("" if self.full_accuracy is None else f"   (full model {self.full_accuracy:.4f}, "
                f"drop {100 * (self.full_accuracy - self.accuracy):+.2f} pts)"),
             "  exits           " + ", ".join(
-                f"{n} {c} ({100 * c / self.num_samples:.1f}%)"
-                for n, c in zip(self.exit_names, self.exit_counts, strict=True)
+                f"{e.name} {c} ({100 * c / self.num_samples:.1f}%)"
+                for e, c in zip(self.exits, self.exit_counts, strict=True)
             ),
             f"  latency (ms)    mean {lat.mean_ms:.3f}  p50 {lat.p50_ms:.3f}  p90 {lat.p90_ms:.3f}  "
             f"p99 {lat.p99_ms:.3f}   [batch 1, measured]",
@@ -302,8 +297,7 @@ def measure(
         bundle=bundle,
         device=device,
         num_samples=n,
-        exit_names=list(model.exit_names),
-        thresholds=list(model.thresholds),
+        exits=model.exits,
         exit_counts=np.bincount(exits, minlength=model.num_stages).tolist(),
         accuracy=float((classes == y).mean()),
         latency=stats_from_samples(bundle_ns[warmup:], warmup),

@@ -5,7 +5,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from hapi_onnx.errors import HapiError
@@ -77,6 +77,42 @@ def atomic_output(path: str | os.PathLike, directory: bool = False, marker: str 
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def check_outputs_apart(
+    outputs: Mapping[str, str | os.PathLike | None], inputs: Mapping[str, str | os.PathLike | None]
+) -> None:
+    """Refuse an output that would overwrite or land among a step's inputs, before any work.
+
+    An output may not resolve to an input (the same file, through links or ``..`` too), lie inside
+    an input folder, or be a folder holding an input.
+
+    Args:
+        outputs (Mapping[str, PathLike | None]): What each output is called (e.g. ``"-o"``) and
+            its path; None entries are skipped.
+        inputs (Mapping[str, PathLike | None]): Likewise for the inputs.
+
+    Raises:
+        HapiError: naming the output, the input and their paths.
+    """
+    ins = {name: Path(p).resolve() for name, p in inputs.items() if p is not None}
+    for out_name, out_path in outputs.items():
+        if out_path is None:
+            continue
+        out = Path(out_path).resolve()
+        for in_name, inp in ins.items():
+            if out == inp:
+                why = "is the same path as"
+            elif inp in out.parents:
+                why = "lies inside"
+            elif out in inp.parents:
+                why = "is a folder holding"
+            else:
+                continue
+            raise HapiError(
+                f"output {out_name} {str(out_path)!r} {why} the input {in_name} {str(inputs[in_name])!r}: "
+                "writing it would overwrite or mix with that input. Choose another output path."
+            )
 
 
 def _umask() -> int:

@@ -10,6 +10,7 @@ stopped, and a changed SLA re-runs only search onward.
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -18,35 +19,34 @@ from pathlib import Path
 from typing import Any
 
 from hapi_onnx import __version__
+from hapi_onnx.artifact import read_json
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output, sha256_file
+from hapi_onnx.search.constraints import Constraints
 
 Log = Callable[[str], None]
 
-PERCENTILES = ("mean", "p50", "p90", "p99")
+SPLITS = ("train", "calib", "test")
 STEPS = ("data", "export", "attach", "calibrate", "profile", "search", "bundle", "evaluate")
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """What to build, from flags or a JSON config file (same names, ``-`` or ``_``).
+    """What to build, from flags or a JSON config file (same names, ``-`` or ``_``); checked whole at
+    construction, so a bad option fails before any step runs.
 
     Attributes:
         model (str): The trained CNN: an ``.onnx`` file, or a PyTorch state dict with ``factory``.
+        constraints (Constraints): What the design must meet (in a config file: its fields
+            ``latency_sla_ms``, ``percentile``, ``min_accuracy``, ``max_accuracy_drop``,
+            ``bound_level``, ``space`` at the top level).
         factory (str | None): ``file.py:name`` or ``module:name`` building the PyTorch model.
-        input_shape (list[int] | None): ``N,C,H,W`` for a PyTorch export.
+        input_shape (tuple[int, ...] | None): ``N,C,H,W`` for a PyTorch export.
         data (str): ``mnist`` (the demo digits, split 3000/1000/1000 with seed 0: the split the
             demo model was trained on, so its test images stay unseen) or a folder holding
             ``train.npz``, ``calib.npz`` and ``test.npz``.
         device (str): Device preset name or file to profile and evaluate on.
-        latency_sla_ms (float | None): Latency constraint in ms (on ``percentile``).
-        percentile (str): ``mean``, ``p50``, ``p90`` or ``p99``.
-        min_accuracy (float | None): Accuracy floor (a fraction, e.g. 0.98).
-        max_accuracy_drop (float | None): Largest accuracy drop vs the full model, in points.
-        thresholds (str): ``global`` (one threshold, HAPI's space) or ``per-exit``.
-        confidence (float): Accuracy constraints must hold at this one-sided confidence, not just
-            on the calibration counts (see :func:`hapi_onnx.search.search`); 0 = raw counts.
-        exits (list[str] | None): Candidate tensors to consider; default: every candidate.
+        exits (tuple[str, ...] | None): Candidate tensors to consider; default: every candidate.
         max_candidates (int | None): Thin the candidate list to this many.
         pooling (str): Head pooling, ``gap`` or ``gap+2x2``.
         profile_budget_s (float | None): Seconds of timed runs per piece (default: the preset's).
@@ -54,55 +54,83 @@ class BuildConfig:
     """
 
     model: str
+    constraints: Constraints
     factory: str | None = None
-    input_shape: list[int] | None = None
+    input_shape: tuple[int, ...] | None = None
     data: str = "mnist"
     device: str = "cpu-1t"
-    latency_sla_ms: float | None = None
-    percentile: str = "mean"
-    min_accuracy: float | None = None
-    max_accuracy_drop: float | None = None
-    thresholds: str = "global"
-    confidence: float = 0.9
-    exits: list[str] | None = None
+    exits: tuple[str, ...] | None = None
     max_candidates: int | None = None
     pooling: str = "gap+2x2"
     profile_budget_s: float | None = None
     eval_batch_size: int = 64
 
     def __post_init__(self):
-        for name, kind in _NUMBERS.items():
+        from hapi_onnx.exits.pooling import POOLINGS
+        from hapi_onnx.profile.presets import load_preset
+
+        for name in ("model", "data", "device") + (("factory",) if self.factory is not None else ()):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
-                raise HapiError(f"build option {name!r} must be a number. Got {value!r} instead.")
-        for name, allowed in (("percentile", PERCENTILES), ("thresholds", ("global", "per-exit")),
-                              ("pooling", ("gap", "gap+2x2"))):
-            if getattr(self, name) not in allowed:
-                raise HapiError(f"build option {name!r} must be one of {', '.join(allowed)}. "
-                                f"Got {getattr(self, name)!r} instead.")
-        if self.latency_sla_ms is None and self.min_accuracy is None and self.max_accuracy_drop is None:
+            if not isinstance(value, str) or not value:
+                raise HapiError(f"build option {name!r} must be a non-empty string. Got {value!r} instead.")
+        if not isinstance(self.constraints, Constraints):
+            raise HapiError(f"build option 'constraints' must be a Constraints. Got {self.constraints!r} instead.")
+        if self.input_shape is not None:
+            from hapi_onnx.graph.load import parse_input_shape
+
+            object.__setattr__(self, "input_shape", parse_input_shape(self.input_shape))
+        if self.exits is not None:
+            if isinstance(self.exits, str) or not all(isinstance(e, str) and e for e in self.exits):
+                raise HapiError(f"build option 'exits' must be a list of tensor names. Got {self.exits!r} instead.")
+            object.__setattr__(self, "exits", tuple(self.exits))
+        for name, low in (("max_candidates", 1), ("eval_batch_size", 1)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise HapiError(f"build option {name!r} must be an int >= {low}. Got {value!r} instead.")
+        budget = self.profile_budget_s
+        if budget is not None and not (_number(budget) and budget > 0):
+            raise HapiError(f"build option 'profile_budget_s' must be seconds > 0. Got {budget!r} instead.")
+        if self.pooling not in POOLINGS:
             raise HapiError(
-                "a build needs a constraint: give latency_sla_ms, min_accuracy or max_accuracy_drop "
-                "(e.g. --max-accuracy-drop 0.5)."
+                f"build option 'pooling' must be one of {', '.join(POOLINGS)}. Got {self.pooling!r} instead."
             )
+        load_preset(self.device).check_providers()  # an unknown device fails now, not after attach
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **overrides: Any) -> "BuildConfig":
-        """Read a JSON config; relative paths in it are relative to the file. ``overrides`` win."""
-        path = Path(path)
-        if not path.is_file():
-            raise HapiError(f"build config {str(path)!r} does not exist or is not a file.")
-        try:
-            raw = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise HapiError(f"build config {str(path)!r} is not valid JSON: {err}.") from None
-        if not isinstance(raw, dict):
-            raise HapiError(f"build config {str(path)!r} must hold a JSON object. Got {type(raw).__name__}.")
-        known = {f.name for f in fields(cls)}
-        values = {key.replace("-", "_"): value for key, value in raw.items()}
+    def from_options(cls, options: dict[str, Any], note: Log | None = None) -> "BuildConfig":
+        """Build from flat options (a config file's keys or the CLI's flags), constraints included.
+
+        Keys renamed since 0.1 (``confidence`` -> ``bound_level``, ``thresholds`` -> ``space``) are
+        still read, with one line to ``note``.
+
+        Raises:
+            HapiError: for an unknown key or any invalid value.
+        """
+        values = {key.replace("-", "_"): value for key, value in options.items() if value is not None}
+        for old, new in DEPRECATED_KEYS.items():
+            if old in values:
+                if note is not None:
+                    note(f"warning: {old!r} is deprecated; use {new!r} (--{new.replace('_', '-')}) instead.")
+                values.setdefault(new, values.pop(old))
+                values.pop(old, None)
+        constraint_keys = {f.name for f in fields(Constraints)}
+        known = ({f.name for f in fields(cls)} - {"constraints"}) | constraint_keys
         unknown = sorted(set(values) - known)
         if unknown:
-            raise HapiError(f"build config {str(path)!r} has unknown keys {unknown}. Known: {sorted(known)}.")
+            raise HapiError(f"unknown build option(s) {unknown}. Known: {sorted(known)}.")
+        if "model" not in values:
+            raise HapiError("a build needs the model to build from: give MODEL, or 'model' in the config file.")
+        constraints = Constraints(**{k: values.pop(k) for k in constraint_keys if k in values})
+        return cls(constraints=constraints, **values)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, note: Log | None = None, **overrides: Any) -> "BuildConfig":
+        """Read a JSON config; relative paths in it are relative to the file. ``overrides`` win."""
+        path = Path(path)
+        raw = read_json(path, "build config")
+        if not isinstance(raw, dict):
+            raise HapiError(f"build config {str(path)!r} must hold a JSON object. Got {type(raw).__name__}.")
+        values = {key.replace("-", "_"): value for key, value in raw.items()}
         for key in ("model", "data", "device", "factory"):
             value = values.get(key)
             if isinstance(value, str) and _looks_like_path(value) and not Path(value).is_absolute():
@@ -110,15 +138,17 @@ class BuildConfig:
                 if candidate.exists() or key != "factory":
                     values[key] = str(candidate)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "model" not in values:
-            raise HapiError(f"build config {str(path)!r} must name the model to build from ('model').")
-        return cls(**values)
+        try:
+            return cls.from_options(values, note)
+        except HapiError as err:
+            raise HapiError(f"build config {str(path)!r}: {err}") from None
 
 
-_NUMBERS = {
-    "latency_sla_ms": (int, float), "min_accuracy": (int, float), "max_accuracy_drop": (int, float),
-    "confidence": (int, float), "max_candidates": int, "profile_budget_s": (int, float), "eval_batch_size": int,
-}
+DEPRECATED_KEYS = {"confidence": "bound_level", "thresholds": "space"}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _looks_like_path(value: str) -> bool:
@@ -213,12 +243,26 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
     work = Path(workdir)
     if work.exists() and not work.is_dir():
         raise HapiError(f"work directory {str(work)!r} exists and is not a folder.")
+    _check_inputs(config)  # before anything is created
     try:
         (work / ".steps").mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise HapiError(f"cannot create work directory {str(work)!r}: {err.strerror or err}.") from None
     with _exclusive(work):
         return _build(config, work, log or (lambda line: None))
+
+
+def _check_inputs(config: BuildConfig) -> None:
+    """Refuse a missing model or data file before the build creates anything."""
+    if not Path(config.model).exists():
+        raise HapiError(f"model {config.model!r} does not exist.")
+    if config.data != "mnist":
+        for name in SPLITS:
+            if not (Path(config.data) / f"{name}.npz").is_file():
+                raise HapiError(
+                    f"data folder {config.data!r} has no {name}.npz (expected train/calib/test .npz), "
+                    "or give --data mnist for the demo digits."
+                )
 
 
 def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
@@ -249,24 +293,19 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
     else:
         data_dir = Path(config.data)
         paths["data"] = data_dir
-    split_files = {name: data_dir / f"{name}.npz" for name in ("train", "calib", "test")}
-    for name, path in split_files.items():
-        if not path.is_file():
-            raise HapiError(f"data folder {str(data_dir)!r} has no {name}.npz (expected train/calib/test .npz).")
+    split_files = {name: data_dir / f"{name}.npz" for name in SPLITS}
 
     splits = {name: load_dataset(path) for name, path in split_files.items()}
     _check_disjoint(splits)
 
     source = Path(config.model)
-    if not source.exists():
-        raise HapiError(f"model {str(source)!r} does not exist.")
     paths["model"] = work / "model.onnx"
     steps.run(
         "export", paths["model"], [source] + _factory_files(config.factory),
-        {"factory": config.factory, "input_shape": config.input_shape},
+        {"factory": config.factory, "input_shape": list(config.input_shape) if config.input_shape else None},
         lambda: export_model(
             source, paths["model"], factory=config.factory,
-            input_shape=tuple(config.input_shape) if config.input_shape else None,
+            input_shape=config.input_shape,
         ),
     )
 
@@ -274,14 +313,15 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
 
     def attach() -> None:
         result = attach_exits(
-            paths["model"], splits["train"], exits=config.exits, pooling=config.pooling,
+            paths["model"], splits["train"], exits=list(config.exits) if config.exits else None, pooling=config.pooling,
             max_candidates=config.max_candidates, progress=_counter(log, "attach: features"),
         )
         result.save(paths["ee"])
 
     steps.run(
         "attach", paths["ee"], [paths["model"], split_files["train"]],
-        {"exits": config.exits, "pooling": config.pooling, "max_candidates": config.max_candidates}, attach,
+        {"exits": list(config.exits) if config.exits else None, "pooling": config.pooling,
+         "max_candidates": config.max_candidates}, attach,
     )
 
     paths["trace"] = work / "trace.npz"
@@ -302,15 +342,10 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
     )
 
     paths["design"] = work / "design.json"
-    constraints = {
-        "latency_sla_ms": config.latency_sla_ms, "percentile": config.percentile,
-        "min_accuracy": config.min_accuracy, "max_accuracy_drop": config.max_accuracy_drop,
-        "thresholds": config.thresholds, "confidence": config.confidence,
-    }
     steps.run(
-        "search", paths["design"], [paths["trace"], paths["latency"]], constraints,
+        "search", paths["design"], [paths["trace"], paths["latency"]], config.constraints.to_dict(),
         lambda: search(
-            Trace.load(paths["trace"]), LatencyTable.load(paths["latency"]), **constraints
+            Trace.load(paths["trace"]), LatencyTable.load(paths["latency"]), config.constraints
         ).save(paths["design"]),
     )
 
@@ -432,7 +467,7 @@ def build_report(result: BuildResult) -> list[str]:
     design = Design.load(paths["design"])
     report = EvaluationReport.load(paths["report"])
     rows = exit_accuracies(trace, exit_mac_fractions(load_model(paths["ee"])))
-    kept = set(design.exits)
+    kept = set(design.exit_names)
     width = max(len(r.tensor) for r in rows)
     out = [f"Exits on the calibration split ({trace.num_samples} images); * = kept in the design:"]
     out.append(f"    {'exit':<8} {'tensor':<{width}}  {'MACs':>6}  {'accuracy':>8}  {'mean conf':>9}")
@@ -443,13 +478,11 @@ def build_report(result: BuildResult) -> list[str]:
             f"  {mark} {r.name:<8} {r.tensor:<{width}}  {macs:>6}  {r.accuracy:8.4f}  {r.mean_confidence:9.3f}"
         )
     pred = design.predicted
-    chosen = ", ".join(
-        [f"{name} (t={t:.3f})" for name, t in zip(design.exits[:-1], design.thresholds, strict=True)] + ["final"]
-    )
-    limits = ", ".join(f"{k}={v}" for k, v in design.constraints.items() if v is not None)
+    chosen = ", ".join(e.name if e.threshold is None else f"{e.name} (t={e.threshold:.3f})" for e in design.exits)
+    limits = ", ".join(f"{k}={v}" for k, v in design.constraints.to_dict().items() if v is not None and k != "space")
     out += [
         "",
-        f"Design ({design.search.get('space', '')} thresholds, {design.objective}, {limits}; device {design.device}):",
+        f"Design ({design.constraints.space} thresholds, {design.objective}, {limits}; device {design.device}):",
         f"  exits      {chosen}",
         f"  predicted  accuracy {pred['accuracy']:.4f}, mean {pred['mean_ms']:.3f} ms, "
         f"p90 {pred['p90_ms']:.3f} ms  [on the calibration split]",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hapi_onnx.artifact import check_kind
+from hapi_onnx.artifact import check_kind, malformed, parse_json
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output
 
@@ -46,6 +46,18 @@ class Trace:
     margin: np.ndarray | None = field(default=None)
 
     def __post_init__(self):
+        for name in ("exit_names", "tensors"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+                raise HapiError(f"Trace {name} must be a list of names. Got {value!r}.")
+            object.__setattr__(self, name, list(value))
+        for name in ("labels", "pred", "conf") + (("margin",) if self.margin is not None else ()):
+            if not isinstance(getattr(self, name), np.ndarray):
+                raise HapiError(f"Trace {name} must be a numpy array. Got {type(getattr(self, name)).__name__}.")
+        if self.labels.ndim != 1:
+            raise HapiError(f"Trace labels must be a 1-D array of classes. Got shape {self.labels.shape}.")
+        if not isinstance(self.model_fingerprint, str):
+            raise HapiError(f"Trace model_fingerprint must be a string. Got {self.model_fingerprint!r}.")
         k, n = len(self.exit_names), len(self.labels)
         if len(self.tensors) != k:
             raise HapiError(f"Trace has {k} exit names but {len(self.tensors)} tensors.")
@@ -146,12 +158,12 @@ class Trace:
             raise HapiError(
                 f"{str(path)!r} is an .npz but not a hapi-onnx trace (no 'meta'); make one with `hapi-onnx calibrate`."
             )
-        try:
-            meta = json.loads(str(arrays.pop("meta")))
-        except json.JSONDecodeError:
-            meta = None
-        meta = check_kind(meta, KIND, FORMAT_VERSION, str(path))
-        try:
+        source = repr(str(path))
+        meta = arrays.pop("meta")
+        text = str(meta) if meta.dtype.kind == "U" and meta.ndim == 0 else None
+        meta = check_kind(parse_json(text, f"{source} metadata") if text is not None else None,
+                          KIND, FORMAT_VERSION, source)
+        with malformed(source, KIND):
             return cls(
                 exit_names=meta["exit_names"],
                 tensors=meta["tensors"],
@@ -162,7 +174,3 @@ class Trace:
                 num_classes=meta["num_classes"],
                 model_fingerprint=meta["model_fingerprint"],
             )
-        except KeyError as err:
-            raise HapiError(f"{str(path)!r} is a malformed trace: missing {err}.") from None
-        except HapiError as err:
-            raise HapiError(f"{str(path)!r} is a malformed trace: {err}") from None

@@ -7,20 +7,22 @@ import pytest
 from test_bundle_models import make_ee_model
 
 from hapi_onnx.bundle import bundle_from_design
+from hapi_onnx.choice import choices_from
 from hapi_onnx.errors import HapiError
 from hapi_onnx.graph import load_model, model_fingerprint
 from hapi_onnx.runtime import EarlyExitModel
+from hapi_onnx.search import Constraints
 from hapi_onnx.search.design import Design
 
 
 def make_design(fingerprint: str) -> Design:
     return Design(
-        exits=["exit0", "exit2", "final"], exit_indices=[0, 2, 3], thresholds=[0.9, 0.75],
-        policy="max-softmax",
+        exits=choices_from(["exit0", "exit2"], [0.9, 0.75]),
         predicted={"accuracy": 0.9, "mean_ms": 0.1, "p50_ms": 0.08, "p90_ms": 0.2, "p99_ms": 0.3,
-                   "exit_distribution": [0.5, 0.3, 0.2], "speedup_vs_full": 1.5},
+                   "exit_distribution": [0.5, 0.3, 0.2], "speedup_vs_full": 1.5,
+                   "accuracy_lower_bound": 0.88, "accuracy_drop_bound_pp": 0.9},
         reference={"accuracy": 0.91, "mean_ms": 0.15},
-        constraints={"max_accuracy_drop": 0.01}, objective="min-latency", latency_stat="mean",
+        constraints=Constraints(max_accuracy_drop=1.0),
         pareto_front=[], search={}, device="cpu-1t",
         trace_fingerprint="t" * 64, latency_fingerprint="l" * 64, model_fingerprint=fingerprint,
     )
@@ -37,10 +39,11 @@ def files(tmp_path):
 def test_bundle_from_design_records_the_design(files):
     out = bundle_from_design(files / "ee.onnx", files / "design.json", files / "m.hapi", labels=list("vwxyz"))
     model = EarlyExitModel.load(out)
-    assert model.exit_names == ("exit0", "exit2", "final") and model.thresholds == (0.9, 0.75)
+    assert model.exits == choices_from(["exit0", "exit2"], [0.9, 0.75])
+    assert Design.load(files / "design.json").exits == model.exits  # one value, unchanged on the way
     design = model.manifest.design
     assert design["predicted"]["mean_ms"] == 0.1 and design["trace_fingerprint"] == "t" * 64
-    assert design["exits"] == ["exit0", "exit2", "final"] and model.labels == tuple("vwxyz")
+    assert design["constraints"]["max_accuracy_drop"] == 1.0 and model.labels == tuple("vwxyz")
 
 
 def test_design_for_another_model_is_refused(files):

@@ -9,6 +9,7 @@ import pytest
 from test_bundle_models import make_ee_model, reference_outputs, sample_images, softmax
 
 from hapi_onnx.bundle import write_bundle
+from hapi_onnx.choice import choices_from
 from hapi_onnx.errors import HapiError
 from hapi_onnx.runtime import EarlyExitModel, Manifest
 
@@ -19,7 +20,8 @@ def test_full_path_equals_original_final_output(tmp_path, opset, final_is_probab
     x = sample_images(32)
     ref = reference_outputs(model, x)
     final = ref["fc.probs"] if final_is_probability else softmax(ref["fc.logits"])
-    bundle = write_bundle(model, ["exit0", "exit1", "exit2", "final"], [0.5, 0.5, 0.5], tmp_path / "m.hapi")
+    exits = choices_from(["exit0", "exit1", "exit2", "final"], [0.5, 0.5, 0.5])
+    bundle = write_bundle(model, exits, tmp_path / "m.hapi")
     full = EarlyExitModel.load(bundle).force_full_path()
     pred = full.predict(x, return_probs=True)
     assert np.array_equal(pred.exit_index, np.full(32, 3))
@@ -32,12 +34,12 @@ def test_full_path_equals_original_final_output(tmp_path, opset, final_is_probab
 
 
 def test_stages_hold_only_the_kept_heads(tmp_path):
-    bundle = write_bundle(make_ee_model(), ["exit0", "exit2"], [0.9, 0.8], tmp_path / "m.hapi")
+    bundle = write_bundle(make_ee_model(), choices_from(["exit0", "exit2"], [0.9, 0.8]), tmp_path / "m.hapi")
     manifest = Manifest.from_json((bundle / "manifest.json").read_text())
     assert [s.name for s in manifest.stages] == ["exit0", "exit2", "final"]
     assert [s.input for s in manifest.stages] == ["input", "t1", "t4"]
     assert [s.carried for s in manifest.stages] == ["t1", "t4", None]
-    assert manifest.thresholds == (0.9, 0.8)
+    assert manifest.exits == choices_from(["exit0", "exit2"], [0.9, 0.8])
     inits = set()
     for stage in manifest.stages:
         stage_model = onnx.load(str(bundle / stage.file))
@@ -53,15 +55,18 @@ def test_stages_hold_only_the_kept_heads(tmp_path):
 def test_manifest_records_design_and_provenance(tmp_path):
     predicted = {"accuracy": 0.97, "mean_ms": 1.2, "exit_distribution": [0.5, 0.3, 0.2]}
     bundle = write_bundle(
-        make_ee_model(), ["exit1", "exit2", "final"], [0.95, 0.9], tmp_path / "m.hapi",
-        predicted=predicted, labels=list("abcde"), preprocessing={"scale": 1 / 255},
+        make_ee_model(), choices_from(["exit1", "exit2", "final"], [0.95, 0.9]), tmp_path / "m.hapi",
+        design={"predicted": predicted}, labels=list("abcde"), preprocessing={"scale": 1 / 255},
     )
     data = json.loads((bundle / "manifest.json").read_text())
-    assert data["kind"] == "hapi-onnx bundle" and data["format_version"] == 1
+    assert data["kind"] == "hapi-onnx bundle" and data["format_version"] == 2
     assert data["input"] == {"name": "input", "shape": [None, 1, 12, 12], "dtype": "float32"}
     assert data["labels"] == list("abcde") and data["preprocessing"] == {"scale": 1 / 255}
     assert data["design"]["predicted"] == predicted
-    assert data["design"]["exits"] == ["exit1", "exit2", "final"]
+    assert [(s["name"], s["threshold"]) for s in data["stages"]] == [
+        ("exit1", float(np.float32(0.95))), ("exit2", float(np.float32(0.9))), ("final", None)
+    ]
+    assert "exits" not in data["design"] and "thresholds" not in data["design"]  # thresholds live in the stages
     assert data["provenance"]["source_fingerprint"] == "0" * 64
     assert len(data["provenance"]["ee_model_fingerprint"]) == 64
 
@@ -70,9 +75,9 @@ def test_zip_bundle_predicts_like_the_directory(tmp_path):
     model, x = make_ee_model(seed=5), sample_images(40)
     conf = reference_outputs(model, x)["head1.probs"].max(axis=1)
     threshold = float(np.median(conf))
-    folder = write_bundle(model, ["exit1"], [threshold], tmp_path / "m.hapi")
-    packed = write_bundle(model, ["exit1"], [threshold], tmp_path / "m.hapi.zip")
-    forced = write_bundle(model, ["exit1"], [threshold], tmp_path / "other", zip=True)
+    folder = write_bundle(model, choices_from(["exit1"], [threshold]), tmp_path / "m.hapi")
+    packed = write_bundle(model, choices_from(["exit1"], [threshold]), tmp_path / "m.hapi.zip")
+    forced = write_bundle(model, choices_from(["exit1"], [threshold]), tmp_path / "other", zip=True)
     assert zipfile.is_zipfile(packed) and zipfile.is_zipfile(forced)
     with zipfile.ZipFile(packed) as archive:
         assert sorted(archive.namelist()) == ["manifest.json", "stages/00_exit1.onnx", "stages/01_final.onnx"]
@@ -84,8 +89,8 @@ def test_zip_bundle_predicts_like_the_directory(tmp_path):
 
 def test_rewriting_replaces_the_bundle(tmp_path):
     out = tmp_path / "m.hapi"
-    write_bundle(make_ee_model(), ["exit0", "exit1"], [0.9, 0.9], out)
-    write_bundle(make_ee_model(), ["exit2"], [0.7], out)
+    write_bundle(make_ee_model(), choices_from(["exit0", "exit1"], [0.9, 0.9]), out)
+    write_bundle(make_ee_model(), choices_from(["exit2"], [0.7]), out)
     assert EarlyExitModel.load(out).exit_names == ("exit2", "final")
     assert sorted(p.name for p in (out / "stages").iterdir()) == ["00_exit2.onnx", "01_final.onnx"]
     assert [p.name for p in tmp_path.iterdir()] == ["m.hapi"]
@@ -96,16 +101,17 @@ def test_rewriting_replaces_the_bundle(tmp_path):
     [
         (["exit7"], [0.9], None, "not in the model"),
         (["exit2", "exit0"], [0.9, 0.9], None, "graph order"),
-        (["exit0", "exit0"], [0.9, 0.9], None, "graph order"),
-        (["final", "exit0"], [0.9], None, "'final' must be the last"),
-        (["exit0", "exit1"], [0.9], None, "2 finite numbers"),
-        (["exit0"], [float("nan")], None, "finite numbers"),
+        (["exit0", "exit0"], [0.9, 0.9], None, "distinct"),
+        (["final", "exit0"], [0.9, 0.9], None, "'final' must be the last"),
+        (["exit0", "exit1"], [0.9], None, "one threshold per kept"),
+        (["exit0"], [float("nan")], None, "finite number >= 0"),
+        (["exit0"], [-0.5], None, "finite number >= 0"),
         (["exit0"], [0.9], ["a", "b"], "5 strings"),
     ],
 )
 def test_bad_arguments_raise_hapi_error(tmp_path, exits, thresholds, labels, match):
     with pytest.raises(HapiError, match=match):
-        write_bundle(make_ee_model(), exits, thresholds, tmp_path / "m.hapi", labels=labels)
+        write_bundle(make_ee_model(), choices_from(exits, thresholds), tmp_path / "m.hapi", labels=labels)
     assert not (tmp_path / "m.hapi").exists()
 
 
@@ -113,4 +119,4 @@ def test_model_without_exit_layout_is_refused(tmp_path):
     model = make_ee_model()
     del model.metadata_props[:]
     with pytest.raises(HapiError, match="no early exits"):
-        write_bundle(model, ["exit0"], [0.9], tmp_path / "m.hapi")
+        write_bundle(model, choices_from(["exit0"], [0.9]), tmp_path / "m.hapi")

@@ -73,7 +73,7 @@ def _mnist_test(tmp_path):
     [
         (["{ckpt}"], "give --factory"),
         (["{ckpt}", "--factory", "{dir}/tiny.py:build"], "needs --input-shape"),
-        (["{ckpt}", "--factory", "{dir}/tiny.py:build", "--input-shape", "1,a,28,28"], "comma-separated"),
+        (["{ckpt}", "--factory", "{dir}/tiny.py:build", "--input-shape", "1,a,28,28"], "four positive ints N,C,H,W"),
         (["{ckpt}", "--factory", "{dir}/tiny.py", "--input-shape", "1,1,28,28"], "must look like"),
         (["{ckpt}", "--factory", "{dir}/tiny.py:missing", "--input-shape", "1,1,28,28"], "no attribute"),
         (["{dir}/none.pt", "--factory", "{dir}/tiny.py:build", "--input-shape", "1,1,28,28"],

@@ -50,7 +50,7 @@ def test_split_default_writes_every_candidate_segment(run_cli, resnet_file, tmp_
     assert result.exit_code == 0, result.output
     model = load_model(resnet_file)
     cuts = [c.tensor for c in candidate_exits(model)]
-    index = SplitIndex.load(out)
+    index = SplitIndex.load(out / "index.json")
     assert index.cuts == cuts and index.input == "image"
     assert [e.file for e in index.segments] == [f"segment_{k:02d}.onnx" for k in range(len(cuts) + 1)]
     assert sorted(p.name for p in out.iterdir()) == sorted([e.file for e in index.segments] + ["index.json"])
@@ -72,7 +72,7 @@ def test_split_at_named_tensors_in_any_order(run_cli, resnet_file, tmp_path):
     assert SplitIndex.load(out / "index.json").cuts == [cuts[0], cuts[2]]
     # splitting again replaces the old split directory
     assert run_cli("split", resnet_file, "-o", out, "--at", cuts[1]).exit_code == 0
-    assert SplitIndex.load(out).cuts == [cuts[1]]
+    assert SplitIndex.load(out / "index.json").cuts == [cuts[1]]
     assert sorted(p.name for p in out.iterdir()) == ["index.json", "segment_00.onnx", "segment_01.onnx"]
 
 

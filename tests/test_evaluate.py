@@ -8,6 +8,7 @@ import pytest
 from test_bundle_models import make_ee_model, reference_outputs, sample_images, softmax
 
 from hapi_onnx.bundle import write_bundle
+from hapi_onnx.choice import choices_from
 from hapi_onnx.data import Dataset
 from hapi_onnx.errors import HapiError
 from hapi_onnx.evaluate import EvaluationReport, evaluate_bundle, full_model_bytes, predict_file
@@ -24,9 +25,8 @@ def case(tmp_path_factory):
     y[:10] = (y[:10] + 1) % 5
     threshold = float(np.median(ref["head1.probs"].max(axis=1)))
     onnx.save(model, root / "ee.onnx")
-    bundle = write_bundle(
-        model, ["exit1", "final"], [threshold], root / "m.hapi",
-        predicted={"accuracy": 0.8, "mean_ms": 0.05}, labels=list("abcde"),
+    bundle = write_bundle(model, choices_from(["exit1", "final"], [threshold]), root / "m.hapi",
+        design={"predicted": {"accuracy": 0.8, "mean_ms": 0.05}}, labels=list("abcde"),
     )
     np.savez(root / "test.npz", x=x, y=y)
     np.save(root / "x.npy", x[:3])
@@ -39,9 +39,9 @@ def test_evaluate_bundle_measures_against_the_full_model(case):
         bundle, data, device="cpu-1t", full_model=root / "ee.onnx", batch_size=16, warmup=5
     )
     conf1 = ref["head1.probs"].max(axis=1)
-    early = conf1 >= np.float32(report.thresholds[0])
+    early = conf1 >= np.float32(report.exits[0].threshold)
     expected = np.where(early, ref["head1.probs"].argmax(axis=1), final)
-    assert report.exit_names == ["exit1", "final"]
+    assert [e.name for e in report.exits] == ["exit1", "final"]
     assert report.exit_counts == [int(early.sum()), int((~early).sum())]
     assert report.accuracy == pytest.approx(float((expected == data.y).mean()))
     assert report.full_accuracy == pytest.approx(50 / 60)

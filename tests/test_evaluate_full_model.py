@@ -7,6 +7,7 @@ from graph_models import resnet, run_model
 from test_exits_attach import labelled, with_embedding_output
 
 from hapi_onnx.bundle import write_bundle
+from hapi_onnx.choice import choices_from
 from hapi_onnx.errors import HapiError
 from hapi_onnx.evaluate import evaluate_bundle, full_model_for_bundle
 from hapi_onnx.exits.attach import attach
@@ -23,7 +24,7 @@ def built(tmp_path_factory):
     result = attach(root / "model.onnx", labelled(net.model, 120, seed=0), max_candidates=1)
     result.save(root / "ee.onnx")
     onnx.save(resnet(seed=1).model, root / "other.onnx")
-    bundle = write_bundle(result.model, ["exit0", "final"], [0.9], root / "m.hapi")
+    bundle = write_bundle(result.model, choices_from(["exit0", "final"], [0.9]), root / "m.hapi")
     test = labelled(net.model, 30, seed=2)
     test.save(root / "test.npz")
     logits = run_model(load_model(net.model), {"image": test.x})[0]
@@ -51,7 +52,7 @@ def test_a_multi_output_source_asks_for_the_ee_model(tmp_path):
     model = with_embedding_output(net)
     logits_name = net.model.graph.output[0].name
     result = attach(model, labelled(net.model, 120, seed=0), final_output=logits_name, max_candidates=1)
-    bundle = write_bundle(result.model, ["final"], [], tmp_path / "m.hapi")
+    bundle = write_bundle(result.model, choices_from(["final"], []), tmp_path / "m.hapi")
     from hapi_onnx.runtime.manifest import Manifest
 
     provenance = Manifest.from_json((bundle / "manifest.json").read_text()).provenance

@@ -136,7 +136,7 @@ def test_split_index_round_trip_and_malformed_files(tmp_path):
     from hapi_onnx.graph import SplitIndex, write_split
 
     index = write_split(resnet().model, tmp_path / "split")
-    assert SplitIndex.load(tmp_path / "split") == index
+    assert SplitIndex.load(tmp_path / "split" / "index.json") == index
     bad = tmp_path / "split" / "index.json"
     bad.write_text('{"kind": "hapi-onnx split index", "format_version": 1, "segments": []}')
     with pytest.raises(HapiError, match="malformed"):

@@ -25,7 +25,7 @@ QUICK = dict(model=str(DEMO), max_candidates=3, profile_budget_s=0.05, eval_batc
 def built(tmp_path_factory):
     work = tmp_path_factory.mktemp("build")
     lines: list[str] = []
-    result = build(BuildConfig(**QUICK), work, log=lines.append)
+    result = build(BuildConfig.from_options(QUICK), work, log=lines.append)
     return work, result, lines
 
 
@@ -47,9 +47,9 @@ def test_build_writes_every_artifact_and_a_report(built):
 
 def test_second_run_reuses_everything_and_a_new_sla_reruns_only_search_onward(built):
     work, first, _ = built
-    again = build(BuildConfig(**QUICK), work)
+    again = build(BuildConfig.from_options(QUICK), work)
     assert again.reused == STEPS
-    changed = build(BuildConfig(**{**QUICK, "max_accuracy_drop": 2.0}), work)
+    changed = build(BuildConfig.from_options({**QUICK, "max_accuracy_drop": 2.0}), work)
     assert changed.reused == ["data", "export", "attach", "calibrate", "profile"]
     assert json.loads(changed.paths["design"].read_text())["constraints"]["max_accuracy_drop"] == 2.0
 
@@ -57,7 +57,7 @@ def test_second_run_reuses_everything_and_a_new_sla_reruns_only_search_onward(bu
 def test_a_damaged_output_is_rebuilt(built):
     work, result, _ = built
     result.paths["trace"].write_bytes(b"not a trace")
-    again = build(BuildConfig(**QUICK), work)
+    again = build(BuildConfig.from_options(QUICK), work)
     assert "calibrate" not in again.reused
     assert again.reused[:3] == ["data", "export", "attach"]
 
@@ -66,7 +66,7 @@ def test_killed_build_resumes_and_completes(tmp_path):
     work = tmp_path / "work"
     config = tmp_path / "build.json"
     config.write_text(json.dumps({**QUICK, "profile_budget_s": 0.5}))
-    cmd = [sys.executable, "-m", "hapi_onnx", "build", "--config", str(config), "--workdir", str(work)]
+    cmd = [sys.executable, "-m", "hapi_onnx", "--verbose", "build", "--config", str(config), "--workdir", str(work)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = work / ".steps" / "calibrate.json"  # kill while profiling (or just after)
     deadline = time.monotonic() + 240
@@ -83,12 +83,12 @@ def test_killed_build_resumes_and_completes(tmp_path):
 
 
 def test_config_errors_are_user_errors(tmp_path, run_cli):
-    with pytest.raises(HapiError, match="needs a constraint"):
-        BuildConfig(model=str(DEMO))
+    with pytest.raises(HapiError, match="at least one constraint"):
+        BuildConfig.from_options({"model": str(DEMO)})
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model": str(DEMO), "max_accuracy_drop": 0.5, "sla": 3}))
     result = run_cli("build", "--config", bad, "--workdir", tmp_path / "w")
-    assert result.exit_code == 2 and "unknown keys ['sla']" in result.output
+    assert result.exit_code == 2 and "unknown build option(s) ['sla']" in result.output
     result = run_cli("build", tmp_path / "missing.onnx", "--max-accuracy-drop", "0.5", "--workdir", tmp_path / "w")
     assert result.exit_code == 2 and "does not exist" in result.output
     assert not (tmp_path / "w" / "model.onnx").exists()
@@ -100,9 +100,23 @@ def test_bad_build_options_fail_before_any_work(tmp_path, run_cli):
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"model": str(DEMO), "max_accuracy_drop": "0.5"}))
     result = run_cli("build", "--config", config, "--workdir", tmp_path / "w")
-    assert result.exit_code == 2 and "'max_accuracy_drop' must be a number" in result.output
-    with pytest.raises(HapiError, match="'thresholds' must be one of"):
-        BuildConfig(model=str(DEMO), max_accuracy_drop=0.5, thresholds="each")
+    assert result.exit_code == 2 and "'max_accuracy_drop' must be a number of percentage points" in result.output
+    with pytest.raises(HapiError, match="'space' must be one of"):
+        BuildConfig.from_options({"model": str(DEMO), "max_accuracy_drop": 0.5, "thresholds": "each"})
+    for option, value, message in [
+        ("min_accuracy", 98.5, r"a fraction: 98.5% is 0.985"),
+        ("latency_sla_ms", float("nan"), "'latency_sla_ms' must be a positive"),
+        ("device", "nosuch", "Unknown device 'nosuch'"),
+        ("max_candidates", 0, "'max_candidates' must be an int >= 1"),
+        ("exits", "t1", "'exits' must be a list"),
+        ("input_shape", "a,b", "four positive ints"),
+        ("model", 3, "'model' must be a non-empty string"),
+        ("pooling", "max", "'pooling' must be one of"),
+    ]:
+        with pytest.raises(HapiError, match=message):
+            BuildConfig.from_options({"model": str(DEMO), "max_accuracy_drop": 0.5, option: value})
+    result = run_cli("build", str(DEMO), "--min-accuracy", "98.5", "--device", "nosuch", "--workdir", tmp_path / "w")
+    assert result.exit_code == 2 and "Unknown device 'nosuch'" in result.output
     assert not (tmp_path / "w").exists()
 
 
@@ -115,7 +129,7 @@ def test_overlapping_splits_are_refused(tmp_path):
     splits["calib"].save(data / "calib.npz")
     splits["calib"].save(data / "test.npz")  # reporting on the calibration images: a leak
     with pytest.raises(HapiError, match="1000 of the 1000 images in test.npz also appear in calib.npz"):
-        build(BuildConfig(**{**QUICK, "data": str(data)}), tmp_path / "w")
+        build(BuildConfig.from_options({**QUICK, "data": str(data)}), tmp_path / "w")
     assert not (tmp_path / "w" / "model.onnx").exists()
 
 
@@ -125,4 +139,4 @@ def test_a_second_build_in_the_same_workdir_is_refused_while_one_runs(tmp_path):
     (tmp_path / ".steps").mkdir()
     with _exclusive(tmp_path):
         with pytest.raises(HapiError, match="another build is running"):
-            build(BuildConfig(**QUICK), tmp_path)
+            build(BuildConfig.from_options(QUICK), tmp_path)

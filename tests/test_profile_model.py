@@ -14,11 +14,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hapi_onnx.bundle import stage_graphs
 from hapi_onnx.errors import HapiError
+from hapi_onnx.exits.cut import cut_at_exits, full_model
 from hapi_onnx.exits.layout import ExitLayout, ExitSpec
 from hapi_onnx.graph import load_model, model_fingerprint
 from hapi_onnx.graph.decision import CLASS_OUTPUT, CONFIDENCE_OUTPUT, DECISION_OUTPUTS, PROBS_OUTPUT
-from hapi_onnx.profile import LatencyTable, load_preset, profile_model, split_at_exits, table_lines
-from hapi_onnx.profile.profile import BoundCall, RuntimeEntryCalls, runtime_entry_model
+from hapi_onnx.profile import LatencyTable, load_preset, profile_model, table_lines
+from hapi_onnx.profile.profile import BoundCall, RuntimeEntryCalls
 
 FAST_TIMING = {
     "warmup_runs": 2,
@@ -102,8 +103,14 @@ def _run(path_or_model, x):
     return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x}), strict=True))
 
 
+def split_at_exits(model):
+    return cut_at_exits(model, ExitLayout.from_model(model))
+
+
 def test_split_pieces_chain_and_reproduce_the_full_model(ee_path):
-    pieces = split_at_exits(load_model(ee_path))
+    model = load_model(ee_path)
+    pieces = split_at_exits(model)
+    monolithic = full_model(model, pieces.layout)
     segs, heads = pieces.segments, pieces.heads
     decision = list(DECISION_OUTPUTS)
     assert [p.name for p in segs] == ["segment0", "segment1", "segment2"]
@@ -128,8 +135,8 @@ def test_split_pieces_chain_and_reproduce_the_full_model(ee_path):
     expected = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(out[PROBS_OUTPUT], expected / expected.sum(1, keepdims=True), rtol=1e-5)
     _assert_decision(out)
-    np.testing.assert_allclose(_run_named(pieces.monolithic.model, x)["logits"], logits, rtol=1e-5)
-    assert {o.name for o in pieces.monolithic.model.graph.output} == {"logits"}
+    np.testing.assert_allclose(_run_named(monolithic.model, x)["logits"], logits, rtol=1e-5)
+    assert {o.name for o in monolithic.model.graph.output} == {"logits"}
 
 
 def test_pieces_hold_exactly_the_ops_of_the_bundle_stages(ee_path):
@@ -196,9 +203,7 @@ def test_profile_model_table_describes_every_piece(table, ee_path, fast_preset):
 
 def test_runtime_entry_predicts_what_its_bare_stage_computes():
     x = np.random.default_rng(2).standard_normal((1, 1, 8, 8)).astype(np.float32)
-    model = runtime_entry_model(name="img", shape=x.shape)
-    session = load_preset("cpu-1t").create_session(model.SerializeToString())
-    entry = RuntimeEntryCalls(session, x)
+    entry = RuntimeEntryCalls(load_preset("cpu-1t"), x, "img")
     pred = entry.model.predict(x)
     entry.stage()
     assert pred.classes[0] == entry.stage.buffers[CLASS_OUTPUT][0] == x.reshape(-1).argmax()
@@ -252,7 +257,7 @@ def test_user_errors(ee_path, fast_preset):
 
 def test_cli_writes_the_table_and_prints_it(run_cli, ee_path, fast_preset, tmp_path):
     out = tmp_path / "lat.json"
-    result = run_cli("profile", ee_path, "--device", fast_preset, "-o", out, "--time-budget", "0.02")
+    result = run_cli("--verbose", "profile", ee_path, "--device", fast_preset, "-o", out, "--time-budget", "0.02")
     assert result.exit_code == 0, result.output
     table = LatencyTable.load(out)
     assert table.preset["timing"]["time_budget_s"] == 0.02

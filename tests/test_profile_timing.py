@@ -71,7 +71,7 @@ def test_stats_from_samples_converts_ns_to_ms():
 
 def test_time_calls_accounts_for_every_run_and_keeps_order():
     policy = TimingPolicy(warmup_runs=5, warmup_s=0.0, min_runs=20, max_runs=200,
-                          target_rel_precision=0.05, confidence=0.95, time_budget_s=0.5)
+                          target_rel_precision=0.05, interval_level=0.95, time_budget_s=0.5)
     calls = [CountingCall(_session("Relu")), CountingCall(_session("Sigmoid"))]
     lines = []
     results = time_calls(calls, policy, names=["relu", "sigmoid"], progress=lines.append)
@@ -94,7 +94,7 @@ def test_time_calls_accounts_for_every_run_and_keeps_order():
 
 def test_max_runs_stops_an_unreachable_precision_target():
     policy = TimingPolicy(warmup_runs=1, warmup_s=0.0, min_runs=10, max_runs=30,
-                          target_rel_precision=1e-12, confidence=0.95, time_budget_s=60.0)
+                          target_rel_precision=1e-12, interval_level=0.95, time_budget_s=60.0)
     result = time_call(CountingCall(_session()), policy)
     assert result.stop == "max_runs"
     assert result.stats.n == 30
@@ -102,7 +102,7 @@ def test_max_runs_stops_an_unreachable_precision_target():
 
 def test_time_budget_stops_an_unreachable_precision_target():
     policy = TimingPolicy(warmup_runs=1, warmup_s=0.0, min_runs=10, max_runs=10_000_000,
-                          target_rel_precision=1e-12, confidence=0.95, time_budget_s=0.02)
+                          target_rel_precision=1e-12, interval_level=0.95, time_budget_s=0.02)
     result = time_call(CountingCall(_session()), policy)
     assert result.stop == "budget"
     assert result.timed_s >= 0.02
@@ -111,7 +111,7 @@ def test_time_budget_stops_an_unreachable_precision_target():
 
 def test_min_runs_are_made_even_past_the_budget():
     policy = TimingPolicy(warmup_runs=0, warmup_s=0.0, min_runs=40, max_runs=100,
-                          target_rel_precision=1e-12, confidence=0.95, time_budget_s=1e-9)
+                          target_rel_precision=1e-12, interval_level=0.95, time_budget_s=1e-9)
     result = time_call(CountingCall(_session()), policy)
     assert result.stats.n >= 40
 

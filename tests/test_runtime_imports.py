@@ -8,6 +8,7 @@ import textwrap
 from test_bundle_models import make_ee_model, sample_images
 
 from hapi_onnx.bundle import write_bundle
+from hapi_onnx.choice import choices_from
 
 BLOCKED = ["onnx", "onnx_graphsurgeon", "scipy", "click", "torch", "PIL", "matplotlib"]
 
@@ -45,7 +46,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_runtime_needs_only_numpy_and_onnxruntime(tmp_path):
-    bundle = write_bundle(make_ee_model(), ["exit1"], [0.9], tmp_path / "m.hapi.zip")
+    bundle = write_bundle(make_ee_model(), choices_from(["exit1"], [0.9]), tmp_path / "m.hapi.zip")
     x = sample_images(6)
     import numpy as np
 
@@ -60,6 +61,8 @@ def test_runtime_needs_only_numpy_and_onnxruntime(tmp_path):
     assert result["steps"] == 2 and len(result["classes"]) == 6
     assert result["one"] == result["classes"][0]
     assert set(result["hapi"]) <= {
-        "hapi_onnx", "hapi_onnx.errors", "hapi_onnx.runtime", "hapi_onnx.runtime.archive",
+        # choice (the threshold rule, numpy), artifact and files (bounded JSON, stdlib) are light too
+        "hapi_onnx", "hapi_onnx.errors", "hapi_onnx.choice", "hapi_onnx.artifact", "hapi_onnx.files",
+        "hapi_onnx.runtime", "hapi_onnx.runtime.archive",
         "hapi_onnx.runtime.manifest", "hapi_onnx.runtime.model",
     }

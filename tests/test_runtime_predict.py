@@ -7,6 +7,7 @@ import pytest
 from test_bundle_models import make_ee_model, reference_outputs, sample_images, softmax
 
 from hapi_onnx.bundle import write_bundle
+from hapi_onnx.choice import choices_from
 from hapi_onnx.runtime import BundleError, EarlyExitModel, HapiError
 from hapi_onnx.runtime.model import bound_run
 
@@ -21,7 +22,7 @@ def setup(tmp_path_factory):
     ref = reference_outputs(model, x)
     probs = [ref[f"head{k}.probs"] for k in range(3)] + [softmax(ref["fc.logits"])]
     thresholds = [float(np.quantile(p.max(axis=1), 0.6)) for p in probs[:3]]
-    bundle = write_bundle(model, EXITS, thresholds, tmp_path_factory.mktemp("b") / "m.hapi")
+    bundle = write_bundle(model, choices_from(EXITS, thresholds), tmp_path_factory.mktemp("b") / "m.hapi")
     return EarlyExitModel.load(bundle), x, probs, thresholds
 
 
@@ -118,21 +119,21 @@ def test_threshold_overrides(setup):
     eager = model.with_thresholds([0.0, 0.0, 0.0]).predict(x)
     assert np.array_equal(eager.exit_index, np.zeros(N)) and np.array_equal(eager.classes, probs[0].argmax(1))
     full = model.force_full_path()
-    assert full.thresholds == (np.inf, np.inf, np.inf) and model.thresholds != full.thresholds
+    assert full.thresholds == (2.0, 2.0, 2.0) and model.thresholds != full.thresholds
     assert np.array_equal(full.predict(x[:1]).exit_index, [3])
     with pytest.raises(HapiError, match="needs 3 thresholds"):
         model.with_thresholds([0.5])
-    with pytest.raises(HapiError, match="needs 3 thresholds"):
+    with pytest.raises(HapiError, match="finite number >= 0"):
         model.with_thresholds([0.5, float("nan"), 0.5])
 
 
 @pytest.mark.parametrize(
     "thresholds",
     [["a"], [0.5, "a", 0.5], [0.5, "0.5", 0.5], [0.5, None, 0.5], [0.5, True, 0.5],
-     [0.5, float("inf"), 0.5], [0.5, np.float32("nan"), 0.5]],
+     [0.5, float("inf"), 0.5], [0.5, np.float32("nan"), 0.5], [0.5, -1, 0.5], "0.5"],
 )
 def test_thresholds_must_be_finite_numbers(setup, thresholds):
-    with pytest.raises(HapiError, match="each a finite number"):
+    with pytest.raises(HapiError, match="finite number >= 0|needs a threshold|needs 3 thresholds|list of numbers"):
         setup[0].with_thresholds(thresholds)
 
 
@@ -140,7 +141,7 @@ def test_numpy_and_int_thresholds_are_accepted(setup):
     model = setup[0]
     variant = model.with_thresholds([np.float32(0.25), np.int64(2), 1])
     assert variant.thresholds == (0.25, 2.0, 1.0)
-    assert model.force_full_path().thresholds == (np.inf,) * 3
+    assert model.force_full_path().thresholds == (2.0,) * 3
 
 
 @pytest.mark.parametrize(
@@ -170,7 +171,7 @@ def test_non_contiguous_input_is_accepted(setup):
 
 
 def test_unavailable_provider_is_a_clear_error(setup, tmp_path):
-    bundle = write_bundle(make_ee_model(), ["exit0"], [0.9], tmp_path / "m.hapi")
+    bundle = write_bundle(make_ee_model(), choices_from(["exit0"], [0.9]), tmp_path / "m.hapi")
     with pytest.raises(HapiError, match="not available"):
         EarlyExitModel.load(bundle, providers=["NoSuchExecutionProvider"])
 

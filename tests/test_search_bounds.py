@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hapi_onnx.errors import HapiError
-from hapi_onnx.search import evaluate, search
+from hapi_onnx.search import score_design, search
 from hapi_onnx.search.bounds import (
     accuracy_lower_bound,
     drop_upper_bound,
@@ -16,6 +16,7 @@ from hapi_onnx.search.bounds import (
     min_correct_for_drop,
     z_score,
 )
+from hapi_onnx.search.constraints import Constraints
 from hapi_onnx.search.optimise import resolve_goal
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
@@ -26,12 +27,12 @@ def artifacts(num_intermediate=7, n=600, seed=40):
 
 
 def test_z_score_is_the_one_sided_normal_quantile_and_0_means_raw():
-    assert z_score(0) == 0.0 and z_score(None) == 0.0 and z_score(0.5) == 0.0
+    assert z_score(0) == 0.0 and z_score(0.5) == 0.0
     assert z_score(0.9) == pytest.approx(1.2815516, abs=1e-6)
     assert z_score(0.95) == pytest.approx(1.6448536, abs=1e-6)
-    for bad in (0.3, 1.0, 1.5, -0.1, float("nan"), True, "0.9"):
-        with pytest.raises(HapiError, match="confidence is the one-sided level"):
-            z_score(bad)
+    for bad in (0.3, 1.0, 1.5, -0.1, float("nan"), True, "0.9"):  # refused once, where levels are made
+        with pytest.raises(HapiError, match="'bound_level' must be a number in"):
+            Constraints(max_accuracy_drop=1.0, bound_level=bad)
 
 
 def test_drop_bound_is_the_paired_formula_with_one_pseudo_disagreement():
@@ -81,8 +82,9 @@ def test_the_recorded_bounds_are_the_formulas_on_direct_counts():
     """L and G counted sample by sample from the trace, then the formulas by hand."""
     trace, table = artifacts()
     for space in ("global", "per-exit"):
-        design = search(trace, table, max_accuracy_drop=2.0, thresholds=space, confidence=0.9)
-        exits, thr = design.exit_indices[:-1], design.thresholds
+        design = search(trace, table, Constraints(max_accuracy_drop=2.0, space=space, bound_level=0.9))
+        exits = [trace.exit_names.index(e.name) for e in design.exits[:-1]]
+        thr = [e.threshold for e in design.exits[:-1]]
         right = trace.pred == trace.labels[None, :]
         losses = gains = 0
         for n in range(len(trace.labels)):
@@ -108,7 +110,7 @@ def test_higher_confidence_never_gives_a_faster_design(seed):
     ):
         latencies, bounds = [], []
         for confidence in (0, 0.6, 0.8, 0.9, 0.95, 0.99):
-            design = search(trace, table, **constraints, confidence=confidence)
+            design = search(trace, table, Constraints(**constraints, bound_level=confidence))
             latencies.append(design.predicted[f"{design.latency_stat}_ms"])
             bounds.append(design.predicted["accuracy_drop_bound_pp"])
         assert latencies == sorted(latencies), constraints
@@ -124,15 +126,15 @@ def test_raw_counts_overfit_more_than_bounds_on_held_out_data():
         halves = [np.arange(0, 800), np.arange(800, 1600)]
         calib, held = (_subset(full, idx) for idx in halves)
         for confidence in kept:
-            design = search(calib, table, max_accuracy_drop=1.0, confidence=confidence)
-            ev = evaluate(held, table, design.exit_indices, design.thresholds)
+            design = search(calib, table, Constraints(max_accuracy_drop=1.0, bound_level=confidence))
+            ev = score_design(held, table, design.exits)
             kept[confidence] += 100 * (held.accuracy[-1] - ev.accuracy) <= 1.0 + 1e-9
     assert kept[0.9] > kept[0] and kept[0.9] >= 5
 
 
 def test_the_final_classifier_is_certain_to_keep_a_zero_drop():
     trace, table = artifacts()
-    design = search(trace, table, max_accuracy_drop=0.0, confidence=0.95)
+    design = search(trace, table, Constraints(max_accuracy_drop=0.0, bound_level=0.95))
     assert design.predicted["accuracy_drop_bound_pp"] <= 0.0
     assert design.predicted["accuracy"] >= design.reference["accuracy"]
 
@@ -140,13 +142,13 @@ def test_the_final_classifier_is_certain_to_keep_a_zero_drop():
 def test_goal_tables_per_discordant_count():
     trace, table = artifacts()
     problem = SearchProblem.from_artifacts(trace, table)
-    raw = resolve_goal(problem, max_accuracy_drop=1.0, confidence=0)
-    bounded = resolve_goal(problem, max_accuracy_drop=1.0, confidence=0.9)
+    raw = resolve_goal(problem, Constraints(max_accuracy_drop=1.0, bound_level=0))
+    bounded = resolve_goal(problem, Constraints(max_accuracy_drop=1.0, bound_level=0.9))
     assert len(set(raw.min_correct.tolist())) == 1 and raw.z == 0.0
     assert np.all(bounded.min_correct >= raw.min_correct) and bounded.min_correct[-1] > bounded.min_correct[0]
-    assert bounded.constraints["confidence"] == 0.9 and raw.constraints["confidence"] == 0
-    with pytest.raises(HapiError, match="confidence is the one-sided level"):
-        search(trace, table, max_accuracy_drop=1.0, confidence=1.0)
+    assert bounded.constraints.bound_level == 0.9 and raw.constraints.bound_level == 0
+    with pytest.raises(HapiError, match="'bound_level' must be a number in"):
+        Constraints(max_accuracy_drop=1.0, bound_level=1.0)
 
 
 def _subset(trace, idx):

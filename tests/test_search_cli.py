@@ -35,33 +35,46 @@ def test_search_prints_design_and_front_and_writes_it(files):
     result = run(files, "--max-accuracy-drop", "1", "--percentile", "p90", "--plot", str(files / "front.png"))
     assert result.exit_code == 0, result.output
     design = Design.load(files / "design.json")
-    assert f"design: {design.exits[0]}" in result.output
+    first = design.exits[0]
+    assert f"design: {first.name} (t={first.threshold:.4f})" in result.output
     assert "speed-up" in result.output and "exit distribution:" in result.output
     assert "Pareto front, accuracy vs p90 latency" in result.output and "\n*" in result.output
     assert (files / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_confidence_option_reaches_the_design_and_the_output(files):
+def test_bound_level_option_reaches_the_design_and_the_output(files):
     result = run(files, "--max-accuracy-drop", "3")
     assert result.exit_code == 0, result.output
     design = Design.load(files / "design.json")
-    assert design.constraints["confidence"] == 0.9
+    assert design.constraints.bound_level == 0.9
     bound = design.predicted["accuracy_drop_bound_pp"]
-    assert f"<= {bound:.2f} pp; 90%-confidence bounds" in result.output
+    assert f"<= {bound:.2f} pp; 90%-level bounds" in result.output
     assert "drop <=" in result.output and " no " in result.output  # the front marks refused points
-    raw = run(files, "--max-accuracy-drop", "3", "--confidence", "0")
+    raw = run(files, "--max-accuracy-drop", "3", "--bound-level", "0")
     assert raw.exit_code == 0, raw.output
-    assert Design.load(files / "design.json").constraints["confidence"] == 0
-    assert "confidence" not in raw.output
-    bad = run(files, "--max-accuracy-drop", "3", "--confidence", "1.5")
-    assert bad.exit_code == 2 and bad.output.startswith("error: confidence is the one-sided level")
+    assert Design.load(files / "design.json").constraints.bound_level == 0
+    assert "level bounds" not in raw.output
+    bad = run(files, "--max-accuracy-drop", "3", "--bound-level", "1.5")
+    assert bad.exit_code == 2 and bad.output.startswith("error: The constraint 'bound_level' must be")
+    assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_renamed_flags_still_work_with_a_note(files):
+    result = CliRunner().invoke(cli, ["--verbose", "search", "--trace", str(files / "trace.npz"), "--latency",
+                                      str(files / "latency.json"), "-o", str(files / "design.json"),
+                                      "--max-accuracy-drop", "3", "--confidence", "0.95", "--thresholds", "per-exit"])
+    assert result.exit_code == 0, result.output
+    design = Design.load(files / "design.json")
+    assert design.constraints.bound_level == 0.95 and design.constraints.space == "per-exit"
+    assert "warning: --confidence is deprecated; use --bound-level instead." in result.output
+    assert "warning: --thresholds is deprecated; use --space instead." in result.output
 
 
 @pytest.mark.parametrize("text,fraction", [("0.9", 0.9), ("90", 0.9), ("90%", 0.9), ("1", 1.0), ("1%", 0.01)])
 def test_min_accuracy_accepts_fractions_and_percentages(files, text, fraction):
     result = run(files, "--min-accuracy", text, "--latency-sla", "50")
     if result.exit_code == 0:
-        assert Design.load(files / "design.json").constraints["min_accuracy"] == pytest.approx(fraction)
+        assert Design.load(files / "design.json").constraints.min_accuracy == pytest.approx(fraction)
     else:  # only a floor no design reaches may fail, and then with one clear line
         assert result.exit_code == 2 and "no design reaches" in result.output
 

@@ -10,8 +10,8 @@ import pytest
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable, PieceLatency, TimingStats
-from hapi_onnx.search import evaluate, search
-from hapi_onnx.search.evaluate import evaluate_problem
+from hapi_onnx.search import score_design, search
+from hapi_onnx.search.constraints import Constraints
 from hapi_onnx.search.optimise import (
     optimise_exhaustive,
     optimise_fast,
@@ -21,6 +21,7 @@ from hapi_onnx.search.optimise import (
 from hapi_onnx.search.pareto import pareto_indices
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.search.refine import refine_per_exit
+from hapi_onnx.search.score import score_problem
 from hapi_onnx.search.subsets import SubsetSpace
 from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
 
@@ -55,7 +56,7 @@ def problem_for(num_intermediate, n, seed, *, decimals=None, round_costs=False):
 
 def constraint_sets(problem):
     """SLAs spread over the achievable range, accuracy floors near the final classifier's."""
-    full = evaluate_problem(problem, (), ())
+    full = score_problem(problem, (), ())
     final_acc = problem.final_correct / problem.num_samples
     out = []
     for stat in STATS:
@@ -91,14 +92,14 @@ def test_fast_equals_exhaustive(num_intermediate, n, seed, decimals, round_costs
     grid = threshold_grid(problem, 30)
     checked = with_exits = 0
     for constraints in constraint_sets(problem):
-        goal = resolve_goal(problem, **constraints, confidence=confidence)
+        goal = resolve_goal(problem, Constraints(**constraints, bound_level=confidence))
         fast, slow = optimise_fast(problem, grid, goal), optimise_exhaustive(problem, grid, goal)
         assert fast.best == slow.best, constraints
         assert fast.front == slow.front, constraints
         if fast.best is not None:
             checked += 1
             with_exits += bool(fast.best.exits)
-            ev = evaluate_problem(problem, fast.best.exits, fast.best.thresholds)
+            ev = score_problem(problem, fast.best.exits, fast.best.thresholds)
             got = (ev.correct, ev.discordant, ev.latency_key(goal.stat))
             assert got == (fast.best.correct, fast.best.discordant, fast.best.latency_key)
             assert goal.feasible_candidate(fast.best)
@@ -116,19 +117,19 @@ def brute_force(problem, grid, goal):
     for r in range(len(problem.candidates) + 1):
         for exits in itertools.combinations(problem.candidates, r):
             for t in grid:
-                ev = evaluate_problem(problem, exits, [t] * len(exits))
+                ev = score_problem(problem, exits, [t] * len(exits))
                 designs.append((exits, float(t), ev.correct, ev.latency_key(goal.stat), ev.losses, ev.gains))
     n, z, c = problem.num_samples, goal.z, goal.constraints
 
     def accurate(d):
         exits, _, correct, _, losses, gains = d
         ok = True
-        if c["max_accuracy_drop"] is not None and exits:
-            ok &= (losses - gains + z * math.sqrt(losses + gains + 1)) / n * 100 <= c["max_accuracy_drop"] + 1e-9
-        if c["min_accuracy"] is not None:
+        if c.max_accuracy_drop is not None and exits:
+            ok &= (losses - gains + z * math.sqrt(losses + gains + 1)) / n * 100 <= c.max_accuracy_drop + 1e-9
+        if c.min_accuracy is not None:
             p = correct / n
             wilson = (p + z * z / (2 * n) - z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (1 + z * z / n)
-            ok &= wilson >= c["min_accuracy"] - 1e-9
+            ok &= wilson >= c.min_accuracy - 1e-9
         return ok
 
     def order(d):
@@ -157,7 +158,7 @@ def brute_force(problem, grid, goal):
 def test_exhaustive_and_fast_match_brute_force_order(seed, stat, confidence):
     _, _, problem = problem_for(4, 60, seed, decimals=1, round_costs=True)
     grid = threshold_grid(problem, 8)
-    full = evaluate_problem(problem, (), ())
+    full = score_problem(problem, (), ())
     final_acc = problem.final_correct / problem.num_samples
     for constraints in (
         {"latency_sla_ms": 0.7 * full.stat_ms(stat)},
@@ -165,7 +166,7 @@ def test_exhaustive_and_fast_match_brute_force_order(seed, stat, confidence):
         {"max_accuracy_drop": 8.0},
         {"min_accuracy": final_acc - 0.1, "max_accuracy_drop": 12.0},
     ):
-        goal = resolve_goal(problem, percentile=stat, confidence=confidence, **constraints)
+        goal = resolve_goal(problem, Constraints(percentile=stat, bound_level=confidence, **constraints))
         best, front = brute_force(problem, grid, goal)
         for result in (optimise_exhaustive(problem, grid, goal), optimise_fast(problem, grid, goal)):
             got = result.best
@@ -197,21 +198,21 @@ def test_pareto_indices_keeps_one_point_per_pair_and_prefers_the_tiebreak():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_per_exit_refinement_is_never_worse_and_keeps_constraints(seed):
     trace, table, problem = problem_for(7, 400, seed, decimals=2)
-    full = evaluate_problem(problem, (), ())
+    full = score_problem(problem, (), ())
     for constraints in (
         {"latency_sla_ms": 0.6 * full.mean_ms},
         {"latency_sla_ms": 0.7 * full.stat_ms("p90"), "percentile": "p90"},
         {"max_accuracy_drop": 0.5},
         {"min_accuracy": 0.8, "latency_sla_ms": 0.8 * full.mean_ms},
     ):
-        goal = resolve_goal(problem, **constraints)
-        glob = search(trace, table, **constraints, thresholds="global", grid_size=40)
-        refined = search(trace, table, **constraints, thresholds="per-exit", grid_size=40)
-        assert refined.exits == glob.exits
-        ev = evaluate(trace, table, refined.exit_indices, refined.thresholds)
+        goal = resolve_goal(problem, Constraints(**constraints))
+        glob = search(trace, table, Constraints(**constraints, space="global"), grid_size=40)
+        refined = search(trace, table, Constraints(**constraints, space="per-exit"), grid_size=40)
+        assert refined.exit_names == glob.exit_names
+        ev = score_design(trace, table, refined.exits)
         key = ev.latency_key(goal.stat)
-        assert goal.feasible(ev.correct, ev.discordant, key, reference=not refined.thresholds)
-        g_ev = evaluate(trace, table, glob.exit_indices, glob.thresholds)
+        assert goal.feasible(ev.correct, ev.discordant, key, reference=len(refined.exits) == 1)
+        g_ev = score_design(trace, table, glob.exits)
         g_key = g_ev.latency_key(goal.stat)
         if goal.objective == "max-accuracy":
             assert (-ev.correct, key) <= (-g_ev.correct, g_key)
@@ -223,10 +224,10 @@ def test_per_exit_refinement_is_never_worse_and_keeps_constraints(seed):
 def test_refinement_improves_a_deliberately_poor_start():
     _, _, problem = problem_for(6, 400, 5, decimals=2)
     grid = threshold_grid(problem, 30)
-    goal = resolve_goal(problem, max_accuracy_drop=3.0)
+    goal = resolve_goal(problem, Constraints(max_accuracy_drop=3.0))
     start = optimise_fast(problem, grid, goal).best
     thresholds = tuple(0.999 for _ in start.exits)
-    ev = evaluate_problem(problem, start.exits, thresholds)
+    ev = score_problem(problem, start.exits, thresholds)
     poor = type(start)(start.exits, thresholds, ev.correct, ev.latency_key("mean"), ev.discordant)
     better = refine_per_exit(problem, poor, goal, grid, grid_size=30)
     assert goal.better(better, poor) and goal.feasible_candidate(better)
@@ -236,76 +237,79 @@ def test_infeasible_constraints_name_the_closest_design():
     trace, table, problem = problem_for(6, 300, 7)
     with pytest.raises(
         HapiError,
-        match=r"no design reaches 100\.00% accuracy \(as 90%-confidence bounds\) on the search data; the most "
+        match=r"no design reaches 100\.00% accuracy \(as 90%-level bounds\) on the search data; the most "
         r"accurate is \d+\.\d+% at .* \(accuracy lower bound \d+\.\d+%; exits .*Lower the accuracy floor or the "
-        "confidence",
+        r"bound level \(--bound-level\)",
     ):
-        search(trace, table, min_accuracy=1.0)
+        search(trace, table, Constraints(min_accuracy=1.0))
     with pytest.raises(HapiError, match=r"no design reaches 100\.00% accuracy on the search data; .* \(exits"):
-        search(trace, table, min_accuracy=1.0, confidence=0)
+        search(trace, table, Constraints(min_accuracy=1.0, bound_level=0))
     with pytest.raises(
         HapiError, match=r"no design meets p90 latency <= 0\.001 ms; the fastest is .* \(exits exit"
     ):
-        search(trace, table, latency_sla_ms=0.001, percentile="p90")
-    full = evaluate_problem(problem, (), ())
-    fastest = search(trace, table, latency_sla_ms=10 * full.mean_ms).pareto_front[0]
+        search(trace, table, Constraints(latency_sla_ms=0.001, percentile="p90"))
+    full = score_problem(problem, (), ())
+    fastest = search(trace, table, Constraints(latency_sla_ms=10 * full.mean_ms)).pareto_front[0]
     with pytest.raises(
         HapiError,
         match=r"within the SLA the closest is .*drop upper bound .* the fastest reaching the accuracy is "
         r"\d+\.\d+% at .* \(drop upper bound -?\d+\.\d+ pp; exits .*Relax one",
     ):
-        search(trace, table, max_accuracy_drop=0.0, latency_sla_ms=fastest["latency_ms"] * 1.01)
+        search(trace, table, Constraints(max_accuracy_drop=0.0, latency_sla_ms=fastest.latency_ms * 1.01))
     with pytest.raises(HapiError, match="no design"):
-        search(trace, table, min_accuracy=1.0, optimiser="exhaustive", grid_size=10)
+        search(trace, table, Constraints(min_accuracy=1.0), optimiser="exhaustive", grid_size=10)
 
 
 def test_a_floor_met_on_raw_counts_can_fail_its_bound():
     trace, table, _ = problem_for(6, 300, 7)
-    best_raw = search(trace, table, latency_sla_ms=100.0).pareto_front[-1]["accuracy"]
-    raw = search(trace, table, min_accuracy=best_raw, confidence=0)
+    best_raw = search(trace, table, Constraints(latency_sla_ms=100.0)).pareto_front[-1].accuracy
+    raw = search(trace, table, Constraints(min_accuracy=best_raw, bound_level=0))
     assert raw.predicted["accuracy"] == best_raw
-    with pytest.raises(HapiError, match="no design reaches .* the most accurate is .*or the confidence"):
-        search(trace, table, min_accuracy=best_raw)
+    with pytest.raises(HapiError, match="no design reaches .* the most accurate is .*or the bound level"):
+        search(trace, table, Constraints(min_accuracy=best_raw))
 
 
 def test_bad_arguments_are_refused():
     trace, table, _ = problem_for(4, 50, 0)
     with pytest.raises(HapiError, match="at least one constraint"):
-        search(trace, table)
-    with pytest.raises(HapiError, match="latency statistic"):
-        search(trace, table, latency_sla_ms=1.0, percentile="p95")
-    with pytest.raises(HapiError, match="thresholds must be one of"):
-        search(trace, table, latency_sla_ms=1.0, thresholds="per-layer")
+        Constraints()
+    with pytest.raises(HapiError, match="'percentile' must be one of mean, p50, p90, p99"):
+        Constraints(latency_sla_ms=1.0, percentile="p95")
+    with pytest.raises(HapiError, match="'space' must be one of global, per-exit"):
+        Constraints(latency_sla_ms=1.0, space="per-layer")
     with pytest.raises(HapiError, match="optimiser must be one of"):
-        search(trace, table, latency_sla_ms=1.0, optimiser="greedy")
-    with pytest.raises(HapiError, match="min_accuracy must be a fraction"):
-        search(trace, table, min_accuracy=98.5)
-    with pytest.raises(HapiError, match="latency_sla_ms must be a positive"):
-        search(trace, table, latency_sla_ms=-1.0)
+        search(trace, table, Constraints(latency_sla_ms=1.0), optimiser="greedy")
+    with pytest.raises(HapiError, match=r"'min_accuracy' must be a fraction in \(0, 1\] \(a fraction: 98.5%"):
+        Constraints(min_accuracy=98.5)
+    with pytest.raises(HapiError, match="'latency_sla_ms' must be a positive"):
+        Constraints(latency_sla_ms=-1.0)
     with pytest.raises(HapiError, match="percentage points"):
-        search(trace, table, max_accuracy_drop=-1.0)
+        Constraints(max_accuracy_drop=-1.0)
+    with pytest.raises(HapiError, match="must be a hapi_onnx.search.Constraints"):
+        search(trace, table, {"max_accuracy_drop": 1.0})
     with pytest.raises(HapiError, match="final classifier .* is always kept"):
-        search(trace, table, latency_sla_ms=1.0, candidates=["exit1", "final"])
+        search(trace, table, Constraints(latency_sla_ms=1.0), candidates=["exit1", "final"])
 
 
 def test_candidates_restrict_the_exits():
     trace, table, _ = problem_for(6, 200, 8)
-    design = search(trace, table, max_accuracy_drop=2.0, candidates=["exit2", "exit4"])
-    assert set(design.exits[:-1]) <= {"exit2", "exit4"}
+    design = search(trace, table, Constraints(max_accuracy_drop=2.0), candidates=["exit2", "exit4"])
+    assert set(design.exit_names[:-1]) <= {"exit2", "exit4"}
     assert design.search["candidates"] == ["exit2", "exit4"]
-    assert all(set(p["exits"][:-1]) <= {"exit2", "exit4"} for p in design.pareto_front)
+    assert all({e.name for e in p.exits[:-1]} <= {"exit2", "exit4"} for p in design.pareto_front)
 
 
 def test_a_model_without_intermediate_exits_has_one_design():
     trace, table, _ = problem_for(0, 100, 0)
-    design = search(trace, table, latency_sla_ms=100.0)
-    assert design.exits == ["final"] and design.thresholds == [] and len(design.pareto_front) == 1
+    design = search(trace, table, Constraints(latency_sla_ms=100.0))
+    assert design.exit_names == ["final"] and len(design.pareto_front) == 1
 
 
 def test_too_many_candidates_is_a_clear_error():
     trace, table, problem = problem_for(21, 30, 0)
     with pytest.raises(HapiError, match="at most 20"):
-        search(trace, table, latency_sla_ms=1.0)
-    assert search(trace, table, latency_sla_ms=10.0, candidates=[f"exit{i}" for i in range(0, 21, 2)]).exits
+        search(trace, table, Constraints(latency_sla_ms=1.0))
+    every_other = [f"exit{i}" for i in range(0, 21, 2)]
+    assert search(trace, table, Constraints(latency_sla_ms=10.0), candidates=every_other).exits
     with pytest.raises(HapiError, match="Exhaustive search over 21"):
-        optimise_exhaustive(problem, threshold_grid(problem, 5), resolve_goal(problem, latency_sla_ms=1.0))
+        optimise_exhaustive(problem, threshold_grid(problem, 5), resolve_goal(problem, Constraints(latency_sla_ms=1.0)))

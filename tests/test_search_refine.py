@@ -5,7 +5,7 @@ overfitting than the plain descent on held-out samples."""
 import numpy as np
 import pytest
 
-from hapi_onnx.search.evaluate import evaluate_problem
+from hapi_onnx.search.constraints import Constraints
 from hapi_onnx.search.optimise import optimise_fast, resolve_goal, threshold_grid
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.search.refine import (
@@ -15,6 +15,7 @@ from hapi_onnx.search.refine import (
     refine_per_exit,
     sample_subset,
 )
+from hapi_onnx.search.score import score_problem
 from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
 
 CONSTRAINTS = (
@@ -31,7 +32,7 @@ def problem_for(seed, n=600):
 
 
 def start_for(problem, constraints, grid_size=40):
-    goal = resolve_goal(problem, **constraints)
+    goal = resolve_goal(problem, Constraints(**constraints))
     grid = threshold_grid(problem, grid_size)
     return goal, grid, optimise_fast(problem, grid, goal).best
 
@@ -48,7 +49,7 @@ def test_never_worse_than_global_keeps_constraints_and_is_deterministic(seed):
         assert refined == refine_per_exit(problem, start, goal, grid, grid_size=40)
         assert refined.exits == start.exits
         assert not goal.better(start, refined)
-        ev = evaluate_problem(problem, refined.exits, refined.thresholds)
+        ev = score_problem(problem, refined.exits, refined.thresholds)
         key = ev.latency_key(goal.stat)
         assert (ev.correct, ev.discordant, key) == (refined.correct, refined.discordant, refined.latency_key)
         assert goal.feasible(ev.correct, ev.discordant, key)
@@ -58,7 +59,7 @@ def test_never_worse_than_global_keeps_constraints_and_is_deterministic(seed):
 
 def test_folds_partition_the_samples_and_resolve_the_goal_on_their_complement():
     problem = problem_for(3, n=103)
-    goal = resolve_goal(problem, max_accuracy_drop=2.0)
+    goal = resolve_goal(problem, Constraints(max_accuracy_drop=2.0))
     folds = cross_fit_folds(problem, goal, 5)
     assert len(folds) == 5
     assert sum(f.held_out.num_samples for f in folds) == problem.num_samples
@@ -89,7 +90,7 @@ def test_one_sample_cannot_confirm_a_move():
     problem = problem_for(5, n=200)
     goal, grid, start = start_for(problem, {"max_accuracy_drop": 5.0})
     one = sample_subset(problem, np.arange(200) == 0)
-    goal1 = resolve_goal(one, latency_sla_ms=100.0)
+    goal1 = resolve_goal(one, Constraints(latency_sla_ms=100.0))
     assert refine_per_exit(one, start, goal1, grid) == start
 
 
@@ -106,5 +107,5 @@ def test_cross_fitting_overfits_less_than_the_plain_descent_on_held_out_data():
         for folds in lost:
             design = refine_per_exit(calib, start, goal, grid, grid_size=40, folds=folds)
             assert goal.feasible_candidate(design)
-            lost[folds] += held.final_correct - evaluate_problem(held, design.exits, design.thresholds).correct
+            lost[folds] += held.final_correct - score_problem(held, design.exits, design.thresholds).correct
     assert lost[5] < lost[0]

@@ -5,6 +5,6 @@ without onnx; this package writes what that schema describes.
 """
 
 from hapi_onnx.bundle.stages import StageGraph, stage_graphs
-from hapi_onnx.bundle.writer import bundle_from_design, write_bundle
+from hapi_onnx.bundle.writer import bundle_contents, bundle_from_design, write_bundle
 
-__all__ = ["StageGraph", "bundle_from_design", "stage_graphs", "write_bundle"]
+__all__ = ["StageGraph", "bundle_contents", "bundle_from_design", "stage_graphs", "write_bundle"]

@@ -2,8 +2,6 @@
 
 import datetime
 import hashlib
-import math
-import numbers
 import os
 import zipfile
 from collections.abc import Sequence
@@ -13,71 +11,61 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 from hapi_onnx import __version__
-from hapi_onnx.bundle.stages import CLASS_OUTPUT, CONFIDENCE_OUTPUT, PROBS_OUTPUT, stage_graphs
+from hapi_onnx.bundle.stages import StageGraph, stage_graphs
+from hapi_onnx.choice import FINAL, ExitChoice, check_choices
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import ExitLayout
 from hapi_onnx.files import atomic_output
 from hapi_onnx.graph import input_spec, load_model, model_fingerprint
-from hapi_onnx.runtime.archive import read_bundle
+from hapi_onnx.graph.decision import CLASS_OUTPUT, CONFIDENCE_OUTPUT, PROBS_OUTPUT
+from hapi_onnx.runtime.archive import BundleContents, read_bundle
 from hapi_onnx.runtime.manifest import MANIFEST_NAME, InputSpec, Manifest, StageSpec
 
 if TYPE_CHECKING:
     from hapi_onnx.search.design import Design
 
 
-def write_bundle(
-    ee_model: str | os.PathLike | onnx.ModelProto,
-    exits: Sequence[str],
-    thresholds: Sequence[float],
-    out_path: str | os.PathLike,
-    predicted: dict[str, Any] | None = None,
+def bundle_contents(
+    stages: Sequence[StageGraph],
+    exits: Sequence[ExitChoice],
+    num_classes: int,
+    *,
     labels: Sequence[str] | None = None,
     preprocessing: dict[str, Any] | None = None,
-    zip: bool = False,
     design: dict[str, Any] | None = None,
-) -> Path:
-    """Package kept exits and thresholds of an over-provisioned model as a staged bundle.
+    provenance: dict[str, Any] | None = None,
+) -> BundleContents:
+    """A bundle in memory: each stage graph serialised and hashed, and the manifest that wires them.
+
+    :class:`~hapi_onnx.runtime.EarlyExitModel.from_contents` runs it as it is; :func:`write_bundle`
+    writes it to disk.
 
     Args:
-        ee_model (str | PathLike | onnx.ModelProto): The over-provisioned model (``attach``'s
-            output); not modified.
-        exits (list[str]): Kept exits in graph order; a trailing ``"final"`` is optional.
-        thresholds (list[float]): Confidence threshold of each kept intermediate exit.
-        out_path (PathLike): ``MODEL.hapi`` (a directory) or ``MODEL.hapi.zip`` (one file).
-        predicted (dict): Predicted metrics of the design (accuracy, mean_ms, p50_ms, ...),
-            stored in the manifest's design summary. Defaults to none.
-        labels (list[str]): Class names, one per class. Defaults to none.
-        preprocessing (dict): Free-form description of the expected input. Defaults to none.
-        zip (bool): Write a single zip file even if ``out_path`` does not end in ``.zip``.
-            Defaults to False.
-        design (dict): Extra design summary fields (constraints, fingerprints). Defaults to none.
-
-    Returns:
-        Path: The bundle written (replaced atomically if it existed).
+        stages (Sequence[StageGraph]): The stage graphs, in execution order.
+        exits (Sequence[ExitChoice]): One per stage, same names, the final classifier last.
+        num_classes (int): Number of classes.
+        labels (Sequence[str] | None): Class names, one per class. Defaults to none.
+        preprocessing (dict | None): What the input expects. Defaults to none.
+        design (dict | None): Summary of the design shipped (predicted metrics, constraints, ...).
+        provenance (dict | None): Where the bundle comes from. Defaults to the versions and time.
 
     Raises:
-        HapiError: when the model has no exit layout, an exit is unknown or out of order, the
-            thresholds do not match the exits, or the labels do not match the classes.
+        HapiError: when the exits do not name the stages, or the labels do not match the classes.
     """
-    model = load_model(ee_model)
-    layout = ExitLayout.from_model(model)
-    kept = list(exits)
-    if kept and kept[-1] == "final":
-        kept = kept[:-1]
-    if "final" in kept:
-        raise HapiError(f"'final' must be the last exit. Got exits {list(exits)!r}.")
-    thresholds = _check_thresholds(thresholds, kept)
-    labels = _check_labels(labels, layout.num_classes)
+    exits = check_choices(exits)
+    if [c.name for c in exits] != [s.name for s in stages]:
+        raise HapiError(
+            f"The exits {[c.name for c in exits]!r} must name the stages {[s.name for s in stages]!r}, in order."
+        )
+    labels = _check_labels(labels, num_classes)
     if preprocessing is not None and not isinstance(preprocessing, dict):
         raise HapiError(f"preprocessing must be a dict (or None). Got {preprocessing!r} instead.")
-
-    stages = stage_graphs(model, layout, kept)
     blobs, specs = [], []
-    for j, stage in enumerate(stages):
+    for j, (stage, choice) in enumerate(zip(stages, exits, strict=True)):
         blob = stage.model.SerializeToString()
         blobs.append(blob)
         specs.append(StageSpec(
-            name=stage.name,
+            exit=choice,
             file=f"stages/{j:02d}_{_file_stem(stage.name)}.onnx",
             sha256=hashlib.sha256(blob).hexdigest(),
             input=stage.input,
@@ -85,34 +73,76 @@ def write_bundle(
             class_output=CLASS_OUTPUT,
             confidence_output=CONFIDENCE_OUTPUT,
             probs_output=PROBS_OUTPUT,
-            threshold=thresholds[j] if j < len(kept) else None,
         ))
-    image = input_spec(model)
-    summary = {"exits": kept + ["final"], "thresholds": thresholds, "predicted": predicted, **(design or {})}
+    image = input_spec(stages[0].model)
     manifest = Manifest(
         input=InputSpec(
             name=image.name,
             shape=tuple(d if isinstance(d, int) else None for d in image.shape),
             dtype=image.dtype,
         ),
-        num_classes=layout.num_classes,
+        num_classes=num_classes,
         stages=tuple(specs),
         labels=labels,
         preprocessing=preprocessing,
-        design=summary,
+        design=design,
         provenance={
-            "source_fingerprint": layout.source_fingerprint,
-            "ee_model_fingerprint": model_fingerprint(model),
             "hapi_onnx_version": __version__,
             "onnx_version": onnx.__version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **(provenance or {}),
         },
     )
     manifest = Manifest.from_dict(manifest.to_dict())  # the writer obeys the schema the runtime reads
+    return BundleContents(manifest=manifest, stage_bytes=tuple(blobs))
+
+
+def write_bundle(
+    ee_model: str | os.PathLike | onnx.ModelProto,
+    exits: Sequence[ExitChoice],
+    out_path: str | os.PathLike,
+    *,
+    labels: Sequence[str] | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    design: dict[str, Any] | None = None,
+    zip: bool = False,
+) -> Path:
+    """Package the chosen exits of an over-provisioned model as a staged bundle.
+
+    Args:
+        ee_model (str | PathLike | onnx.ModelProto): The over-provisioned model (``attach``'s
+            output); not modified.
+        exits (Sequence[ExitChoice]): The exits to keep in graph order with their thresholds, the
+            final classifier last (:mod:`hapi_onnx.choice`).
+        out_path (PathLike): ``MODEL.hapi`` (a directory) or ``MODEL.hapi.zip`` (one file).
+        labels (list[str]): Class names, one per class. Defaults to none.
+        preprocessing (dict): What the input expects. Defaults to none.
+        design (dict): Summary of the design shipped (predicted metrics, constraints, fingerprints),
+            stored in the manifest. Defaults to none.
+        zip (bool): Write a single zip file even if ``out_path`` does not end in ``.zip``.
+            Defaults to False.
+
+    Returns:
+        Path: The bundle written (replaced atomically if it existed).
+
+    Raises:
+        HapiError: when the model has no exit layout, an exit is unknown or out of order, a
+            threshold breaks the rule, or the labels do not match the classes.
+    """
+    model = load_model(ee_model)
+    layout = ExitLayout.from_model(model)
+    exits = check_choices(exits)
+    if exits[-1].name != FINAL:
+        raise HapiError(f"The last exit of a bundle is the final classifier {FINAL!r}. Got {exits[-1].name!r}.")
+    stages = stage_graphs(model, layout, [c.name for c in exits[:-1]])
+    contents = bundle_contents(
+        stages, exits, layout.num_classes, labels=labels, preprocessing=preprocessing, design=design,
+        provenance={"source_fingerprint": layout.source_fingerprint, "ee_model_fingerprint": model_fingerprint(model)},
+    )
     out = Path(out_path)
     as_zip = zip or out.name.endswith(".zip")
-    files = {MANIFEST_NAME: manifest.to_json().encode()}
-    files.update({spec.file: blobs[j] for j, spec in enumerate(specs)})
+    files = {MANIFEST_NAME: contents.manifest.to_json().encode()}
+    files.update({spec.file: contents.stage_bytes[j] for j, spec in enumerate(contents.manifest.stages)})
     with atomic_output(out, directory=not as_zip, marker=MANIFEST_NAME) as tmp:
         if as_zip:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -129,19 +159,6 @@ def write_bundle(
 def _file_stem(name: str) -> str:
     stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
     return stem or "stage"
-
-
-def _check_thresholds(thresholds: Sequence[float], kept: list[str]) -> list[float]:
-    values = list(thresholds)
-    ok = len(values) == len(kept) and all(
-        isinstance(t, numbers.Real) and not isinstance(t, bool) and math.isfinite(t) for t in values
-    )
-    if not ok:
-        raise HapiError(
-            f"thresholds must be {len(kept)} finite numbers, one per kept intermediate exit {kept!r}. "
-            f"Got {values!r} instead."
-        )
-    return [float(t) for t in values]
 
 
 def _check_labels(labels: Sequence[str] | None, num_classes: int) -> tuple[str, ...] | None:
@@ -188,17 +205,14 @@ def bundle_from_design(
             "table were taken on, or search again on this one."
         )
     summary = {
+        "predicted": design.predicted,
         "policy": design.policy,
         "device": design.device,
-        "objective": design.objective,
-        "latency_stat": design.latency_stat,
-        "constraints": design.constraints,
+        "constraints": design.constraints.to_dict(),
         "reference": design.reference,
         "trace_fingerprint": design.trace_fingerprint,
         "latency_fingerprint": design.latency_fingerprint,
         "model_fingerprint": design.model_fingerprint,
     }
-    return write_bundle(
-        model, design.exits, design.thresholds, out_path, predicted=design.predicted, labels=labels,
-        preprocessing=preprocessing, zip=zip, design=summary,
-    )
+    return write_bundle(model, design.exits, out_path, labels=labels, preprocessing=preprocessing,
+                        design=summary, zip=zip)

@@ -21,7 +21,6 @@ from hapi_onnx.exits.from_outputs import exits_from_outputs
 from hapi_onnx.exits.heads import LinearHead, fit_head
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout, ExitSpec
 from hapi_onnx.exits.pooling import fold_gap_into_quadrants, pooled_features, quadrant_features
-from hapi_onnx.files import atomic_output
 from hapi_onnx.graph import (
     candidate_exits,
     is_probability_output,
@@ -29,6 +28,7 @@ from hapi_onnx.graph import (
     model_fingerprint,
     validate_exit_tensors,
 )
+from hapi_onnx.graph.load import save_model
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,6 @@ class AttachResult:
     def save(self, path: str | os.PathLike) -> None:
         """Write the EE model to ``path`` atomically."""
         save_model(self.model, path)
-
-
-def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write an ONNX model atomically (a temporary file renamed into place)."""
-    with atomic_output(path) as tmp:
-        onnx.save(model, str(tmp))
 
 
 def final_output(model: onnx.ModelProto, name: str | None = None) -> tuple[str, bool, int]:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 import onnx
 
+from hapi_onnx.artifact import malformed, parse_json
 from hapi_onnx.errors import HapiError
 
 METADATA_KEY = "hapi_onnx.exits"
@@ -77,11 +78,8 @@ class ExitLayout:
                 "This ONNX model has no early exits recorded. "
                 "Create one with `hapi-onnx attach MODEL --data TRAIN.npz -o EE.onnx`."
             )
-        try:
-            data = json.loads(props[METADATA_KEY])
+        data = parse_json(props[METADATA_KEY], f"the model's {METADATA_KEY!r} metadata")
+        with malformed(f"the model's {METADATA_KEY!r} metadata", "exit layout"):
             if data.pop("format_version") != FORMAT_VERSION:
-                raise ValueError("unsupported format_version")
-            data["exits"] = [ExitSpec(**e) for e in data["exits"]]
-            return cls(**data)
-        except (ValueError, KeyError, TypeError) as err:
-            raise HapiError(f"The model's exit layout metadata is malformed: {err}.") from None
+                raise HapiError(f"format_version must be {FORMAT_VERSION}; attach the heads again")
+            return cls(**{**data, "exits": [ExitSpec(**e) for e in data["exits"]]})

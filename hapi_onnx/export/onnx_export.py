@@ -17,8 +17,8 @@ import onnx
 from hapi_onnx.errors import HapiError
 from hapi_onnx.export.report import ExportReport
 from hapi_onnx.export.verify import max_abs_diff, ort_outputs, sample_inputs
-from hapi_onnx.export.write import check_output_path, opset_of, save_model
-from hapi_onnx.graph.load import input_spec, load_model
+from hapi_onnx.export.write import check_output_path, opset_of
+from hapi_onnx.graph.load import input_spec, load_model, parse_input_shape, save_model
 
 MIN_OPSET = 13
 
@@ -111,12 +111,7 @@ def _convert(model: onnx.ModelProto, current: int, target: int) -> onnx.ModelPro
 def _image_shape(model_shape: list, input_shape) -> tuple[int, int, int]:
     chw = model_shape[1:]
     if input_shape is not None:
-        try:
-            given = tuple(int(d) for d in input_shape)
-        except (TypeError, ValueError):
-            given = ()
-        if len(given) != 4 or min(given) < 1:
-            raise HapiError(f"input shape must be four positive ints N,C,H,W. Got {input_shape!r} instead.")
+        given = parse_input_shape(input_shape)
         for axis, (m, g) in enumerate(zip(chw, given[1:], strict=True), start=1):
             if isinstance(m, int) and m != g:
                 raise HapiError(

@@ -13,8 +13,8 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.export.factory import resolve_factory
 from hapi_onnx.export.report import ExportReport
 from hapi_onnx.export.verify import max_abs_diff, ort_outputs, sample_inputs
-from hapi_onnx.export.write import check_output_path, opset_of, save_model
-from hapi_onnx.graph.load import input_spec, load_model
+from hapi_onnx.export.write import check_output_path, opset_of
+from hapi_onnx.graph.load import input_spec, load_model, parse_input_shape, save_model
 from hapi_onnx.lazy import lazy_import
 
 INPUT_NAME = "input"
@@ -60,7 +60,7 @@ def export_torch(
             exported, or a verification failure. Nothing is written then.
     """
     torch = lazy_import("torch", "torch")
-    shape = _check_input_shape(input_shape)
+    shape = parse_input_shape(input_shape)
     if not MIN_TORCH_OPSET <= int(opset) <= MAX_TORCH_OPSET:
         raise HapiError(
             f"opset must be {MIN_TORCH_OPSET}..{MAX_TORCH_OPSET} for PyTorch export. Got {opset!r} instead."
@@ -108,18 +108,6 @@ def export_torch(
         output_names=tuple(o.name for o in model_proto.graph.output), reference="PyTorch",
         max_abs_diff=diff, tolerance=float(tolerance), samples=len(x), sample_source=sample_source,
     )
-
-
-def _check_input_shape(input_shape) -> tuple[int, int, int, int]:
-    try:
-        shape = tuple(int(d) for d in input_shape)
-    except (TypeError, ValueError):
-        shape = ()
-    if len(shape) != 4 or min(shape) < 1:
-        raise HapiError(
-            f"input shape must be four positive ints N,C,H,W (e.g. 1,1,28,28). Got {input_shape!r} instead."
-        )
-    return shape
 
 
 def _check_tolerance(tolerance: float) -> None:

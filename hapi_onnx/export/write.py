@@ -1,4 +1,4 @@
-"""Shared pieces of both exporters: output-path checks, opset lookup, atomic save."""
+"""Shared pieces of both exporters: output-path checks and opset lookup."""
 
 import os
 from pathlib import Path
@@ -6,7 +6,6 @@ from pathlib import Path
 import onnx
 
 from hapi_onnx.errors import HapiError
-from hapi_onnx.files import atomic_output
 
 
 def check_output_path(output: str | os.PathLike) -> Path:
@@ -31,7 +30,4 @@ def opset_of(model: onnx.ModelProto) -> int:
     return 0
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write ``model`` to ``path`` atomically (no half-written file on failure)."""
-    with atomic_output(path) as tmp:
-        onnx.save(model, str(tmp))
+

@@ -4,11 +4,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnx
 from google.protobuf.message import DecodeError
 
 from hapi_onnx.errors import HapiError
+from hapi_onnx.files import atomic_output
 from hapi_onnx.graph.tensors import FLOAT_TYPES, Dim, describe, dims_of, elem_type_of, value_infos
 from hapi_onnx.graph.topology import constant_names, is_topologically_sorted, node_inputs, sort_graph
 
@@ -77,6 +79,12 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     return inferred
 
 
+def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Write ``model`` to ``path`` atomically (no half-written file on failure)."""
+    with atomic_output(path) as tmp:
+        onnx.save(model, str(tmp))
+
+
 def model_fingerprint(model: onnx.ModelProto) -> str:
     """Hex sha256 of the model's deterministic serialisation."""
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
@@ -91,6 +99,30 @@ def input_spec(model: onnx.ModelProto) -> InputSpec:
     info = _image_input(model, "the model")
     dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type_of(info)).name
     return InputSpec(name=info.name, shape=dims_of(info), dtype=dtype)
+
+
+def parse_input_shape(value: Any) -> tuple[int, ...]:
+    """``N,C,H,W`` as four positive ints, from text (``1,3,224,224`` or ``1x3x224x224``) or a sequence.
+
+    Raises:
+        HapiError: when it is not four positive whole numbers.
+    """
+    parts = value.replace("x", ",").split(",") if isinstance(value, str) else value
+    try:
+        dims = tuple(_whole(d) for d in parts)
+    except (TypeError, ValueError):
+        dims = ()
+    if len(dims) != 4 or min(dims) < 1:
+        raise HapiError(
+            f"input shape must be four positive ints N,C,H,W such as 1,3,224,224. Got {value!r} instead."
+        )
+    return dims
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value.strip()) if isinstance(value, str) else int(value)
 
 
 def _read(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:

@@ -121,7 +121,7 @@ def add_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     return result
 
 
-def split_model(model: onnx.ModelProto, at: list[str]) -> list[onnx.ModelProto]:
+def split_model(model: onnx.ModelProto, at: list[str], outputs: list[str] | None = None) -> list[onnx.ModelProto]:
     """Split ``model`` into a chain of segments at cut tensors.
 
     Segment 0 maps the graph inputs to ``at[0]``, segment k maps ``at[k-1]`` to ``at[k]``, and the
@@ -131,6 +131,8 @@ def split_model(model: onnx.ModelProto, at: list[str]) -> list[onnx.ModelProto]:
     Args:
         model (onnx.ModelProto): A shape-inferred model (see :func:`load_model`). Not changed.
         at (list[str]): Single-tensor cut points, in graph order (see :func:`cut_points`).
+        outputs (list[str] | None): What the last segment returns. Defaults to None: the model's
+            outputs.
 
     Returns:
         list[onnx.ModelProto]: ``len(at) + 1`` segments.
@@ -149,7 +151,8 @@ def split_model(model: onnx.ModelProto, at: list[str]) -> list[onnx.ModelProto]:
         raise HapiError(f"split points must be in graph order. Got {at!r}; in graph order: {ordered!r}.")
     inits = constant_names(model.graph)
     first = [vi.name for vi in model.graph.input if vi.name not in inits]
-    bounds = [first] + [[name] for name in at] + [[o.name for o in model.graph.output]]
+    last = [o.name for o in model.graph.output] if outputs is None else list(outputs)
+    bounds = [first] + [[name] for name in at] + [last]
     return [extract_segment(model, bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)]
 
 

@@ -1,21 +1,18 @@
 """Write a model's segments to a directory (``segment_00.onnx``, ... + ``index.json``), atomically."""
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
-from hapi_onnx.artifact import load_json, save_json
-from hapi_onnx.errors import HapiError
+from hapi_onnx.artifact import JsonArtifact
 from hapi_onnx.files import atomic_output, sha256_file
 from hapi_onnx.graph.cuts import candidate_exits, validate_exit_tensors
 from hapi_onnx.graph.load import input_spec, load_model, model_fingerprint
 from hapi_onnx.graph.segment import split_model
 
 INDEX_FILE = "index.json"
-INDEX_KIND = "hapi-onnx split index"
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -36,8 +33,8 @@ class SegmentEntry:
 
 
 @dataclass(frozen=True)
-class SplitIndex:
-    """The ``index.json`` of a split directory: segments in execution order.
+class SplitIndex(JsonArtifact):
+    """The ``index.json`` of a split directory: which file runs after which.
 
     Attributes:
         source_fingerprint (str): :func:`model_fingerprint` of the normalised model split.
@@ -46,30 +43,17 @@ class SplitIndex:
         segments (list[SegmentEntry]): ``len(cuts) + 1`` segments; run them in order.
     """
 
+    KIND = "hapi-onnx split index"
+    FORMAT_VERSION = 1
+
     source_fingerprint: str
     input: str
     cuts: list[str]
     segments: list[SegmentEntry]
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write as versioned JSON, atomically."""
-        save_json(asdict(self), path, INDEX_KIND, FORMAT_VERSION)
-
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SplitIndex":
-        """Read an ``index.json`` (or the split directory holding it).
-
-        Raises:
-            HapiError: when it is missing, malformed, or another kind or version of file.
-        """
-        path = Path(path)
-        data = load_json(path / INDEX_FILE if path.is_dir() else path, INDEX_KIND, FORMAT_VERSION)
-        try:
-            segments = [SegmentEntry(**entry) for entry in data["segments"]]
-            return cls(data["source_fingerprint"], data["input"], list(data["cuts"]), segments)
-        except (KeyError, TypeError) as err:
-            message = f"{str(path)!r} is a malformed {INDEX_KIND} ({err}); split the model again."
-            raise HapiError(message) from None
+    def from_dict(cls, data: dict) -> "SplitIndex":
+        return cls(**{**data, "segments": [SegmentEntry(**entry) for entry in data["segments"]]})
 
 
 def write_split(

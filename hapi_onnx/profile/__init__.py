@@ -23,10 +23,7 @@ _EXPORTS = {
     "LatencyTable": "table",
     "PieceLatency": "table",
     "TimingStats": "table",
-    "ModelPieces": "profile",
-    "Piece": "profile",
     "profile_model": "profile",
-    "split_at_exits": "profile",
     "table_lines": "report",
     "environment": "environment",
 }

@@ -7,7 +7,6 @@ only the standard library and onnxruntime, so the edge runtime can reuse
 """
 
 import importlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from hapi_onnx.artifact import read_json
 from hapi_onnx.errors import HapiError
 
 FORMAT_VERSION = 1
@@ -63,7 +63,8 @@ class TimingPolicy:
         max_runs (int): Timed runs never exceeded.
         target_rel_precision (float): Stop once the confidence interval of the median is this
             narrow, as a half-width relative to the median (0.01 = +-1%).
-        confidence (float): Confidence level of that interval.
+        interval_level (float): Confidence level of that interval (preset key ``interval_level``;
+            the older key ``confidence`` is still read).
         time_budget_s (float): Seconds of timed runs per piece after which timing stops
             (once ``min_runs`` are made) even if the precision target is not met.
     """
@@ -73,7 +74,7 @@ class TimingPolicy:
     min_runs: int = 50
     max_runs: int = 5000
     target_rel_precision: float = 0.01
-    confidence: float = 0.95
+    interval_level: float = 0.95
     time_budget_s: float = 1.5
 
     def __post_init__(self):
@@ -83,7 +84,7 @@ class TimingPolicy:
             ("min_runs", _is_int(self.min_runs) and self.min_runs >= 10, "an int >= 10"),
             ("max_runs", _is_int(self.max_runs) and self.max_runs >= self.min_runs, "an int >= min_runs"),
             ("target_rel_precision", 0 < self.target_rel_precision < 1, "a number in (0, 1)"),
-            ("confidence", 0.5 <= self.confidence < 1, "a number in [0.5, 1)"),
+            ("interval_level", 0.5 <= self.interval_level < 1, "a number in [0.5, 1)"),
             ("time_budget_s", self.time_budget_s > 0, "a number > 0"),
         ]
         for name, ok, expected in checks:
@@ -228,11 +229,10 @@ def load_preset(name_or_path: str | os.PathLike) -> DevicePreset:
     text = os.fspath(name_or_path)
     builtin = _builtin_files()
     if text in builtin:
-        raw = builtin[text].read_text()
-        return preset_from_dict(_parse(raw, f"builtin preset {text!r}"), source=f"builtin:{text}")
+        return preset_from_dict(read_json(builtin[text], "device preset"), source=f"builtin:{text}")
     path = Path(text)
     if path.is_file():
-        return preset_from_dict(_parse(path.read_text(), repr(text)), source=str(path))
+        return preset_from_dict(read_json(path, "device preset"), source=str(path))
     raise HapiError(
         f"Unknown device {text!r}: expected a preset name ({', '.join(available_presets())}) "
         "or the path of a preset JSON file (see profiles/README.md)."
@@ -245,9 +245,9 @@ def preset_from_dict(data: dict[str, Any], source: str = "") -> DevicePreset:
     Raises:
         HapiError: naming the first field that is missing or of the wrong type.
     """
-    where = f"Device preset {source or data.get('name', '?')!r}"
     if not isinstance(data, dict):
-        raise HapiError(f"{where} must be a JSON object. Got {type(data).__name__} instead.")
+        raise HapiError(f"Device preset {source!r} must be a JSON object. Got {type(data).__name__} instead.")
+    where = f"Device preset {source or data.get('name', '?')!r}"
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise HapiError(f"{where} has unknown field(s) {sorted(unknown)}; expected only {sorted(_TOP_KEYS)}.")
@@ -284,11 +284,14 @@ def preset_from_dict(data: dict[str, Any], source: str = "") -> DevicePreset:
             f"{where}: 'batch_sizes' must be a non-empty list of ints >= 1. Got {batch_sizes!r} instead."
         )
     fields = set(TimingPolicy.__dataclass_fields__)
-    unknown = set(data["timing"]) - fields
+    timing = dict(data["timing"])
+    if "confidence" in timing and "interval_level" not in timing:  # the key's name before 0.2
+        timing["interval_level"] = timing.pop("confidence")
+    unknown = set(timing) - fields
     if unknown:
         raise HapiError(f"{where}: unknown timing field(s) {sorted(unknown)}; expected {sorted(fields)}.")
     try:
-        timing = TimingPolicy(**data["timing"])
+        timing = TimingPolicy(**timing)
     except TypeError as err:
         raise HapiError(f"{where}: bad timing policy ({err}).") from None
     return DevicePreset(
@@ -328,13 +331,6 @@ def _check_session(session: dict[str, Any], where: str) -> None:
             raise HapiError(
                 f"{where}: session option {key!r} must be {expected[key]}. Got {value!r} instead."
             )
-
-
-def _parse(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise HapiError(f"Device preset {what} is not valid JSON: {err}.") from None
 
 
 def _is_int(value: Any) -> bool:

@@ -1,8 +1,8 @@
 """Profile an over-provisioned early-exit model on a device: every segment, every head, one table.
 
-The model is split at its exits (:class:`~hapi_onnx.exits.layout.ExitLayout`) into backbone
-segments and heads, shaped as a bundle runs them: each head and the last segment end in the
-bundle's in-graph decision ops (:mod:`hapi_onnx.graph.decision`). Each piece becomes its own
+The model is cut at every exit by the cutter the bundle uses (:func:`hapi_onnx.exits.cut.cut_at_exits`)
+into backbone segments and heads, shaped as a bundle runs them: each head and the last segment end
+in the bundle's in-graph decision ops (:mod:`hapi_onnx.graph.decision`). Each piece becomes its own
 ONNX Runtime session with the device preset's providers and options, and all of them are timed
 together (see :mod:`hapi_onnx.profile.timing`), one call per piece per round in path order,
 called the way the runtime calls its stages, on real intermediate values: one sample input
@@ -17,26 +17,23 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from hapi_onnx.bundle import StageGraph, bundle_contents
+from hapi_onnx.choice import FINAL, ExitChoice
 from hapi_onnx.errors import HapiError
+from hapi_onnx.exits.cut import ExitCut, Piece, cut_at_exits, full_model
 from hapi_onnx.exits.layout import ExitLayout
-from hapi_onnx.graph import extract_segment, input_spec, load_model, model_fingerprint
-from hapi_onnx.graph.decision import (
-    CLASS_OUTPUT,
-    CONFIDENCE_OUTPUT,
-    DECISION_OUTPUTS,
-    PROBS_OUTPUT,
-    with_decision,
-)
+from hapi_onnx.graph import input_spec, load_model, model_fingerprint
+from hapi_onnx.graph.decision import DECISION_OUTPUTS, with_decision
 from hapi_onnx.profile.environment import environment
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import LatencyTable, PieceLatency
 from hapi_onnx.profile.timing import time_calls
+from hapi_onnx.runtime import EarlyExitModel
 from hapi_onnx.runtime.model import bind_buffer, bound_run
 
 SAMPLE_SEED = 0
@@ -89,81 +86,6 @@ class BoundCall:
         self.run()
 
 
-@dataclass(frozen=True)
-class Piece:
-    """One standalone part of an over-provisioned model.
-
-    Attributes:
-        name (str): ``segment<k>``, ``head<k>``, ``monolithic`` or ``overhead``.
-        model (onnx.ModelProto): The piece as its own model.
-        inputs (list[str]): Tensors it reads (names as in the full model).
-        outputs (list[str]): Tensors it produces.
-    """
-
-    name: str
-    model: onnx.ModelProto
-    inputs: list[str]
-    outputs: list[str]
-
-
-@dataclass(frozen=True)
-class ModelPieces:
-    """An over-provisioned model cut at its exits.
-
-    Attributes:
-        layout (ExitLayout): Where the exits are.
-        segments (list[Piece]): ``segments[k]`` runs from exit ``k-1``'s tensor (the input for
-            k=0) to exit ``k``'s tensor; the last one runs to the final classifier's output and
-            on through the bundle's decision ops (Softmax if the classifier ends in logits,
-            ArgMax, ReduceMax), outputs class, confidence, probabilities, as a bundle's last
-            stage does.
-        heads (list[Piece]): ``heads[k]`` maps exit ``k``'s tensor to its probabilities and on
-            through the decision ops (ArgMax, ReduceMax), outputs class, confidence,
-            probabilities: exactly the part a bundle stage adds to its segment for exit ``k``.
-        monolithic (Piece): The original model, input to final output, heads dropped.
-    """
-
-    layout: ExitLayout
-    segments: list[Piece]
-    heads: list[Piece]
-    monolithic: Piece
-
-
-def split_at_exits(model: onnx.ModelProto) -> ModelPieces:
-    """Cut a (loaded, shape-inferred) over-provisioned model into segments and heads.
-
-    Args:
-        model (onnx.ModelProto): An early-exit model from ``attach``, loaded with
-            :func:`hapi_onnx.graph.load_model`. Not changed.
-
-    Returns:
-        ModelPieces: Segments, heads and the monolithic backbone, each a standalone model.
-
-    Raises:
-        HapiError: when the model records no exits, or an exit tensor is not a single-tensor cut.
-    """
-    layout = ExitLayout.from_model(model)
-    bounds = [layout.input] + [e.tensor for e in layout.exits] + [layout.final_output]
-    segments = []
-    decision = list(DECISION_OUTPUTS)
-    last = len(bounds) - 2
-    for k in range(len(bounds) - 1):
-        ins, outs = [bounds[k]], [bounds[k + 1]]
-        piece = extract_segment(model, ins, outs)
-        if k == last:  # the final stage of every bundle: the rest of the backbone + the decision
-            piece = with_decision(piece, layout.final_output, apply_softmax=not layout.final_is_probability)
-            outs = decision
-        segments.append(Piece(f"segment{k}", piece, ins, outs))
-    heads = []
-    for k, spec in enumerate(layout.exits):
-        ins = [spec.tensor]
-        piece = with_decision(extract_segment(model, ins, [spec.output]), spec.output)
-        heads.append(Piece(f"head{k}", piece, ins, decision))
-    ins, outs = [layout.input], [layout.final_output]
-    monolithic = Piece("monolithic", extract_segment(model, ins, outs), ins, outs)
-    return ModelPieces(layout, segments, heads, monolithic)
-
-
 def overhead_model(opset: int = 17) -> onnx.ModelProto:
     """A trivial graph (``y = Identity(x)``, x float[N,1]): timing it gives the per-call overhead."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])
@@ -190,23 +112,24 @@ def runtime_entry_model(image: onnx.ValueInfoProto | None = None, name: str = "x
 class RuntimeEntryCalls:
     """The runtime's batch-1 ``predict`` on a trivial one-stage bundle, and that stage's bare call.
 
+    The bundle is made in memory by the bundle writer and opened with the runtime's public
+    :meth:`~hapi_onnx.runtime.EarlyExitModel.from_contents`, so what is timed is exactly what an
+    app calls.
+
     Args:
-        session (ort.InferenceSession): A session of :func:`runtime_entry_model`.
+        preset (DevicePreset): The device preset (providers and session options).
         x (np.ndarray): One sample, shaped as the profiled model's input.
+        name (str): The image input's name.
     """
 
-    def __init__(self, session, x: np.ndarray):
-        from hapi_onnx.runtime.manifest import InputSpec, Manifest, StageSpec
-        from hapi_onnx.runtime.model import EarlyExitModel, _Pipeline, _Stage
-
-        name = session.get_inputs()[0].name
-        spec = StageSpec(name="final", file="stages/00_final.onnx", sha256="0" * 64, input=name, carried=None,
-                         class_output=CLASS_OUTPUT, confidence_output=CONFIDENCE_OUTPUT,
-                         probs_output=PROBS_OUTPUT, threshold=None)
-        manifest = Manifest(input=InputSpec(name, (None, *x.shape[1:]), x.dtype.name), num_classes=int(x[0].size),
-                            stages=(spec,), labels=None, preprocessing=None, design=None, provenance={})
-        self.model = EarlyExitModel(manifest, _Pipeline([_Stage(spec, session, last=True)], True), [])
+    def __init__(self, preset, x: np.ndarray, name: str):
         self.x = np.ascontiguousarray(x)
+        graph = runtime_entry_model(name=name, shape=x.shape)
+        contents = bundle_contents([StageGraph(FINAL, name, None, graph)], [ExitChoice(FINAL)], int(x[0].size))
+        self.model = EarlyExitModel.from_contents(
+            contents, preset.provider_names, preset.session_options(), preset.provider_options, origin="profiler"
+        )
+        session = preset.create_session(contents.stage_bytes[0])
         outs = session.run(list(DECISION_OUTPUTS), {name: self.x})
         self.stage = BoundCall(session, {name: self.x}, dict(zip(DECISION_OUTPUTS, outs, strict=True)))
 
@@ -272,21 +195,23 @@ def profile_model(
 
     model = load_model(model_or_path)
     fingerprint = model_fingerprint(model)
-    pieces = split_at_exits(model)
-    k = len(pieces.layout.exits)
-    say(f"split at {k} exit(s): {k + 1} segments, {k} heads; device {preset.name!r}, batch {batch}")
+    layout = ExitLayout.from_model(model)
+    pieces = cut_at_exits(model, layout)
+    k = len(layout.exits)
+    say(f"cut at {k} exit(s): {k + 1} segments, {k} heads; device {preset.name!r}, batch {batch}")
 
     order = []  # path order: each piece is timed right after the one it follows in a bundle
     for seg, head in zip(pieces.segments, [*pieces.heads, None], strict=True):
         order += [seg] if head is None else [seg, head]
-    order += [Piece("overhead", overhead_model(), ["x"], ["y"]), pieces.monolithic]
+    monolithic = full_model(model, layout)
+    order += [Piece("overhead", overhead_model(), ["x"], ["y"]), monolithic]
     sessions = {}
     for i, piece in enumerate(order, 1):
         say(f"session {i}/{len(order)}: {piece.name}")
         sessions[piece.name] = preset.create_session(piece.model.SerializeToString())
 
     x = sample_input(model, batch)
-    values, feeds = _propagate(pieces, sessions, x, batch)
+    values, feeds = _propagate(pieces, monolithic, sessions, x, batch)
     names = [p.name for p in order]
     bound = batch == 1 and preset.provider_names[0] == "CPUExecutionProvider"
     # Bound calls own the buffers their bindings point into: keep them alive while timing.
@@ -295,10 +220,7 @@ def profile_model(
         functools.partial(sessions[p.name].run, list(p.outputs), feeds[p.name]) for p in order
     ]
     if bound:  # the runtime's batch-1 path: its own work per predict, timed alongside
-        image = input_spec(model)
-        entry = RuntimeEntryCalls(
-            preset.create_session(runtime_entry_model(name=image.name, shape=x.shape).SerializeToString()), x
-        )
+        entry = RuntimeEntryCalls(preset, x, layout.input)
     busy = _busy_warning()
     if busy:
         say(busy)
@@ -356,7 +278,7 @@ def profile_model(
         environment=env,
         model_fingerprint=fingerprint,
         batch_size=batch,
-        exit_names=pieces.layout.exit_names,
+        exit_names=layout.exit_names,
         segments=[latency(p) for p in pieces.segments],
         heads=[latency(p) for p in pieces.heads],
         overhead=results["overhead"].stats,
@@ -372,7 +294,7 @@ def profile_model(
     )
 
 
-def _propagate(pieces: ModelPieces, sessions: dict, x: np.ndarray, batch: int):
+def _propagate(pieces: ExitCut, mono: Piece, sessions: dict, x: np.ndarray, batch: int):
     """Run the sample through the segments; return every piece's outputs and its feeds."""
     values: dict[str, dict[str, np.ndarray]] = {}
     feeds: dict[str, dict[str, np.ndarray]] = {}
@@ -387,7 +309,6 @@ def _propagate(pieces: ModelPieces, sessions: dict, x: np.ndarray, batch: int):
             feeds[head.name] = {head.inputs[0]: current[head.inputs[0]]}
             out = sessions[head.name].run(head.outputs, feeds[head.name])
             values[head.name] = dict(zip(head.outputs, out, strict=True))
-    mono = pieces.monolithic
     feeds[mono.name] = {mono.inputs[0]: x}
     values[mono.name] = {mono.outputs[0]: sessions[mono.name].run(mono.outputs, feeds[mono.name])[0]}
     feeds["overhead"] = {"x": np.zeros((batch, 1), np.float32)}
@@ -416,12 +337,9 @@ def _finite(value: float) -> float | None:
 
 __all__ = [
     "BoundCall",
-    "ModelPieces",
-    "Piece",
     "RuntimeEntryCalls",
     "overhead_model",
     "runtime_entry_model",
     "profile_model",
     "sample_input",
-    "split_at_exits",
 ]

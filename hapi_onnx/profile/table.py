@@ -1,15 +1,11 @@
 """The Latency table artifact: measured cost of every backbone segment and head on one device."""
 
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hapi_onnx.artifact import load_json, save_json
+from hapi_onnx.artifact import JsonArtifact
 from hapi_onnx.errors import HapiError
-
-KIND = "hapi-onnx latency table"
-FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ class PieceLatency:
 
 
 @dataclass(frozen=True)
-class LatencyTable:
+class LatencyTable(JsonArtifact):
     """Measured costs of an over-provisioned model's pieces on one device preset.
 
     ``segments[k]`` is the backbone from exit ``k-1`` (the model input for k=0) to exit ``k``;
@@ -76,6 +72,9 @@ class LatencyTable:
         overhead (TimingStats): Per-call overhead of a session run.
         monolithic (TimingStats): The original model (no heads) in one session, for reference.
     """
+
+    KIND = "hapi-onnx latency table"
+    FORMAT_VERSION = 1
 
     device: str
     preset: dict[str, Any]
@@ -117,36 +116,15 @@ class LatencyTable:
 
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the table as JSON, atomically."""
-        save_json(asdict(self), path, KIND, FORMAT_VERSION)
-
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LatencyTable":
-        """Read a table written by :meth:`save`.
-
-        Raises:
-            HapiError: when the file is missing, malformed, or not a latency table of this version.
-        """
-        data = load_json(path, KIND, FORMAT_VERSION)
-        try:
-            return cls(
-                device=data["device"],
-                preset=data["preset"],
-                environment=data["environment"],
-                model_fingerprint=data["model_fingerprint"],
-                batch_size=data["batch_size"],
-                exit_names=data["exit_names"],
-                segments=[_piece(p) for p in data["segments"]],
-                heads=[_piece(p) for p in data["heads"]],
-                overhead=TimingStats(**data["overhead"]),
-                monolithic=TimingStats(**data["monolithic"]),
-                extra=data.get("extra", {}),
-            )
-        except (KeyError, TypeError, AttributeError) as err:
-            raise HapiError(f"{str(path)!r} is a malformed latency table: missing or bad field {err}.") from None
-        except HapiError as err:
-            raise HapiError(f"{str(path)!r} is a malformed latency table: {err}") from None
+    def from_dict(cls, data: dict[str, Any]) -> "LatencyTable":
+        return cls(**{
+            **data,
+            "segments": [_piece(p) for p in data["segments"]],
+            "heads": [_piece(p) for p in data["heads"]],
+            "overhead": TimingStats(**data["overhead"]),
+            "monolithic": TimingStats(**data["monolithic"]),
+        })
 
 
 def _piece(data: dict[str, Any]) -> PieceLatency:

@@ -207,8 +207,8 @@ def time_calls(
     return [
         TimingResult(
             stats=stats_from_samples(out, warmups[i]),
-            rel_precision=relative_precision(out, policy.confidence),
-            mean_rel_precision=mean_relative_precision(out, policy.confidence),
+            rel_precision=relative_precision(out, policy.interval_level),
+            mean_rel_precision=mean_relative_precision(out, policy.interval_level),
             stop="precision" if met[i] else reason,
             timed_s=sum(out) / 1e9,
         )
@@ -252,5 +252,5 @@ def mean_relative_precision(samples_ns: Sequence[int] | np.ndarray, confidence: 
 def _precise(samples: list[int], policy: TimingPolicy) -> bool:
     """Whether both the median's and the mean's confidence intervals meet the target."""
     target = policy.target_rel_precision
-    return (relative_precision(samples, policy.confidence) <= target
-            and mean_relative_precision(samples, policy.confidence) <= target)
+    return (relative_precision(samples, policy.interval_level) <= target
+            and mean_relative_precision(samples, policy.interval_level) <= target)

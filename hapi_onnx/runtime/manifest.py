@@ -7,10 +7,10 @@ class, confidence and probabilities in-graph, plus the tensor to carry to stage 
 leaves at the first stage whose confidence is ``>=`` that stage's threshold; the last stage (the
 original classifier) has no threshold and decides every sample still running.
 
-Example (format_version 1)::
+Example (format_version 2)::
 
     {
-      "kind": "hapi-onnx bundle", "format_version": 1,
+      "kind": "hapi-onnx bundle", "format_version": 2,
       "input": {"name": "input", "shape": [null, 1, 28, 28], "dtype": "float32"},
       "num_classes": 10, "labels": ["0", ..., "9"] | null, "preprocessing": {...} | null,
       "exit_rule": "confidence >= threshold",
@@ -21,24 +21,29 @@ Example (format_version 1)::
          "threshold": 0.93},
         {"name": "final", ..., "carried": null, "threshold": null}
       ],
-      "design": {"exits": [...], "thresholds": [...], "predicted": {...}} | null,
+      "design": {"predicted": {...}, "constraints": {...}, ...} | null,
       "provenance": {"source_fingerprint": "...", "hapi_onnx_version": "0.1.0", "created": "..."}
     }
 
-Imports only the standard library: the runtime reads this on the edge device, and the bundle
-writer imports it from here.
+Each stage's ``name`` and ``threshold`` are one :class:`~hapi_onnx.choice.ExitChoice` (the one
+threshold rule and comparison of :mod:`hapi_onnx.choice`); thresholds live only in the stages.
+The JSON is read with the bounds of :mod:`hapi_onnx.artifact`.
+
+Imports only the standard library and numpy (through :mod:`hapi_onnx.choice`): the runtime reads
+this on the edge device, and the bundle writer imports it from here.
 """
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from hapi_onnx.artifact import check_kind, parse_json
+from hapi_onnx.choice import ExitChoice, check_choices
 from hapi_onnx.errors import HapiError
 
 KIND = "hapi-onnx bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 EXIT_RULE = "confidence >= threshold"
 SUPPORTED_DTYPES = ("float32",)
@@ -65,14 +70,6 @@ def _get(data: dict, key: str, types: tuple, what: str, where: str, optional: bo
     if not isinstance(value, types):
         raise _fail(where, f"field {key!r} must be {what}. Got {value!r} instead.")
     return value
-
-
-def _finite(value: int | float) -> bool:
-    """``value`` is a finite float (JSON also allows NaN, Infinity and ints too large for a float)."""
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
 
 
 def _name(data: dict, key: str, where: str, optional: bool = False) -> str | None:
@@ -121,7 +118,7 @@ class StageSpec:
     """One stage file and how the runtime wires it.
 
     Attributes:
-        name (str): The exit this stage ends at (``exit<k>``, or ``final``).
+        exit (ExitChoice): The exit this stage ends at and its threshold (None for the last stage).
         file (str): Path inside the bundle, ``stages/<name>.onnx``.
         sha256 (str): Hex sha256 of the file's bytes.
         input (str): The stage's one input: the image (stage 0) or the previous stage's carried tensor.
@@ -129,10 +126,9 @@ class StageSpec:
         class_output (str): int64[N] top-1 class output.
         confidence_output (str): float32[N] max-probability output.
         probs_output (str): float32[N, C] probabilities output.
-        threshold (float | None): Exit when confidence >= threshold; ``None`` for the last stage.
     """
 
-    name: str
+    exit: ExitChoice
     file: str
     sha256: str
     input: str
@@ -140,7 +136,16 @@ class StageSpec:
     class_output: str
     confidence_output: str
     probs_output: str
-    threshold: float | None
+
+    @property
+    def name(self) -> str:
+        """The exit's name (``exit<k>``, or ``final``)."""
+        return self.exit.name
+
+    @property
+    def threshold(self) -> float | None:
+        """The exit's threshold (None for the last stage)."""
+        return self.exit.threshold
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,10 +175,12 @@ class StageSpec:
             raise _fail(where, f"'sha256' must be 64 lowercase hex digits. Got {digest!r} instead.")
         outputs = _get(data, "outputs", (dict,), "an object with class/confidence/probs", where)
         threshold = _get(data, "threshold", (int, float), "a number or null", where, optional=True)
-        if threshold is not None and not _finite(threshold):
-            raise _fail(where, f"'threshold' must be a finite number or null. Got {threshold!r} instead.")
+        try:
+            choice = ExitChoice(_name(data, "name", where), threshold)
+        except HapiError as err:
+            raise _fail(where, str(err)) from None
         return cls(
-            name=_name(data, "name", where),
+            exit=choice,
             file=file,
             sha256=digest,
             input=_name(data, "input", where),
@@ -181,7 +188,6 @@ class StageSpec:
             class_output=_name(outputs, "class", f"{where} outputs"),
             confidence_output=_name(outputs, "confidence", f"{where} outputs"),
             probs_output=_name(outputs, "probs", f"{where} outputs"),
-            threshold=None if threshold is None else float(threshold),
         )
 
 
@@ -195,7 +201,8 @@ class Manifest:
         stages (tuple[StageSpec, ...]): Stages in execution order; the last one is the final classifier.
         labels (tuple[str, ...] | None): Class names, index = class id, if known.
         preprocessing (dict | None): Free-form description of what the input expects.
-        design (dict | None): Summary of the design: exits, thresholds, predicted metrics.
+        design (dict | None): Summary of the design it ships (predicted metrics, constraints,
+            fingerprints); its exits and thresholds are the stages'.
         provenance (dict): Source model fingerprint, hapi-onnx version, creation time.
     """
 
@@ -208,9 +215,9 @@ class Manifest:
     provenance: dict[str, Any]
 
     @property
-    def thresholds(self) -> tuple[float, ...]:
-        """Thresholds of the intermediate stages, in order."""
-        return tuple(s.threshold for s in self.stages[:-1])
+    def exits(self) -> tuple[ExitChoice, ...]:
+        """The exit and threshold of every stage, the final classifier last."""
+        return tuple(s.exit for s in self.stages)
 
     @property
     def exit_names(self) -> tuple[str, ...]:
@@ -242,14 +249,7 @@ class Manifest:
             HapiError: when it is not a hapi-onnx bundle manifest of this version, or any field
                 is missing, of the wrong type, or inconsistent with the others.
         """
-        if not isinstance(data, dict) or data.get("kind") != KIND:
-            got = data.get("kind") if isinstance(data, dict) else type(data).__name__
-            raise HapiError(f"This is not a hapi-onnx bundle: manifest kind is {got!r}, expected {KIND!r}.")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise HapiError(
-                f"The bundle has format_version {data.get('format_version')!r}; this runtime reads "
-                f"version {FORMAT_VERSION}. Rebuild the bundle with this hapi-onnx version."
-            )
+        check_kind(data, KIND, FORMAT_VERSION, f"The bundle's {MANIFEST_NAME}")
         where = "top level"
         rule = _get(data, "exit_rule", (str,), f"{EXIT_RULE!r}", where)
         if rule != EXIT_RULE:
@@ -283,11 +283,7 @@ class Manifest:
         Raises:
             HapiError: when it is not JSON or not a valid manifest.
         """
-        try:
-            data = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise HapiError(f"The bundle's {MANIFEST_NAME} is not valid JSON ({err}). {_REBUILD}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, f"The bundle's {MANIFEST_NAME}"))
 
     def _check_wiring(self) -> None:
         """Stages chain input -> carried -> input, thresholds on all but the last, files unique."""
@@ -308,3 +304,7 @@ class Manifest:
             elif stage.threshold is not None or stage.carried is not None:
                 raise _fail(where, "the last stage decides every remaining sample: its 'threshold' and "
                                    "'carried' must be null.")
+        try:
+            check_choices(self.exits)
+        except HapiError as err:
+            raise _fail("'stages'", str(err)) from None

@@ -17,12 +17,11 @@ Hot paths:
   come back in input order.
 
 Sessions are shared and ``run`` is thread-safe; bound buffers live in thread-local storage, so
-concurrent ``predict`` calls from several threads are safe.
+concurrent ``predict`` calls from several threads are safe. Large batches run in chunks of
+:data:`MAX_CHUNK` samples, so memory stays bounded whatever the input size.
 """
 
 import functools
-import math
-import numbers
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -31,11 +30,16 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from hapi_onnx.choice import ExitChoice, check_choices
 from hapi_onnx.errors import HapiError
-from hapi_onnx.runtime.archive import read_bundle
+from hapi_onnx.runtime.archive import BundleContents, read_bundle
 from hapi_onnx.runtime.manifest import Manifest, StageSpec
 
 _MAX_BOUND_SHAPES = 8  # per thread: input shapes with preallocated batch-1 buffers
+MAX_CHUNK = 256
+"""Samples run through the stages together at most; larger inputs are processed chunk by chunk."""
+NEVER = 2.0
+"""A threshold no confidence reaches (confidences are at most 1): the exit never fires."""
 
 
 @dataclass(frozen=True)
@@ -117,13 +121,6 @@ def bound_run(session: ort.InferenceSession, binding: ort.IOBinding) -> Callable
     return functools.partial(run, raw, None)
 
 
-def _is_finite_number(value) -> bool:
-    """A real, finite number (Python or numpy; not a bool, a string or NaN/inf)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        return False
-    return math.isfinite(float(value))
-
-
 def bind_buffer(bind: Callable, name: str, array: np.ndarray) -> None:
     """Bind a C-contiguous numpy ``array`` on the CPU as input or output ``name``.
 
@@ -165,11 +162,11 @@ class EarlyExitModel:
         pred.classes, pred.confidences, pred.exit_index
     """
 
-    def __init__(self, manifest: Manifest, pipeline: _Pipeline, thresholds: Sequence[float]):
+    def __init__(self, manifest: Manifest, pipeline: _Pipeline, exits: Sequence[ExitChoice]):
         self._manifest = manifest
         self._pipeline = pipeline
-        self._thresholds = tuple(float(t) for t in thresholds)
-        self._thresholds32 = tuple(np.float32(t) for t in self._thresholds)
+        self._exits = check_choices(exits)
+        self._thresholds32 = tuple(np.float32(c.threshold) for c in self._exits[:-1])
         spec = manifest.input
         # Input check fast path: an ndarray of this dtype, rank and fixed dimensions passes with a
         # few attribute reads; anything else goes through the full check and its messages.
@@ -204,6 +201,35 @@ class EarlyExitModel:
                 provider is not available.
         """
         contents = read_bundle(path)
+        return cls.from_contents(contents, providers, session_options, provider_options, origin=str(path))
+
+    @classmethod
+    def from_contents(
+        cls,
+        contents: BundleContents,
+        providers: Sequence[str] | None = None,
+        session_options: ort.SessionOptions | None = None,
+        provider_options: Sequence[dict[str, str]] | None = None,
+        origin: str = "in-memory bundle",
+    ) -> "EarlyExitModel":
+        """Open a bundle already in memory (a verified manifest and its stage files' bytes).
+
+        :meth:`load` reads and verifies the files, then calls this; the bundle writer's
+        :func:`~hapi_onnx.bundle.bundle_contents` makes contents without writing any file.
+
+        Args:
+            contents (BundleContents): Manifest and stage bytes.
+            providers, session_options, provider_options: As for :meth:`load`.
+            origin (str): Where the bundle came from, for messages. Defaults to "in-memory bundle".
+
+        Raises:
+            HapiError: as :meth:`load`, for the sessions and the manifest/stage consistency.
+        """
+        if isinstance(providers, str):
+            raise HapiError(
+                f"providers must be a list of execution provider names, e.g. [{providers!r}]. "
+                f"Got the string {providers!r} instead."
+            )
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
         available = ort.get_available_providers()
         missing = [p for p in providers if p not in available]
@@ -222,13 +248,13 @@ class EarlyExitModel:
                 ))
             except Exception as err:  # ORT raises several pybind types for a bad model
                 raise HapiError(
-                    f"Bundle {str(path)!r}: ONNX Runtime cannot load stage {spec.file!r}: {err}"
+                    f"Bundle {origin!r}: ONNX Runtime cannot load stage {spec.file!r}: {err}"
                 ) from None
-        _check_stage_io(path, manifest, sessions)
+        _check_stage_io(origin, manifest, sessions)
         stages = [_Stage(spec, session, last=i == last)
                   for i, (spec, session) in enumerate(zip(manifest.stages, sessions, strict=True))]
         bind = stages[0].session.get_providers()[0] == "CPUExecutionProvider"
-        return cls(manifest, _Pipeline(stages, bind_batch1=bind), manifest.thresholds)
+        return cls(manifest, _Pipeline(stages, bind_batch1=bind), manifest.exits)
 
     # -- what the model is ------------------------------------------------------------------
 
@@ -243,9 +269,14 @@ class EarlyExitModel:
         return self._manifest.exit_names
 
     @property
+    def exits(self) -> tuple[ExitChoice, ...]:
+        """The exit and threshold in use at every stage, the final classifier last."""
+        return self._exits
+
+    @property
     def thresholds(self) -> tuple[float, ...]:
         """Confidence thresholds of the intermediate stages in use."""
-        return self._thresholds
+        return tuple(c.threshold for c in self._exits[:-1])
 
     @property
     def num_stages(self) -> int:
@@ -261,25 +292,28 @@ class EarlyExitModel:
         """The same bundle and sessions with other thresholds (a new model; this one is unchanged).
 
         Args:
-            thresholds (list[float]): One finite number per intermediate stage; a value > 1
-                never exits there (see also :meth:`force_full_path`).
+            thresholds (list[float]): One per intermediate stage, each by the one threshold rule
+                of :mod:`hapi_onnx.choice` (a finite number >= 0; above 1 never exits there, see
+                also :meth:`force_full_path`).
 
         Raises:
-            HapiError: when the count is wrong or a value is not a finite number.
+            HapiError: when the count is wrong or a value breaks the rule.
         """
+        if isinstance(thresholds, (str, bytes)):
+            raise HapiError(f"with_thresholds needs a list of numbers. Got {thresholds!r} instead.")
         thresholds = list(thresholds)
-        expected = self.num_stages - 1
-        bad = [t for t in thresholds if not _is_finite_number(t)]
-        if len(thresholds) != expected or bad:
+        names = [c.name for c in self._exits]
+        if len(thresholds) != len(names) - 1:
             raise HapiError(
-                f"with_thresholds needs {expected} thresholds (one per intermediate stage, none for "
-                f"'final'), each a finite number. Got {thresholds!r} instead."
+                f"with_thresholds needs {len(names) - 1} thresholds (one per intermediate stage, none for "
+                f"{names[-1]!r}). Got {thresholds!r} instead."
             )
-        return EarlyExitModel(self._manifest, self._pipeline, thresholds)
+        exits = [*map(ExitChoice, names[:-1], thresholds), self._exits[-1]]
+        return EarlyExitModel(self._manifest, self._pipeline, exits)
 
     def force_full_path(self) -> "EarlyExitModel":
         """A variant that never exits early: every sample runs every stage (for benchmarks)."""
-        return EarlyExitModel(self._manifest, self._pipeline, [math.inf] * (self.num_stages - 1))
+        return self.with_thresholds([NEVER] * (self.num_stages - 1))
 
     # -- inference --------------------------------------------------------------------------
 
@@ -294,7 +328,8 @@ class EarlyExitModel:
             Prediction: classes, confidences, exit indices (and probabilities), in input order.
 
         Raises:
-            HapiError: when ``x`` is not a float32 array of the bundle's input shape.
+            HapiError: when ``x`` is not a float32 array of the bundle's input shape, or holds NaN
+                or infinite values.
         """
         if not (
             type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == self._rank
@@ -306,7 +341,15 @@ class EarlyExitModel:
             return self._predict_one(x, return_probs)  # copies x into a bound buffer: any layout
         if n == 0:
             x = self._check_input(x)  # raises
-        return self._predict_batch(np.ascontiguousarray(x), return_probs)
+        parts = [self._predict_batch(x[i : i + MAX_CHUNK], return_probs) for i in range(0, n, MAX_CHUNK)]
+        if len(parts) == 1:
+            return parts[0]
+        return Prediction(
+            classes=np.concatenate([p.classes for p in parts]),
+            confidences=np.concatenate([p.confidences for p in parts]),
+            exit_index=np.concatenate([p.exit_index for p in parts]),
+            probs=np.concatenate([p.probs for p in parts]) if return_probs else None,
+        )
 
     def progressive(self, x: np.ndarray) -> Iterator[Prediction]:
         """Yield the refined prediction after each stage, all samples running to the final one.
@@ -321,7 +364,7 @@ class EarlyExitModel:
             Prediction: after stage ``j``, every sample's class, confidence and probabilities at
             exit ``j`` (``exit_index`` is ``j`` for all).
         """
-        x = self._check_input(x)
+        x = _finite(self._check_input(x))
         current = x
         for j, stage in enumerate(self._pipeline.stages):
             outs = stage.session.run(stage.names_probs, {stage.spec.input: current})
@@ -337,6 +380,7 @@ class EarlyExitModel:
     def _predict_one(self, x: np.ndarray, return_probs: bool) -> Prediction:
         plan = self._pipeline.plan_for(x)
         np.copyto(plan.input, x)
+        _finite(plan.input)
         thresholds = self._thresholds32
         runs, confs = plan.runs, plan.confs
         last = len(runs) - 1
@@ -354,6 +398,7 @@ class EarlyExitModel:
         )
 
     def _predict_batch(self, x: np.ndarray, return_probs: bool) -> Prediction:
+        x = _finite(np.ascontiguousarray(x))
         n = len(x)
         classes = np.empty(n, dtype=np.int64)
         confs = np.empty(n, dtype=np.float32)
@@ -410,6 +455,17 @@ class EarlyExitModel:
                 f"predict expects input of shape {expected} with N >= 1. Got shape {x.shape} instead."
             )
         return np.ascontiguousarray(x)
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    """``x`` itself, or HapiError when it holds NaN or infinite values (they would decide nothing)."""
+    if not np.isfinite(x).all():
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise HapiError(
+            f"predict got {bad} NaN or infinite input value(s); an early exit cannot decide on them. "
+            "Clean or drop those samples."
+        )
+    return x
 
 
 # Manifest dtype name -> ONNX Runtime's element type string.

@@ -2,9 +2,10 @@
 
 Among millions of designs, the fastest one that *barely* meets an accuracy floor on ~1,000 search
 samples is mostly lucky: on new data it falls short. So with a ``confidence`` c (default 0.9) the
-search checks accuracy constraints on one-sided bounds at level c instead of on raw counts, with
-``z`` the standard normal quantile of c (``statistics.NormalDist``; c = 0 or None means raw
-counts, and c = 0.5 gives z = 0, the same thing):
+search checks accuracy constraints on one-sided bounds at level c (the ``bound_level`` of
+:class:`~hapi_onnx.search.constraints.Constraints`) instead of on raw counts, with ``z`` the
+standard normal quantile of c (``statistics.NormalDist``; c = 0 means raw counts, and c = 0.5
+gives z = 0, the same thing):
 
 - **Accuracy drop** (paired, McNemar-style). Against the final classifier on the same samples, a
   design *loses* L samples (wrong where the final classifier is right) and *gains* G (the
@@ -24,7 +25,7 @@ counts, and c = 0.5 gives z = 0, the same thing):
   answers (:func:`min_correct_for_accuracy`).
 
 Every limit is an exact integer computed once, so every optimiser applies the same rule. A higher
-confidence only raises the limits: it never admits a design a lower confidence refused.
+level only raises the limits: it never admits a design a lower level refused.
 """
 
 import math
@@ -32,26 +33,12 @@ from statistics import NormalDist
 
 import numpy as np
 
-from hapi_onnx.errors import HapiError
-
-DEFAULT_CONFIDENCE = 0.9
 _EPS = 1e-9  # a limit hit to within float rounding counts as met
 
 
-def z_score(confidence: float | None) -> float:
-    """One-sided standard normal quantile of ``confidence``; 0 for raw counts (0 or None).
-
-    Raises:
-        HapiError: when ``confidence`` is not 0, None, or a number in [0.5, 1).
-    """
-    if confidence is None or (_is_number(confidence) and confidence == 0):
-        return 0.0
-    if not (_is_number(confidence) and 0.5 <= confidence < 1.0):
-        raise HapiError(
-            "confidence is the one-sided level of the accuracy bounds: a number in [0.5, 1) such as 0.9, "
-            f"or 0 (or None) to check accuracy constraints on raw counts. Got {confidence!r} instead."
-        )
-    return float(NormalDist().inv_cdf(float(confidence)))
+def z_score(level: float) -> float:
+    """One-sided standard normal quantile of a bound ``level`` (validated by ``Constraints``); 0 for raw counts."""
+    return float(NormalDist().inv_cdf(level)) if level else 0.0
 
 
 def drop_upper_bound(
@@ -109,7 +96,3 @@ def min_correct_for_drop(max_drop_pp: float, final_correct: int, num_samples: in
     floor = (final_correct / n - max_drop_pp / 100.0) * n  # raw: as many right as this
     spread = z * np.sqrt(np.arange(n + 1, dtype=np.float64) + 1.0) if z else np.zeros(n + 1)
     return np.ceil(floor + spread - _EPS).astype(np.int64)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hapi_onnx.choice import ExitChoice
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable
-from hapi_onnx.search.bounds import DEFAULT_CONFIDENCE
-from hapi_onnx.search.design import Design
-from hapi_onnx.search.evaluate import Evaluation, evaluate_problem
+from hapi_onnx.search.constraints import Constraints
+from hapi_onnx.search.design import Design, FrontPoint
 from hapi_onnx.search.optimise import (
     GRID_SIZE,
     Candidate,
@@ -25,52 +25,38 @@ from hapi_onnx.search.optimise import (
 from hapi_onnx.search.pareto import pareto_indices
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.search.refine import refine_per_exit
+from hapi_onnx.search.score import Score, score_problem
 from hapi_onnx.trace import Trace
 
-SPACES = ("global", "per-exit")
 OPTIMISERS = ("fast", "exhaustive")
 
 
 def search(
     trace: Trace,
     table: LatencyTable,
+    constraints: Constraints,
     *,
-    latency_sla_ms: float | None = None,
-    percentile: str = "mean",
-    min_accuracy: float | None = None,
-    max_accuracy_drop: float | None = None,
-    thresholds: str = "global",
     candidates: Sequence[str | int] | None = None,
     optimiser: str = "fast",
     grid_size: int = GRID_SIZE,
-    confidence: float | None = DEFAULT_CONFIDENCE,
 ) -> Design:
-    """Choose exits and thresholds for a latency SLA and/or an accuracy floor.
+    """Choose exits and thresholds for the user's constraints.
 
-    Objective: with only ``latency_sla_ms``, the most accurate design within it; with an accuracy
-    floor (``min_accuracy``, ``max_accuracy_drop``), the fastest design meeting every constraint.
-    Accuracy constraints are checked on one-sided bounds at ``confidence``, so the choice holds
-    on new data and not only on the search samples (:mod:`hapi_onnx.search.bounds`); the SLA is
-    checked on the predicted latency statistic.
+    Objective: with only a latency SLA, the most accurate design within it; with an accuracy
+    floor or drop budget, the fastest design meeting every constraint. Accuracy constraints are
+    checked on one-sided bounds at ``constraints.bound_level``, so the choice holds on new data
+    and not only on the search samples (:mod:`hapi_onnx.search.bounds`); the SLA is checked on the
+    predicted latency statistic.
 
     Args:
         trace (Trace): Trace of the over-provisioned model on the calibration (search) split.
         table (LatencyTable): Latency table of the same model on the target device.
-        latency_sla_ms (float | None): Largest allowed ``percentile`` latency, in ms.
-        percentile (str): ``mean``, ``p50``, ``p90`` or ``p99``. Defaults to mean.
-        min_accuracy (float | None): Accuracy floor, a fraction in (0, 1].
-        max_accuracy_drop (float | None): Largest drop in percentage points from the final
-            classifier's accuracy on the trace.
-        thresholds (str): ``global`` (one threshold for all kept exits) or ``per-exit`` (the global
-            optimum refined exit by exit). Defaults to global.
+        constraints (Constraints): SLA, accuracy floor / drop budget, bound level, threshold space.
         candidates (Sequence[str | int] | None): Intermediate exits the search may keep. Defaults
             to None: all.
         optimiser (str): ``fast`` or ``exhaustive`` (reference; same result, small problems only).
             Defaults to fast.
         grid_size (int): Quantile levels of the global threshold grid. Defaults to 100.
-        confidence (float | None): One-sided level, in [0.5, 1), of the bounds the accuracy
-            constraints are checked on (paired upper bound of the drop, Wilson lower bound of
-            the accuracy); 0 or None checks raw counts on the search data. Defaults to 0.9.
 
     Returns:
         Design: The chosen design with its predictions and the Pareto front.
@@ -79,19 +65,12 @@ def search(
         HapiError: when the artifacts disagree, an argument is invalid, or no design meets the
             constraints (the message names the closest achievable design).
     """
-    if thresholds not in SPACES:
-        raise HapiError(f"thresholds must be one of {', '.join(SPACES)}. Got {thresholds!r} instead.")
+    if not isinstance(constraints, Constraints):
+        raise HapiError(f"constraints must be a hapi_onnx.search.Constraints. Got {constraints!r} instead.")
     if optimiser not in OPTIMISERS:
         raise HapiError(f"optimiser must be one of {', '.join(OPTIMISERS)}. Got {optimiser!r} instead.")
     problem = SearchProblem.from_artifacts(trace, table, candidates)
-    goal = resolve_goal(
-        problem,
-        latency_sla_ms=latency_sla_ms,
-        percentile=percentile,
-        min_accuracy=min_accuracy,
-        max_accuracy_drop=max_accuracy_drop,
-        confidence=confidence,
-    )
+    goal = resolve_goal(problem, constraints)
     grid = threshold_grid(problem, grid_size)
     optimise = optimise_fast if optimiser == "fast" else optimise_exhaustive
     result = optimise(problem, grid, goal)
@@ -101,10 +80,10 @@ def search(
             accurate = optimise(problem, grid, goal.without_sla()).best
         raise HapiError(infeasible_message(problem, goal, result.front, accurate))
     chosen, front = result.best, result.front
-    if thresholds == "per-exit":
+    if constraints.space == "per-exit":
         chosen = refine_per_exit(problem, chosen, goal, grid, grid_size=grid_size)
         front = _merge_front(front, chosen)
-    return _design(problem, goal, chosen, front, space=thresholds, optimiser=optimiser, grid_size=grid_size)
+    return _design(problem, goal, chosen, front, optimiser=optimiser, grid_size=grid_size)
 
 
 def infeasible_message(
@@ -119,11 +98,11 @@ def infeasible_message(
         accurate (Candidate | None): The fastest design meeting the accuracy constraints when the
             SLA is ignored (None when there is none, or no SLA or accuracy constraint).
     """
-    stat, sla = goal.stat, goal.constraints["latency_sla_ms"]
+    stat, sla = goal.stat, goal.constraints.latency_sla_ms
     wanted = _accuracy_wanted(goal)
     fastest, most_accurate = front[0], front[-1]
     if goal.has_accuracy_constraint and accurate is None:
-        fix = "Lower the accuracy floor" + (" or the confidence" if goal.z else "")
+        fix = "Lower the accuracy floor" + (" or the bound level (--bound-level)" if goal.z else "")
         return (
             f"no design reaches {wanted} on the search data; the most accurate is "
             f"{_describe(problem, goal, most_accurate)}. {fix}."
@@ -146,12 +125,12 @@ def infeasible_message(
 def _accuracy_wanted(goal: Goal) -> str:
     c = goal.constraints
     parts = []
-    if c.get("min_accuracy") is not None:
-        parts.append(f"{100 * c['min_accuracy']:.2f}% accuracy")
-    if c.get("max_accuracy_drop") is not None:
-        parts.append(f"an accuracy drop <= {c['max_accuracy_drop']:g} pp")
+    if c.min_accuracy is not None:
+        parts.append(f"{100 * c.min_accuracy:.2f}% accuracy")
+    if c.max_accuracy_drop is not None:
+        parts.append(f"an accuracy drop <= {c.max_accuracy_drop:g} pp")
     text = " and ".join(parts)
-    return f"{text} (as {100 * c['confidence']:g}%-confidence bounds)" if goal.z else text
+    return f"{text} (as {100 * c.bound_level:g}%-level bounds)" if goal.z else text
 
 
 def _describe(problem: SearchProblem, goal: Goal, point: Candidate) -> str:
@@ -160,9 +139,9 @@ def _describe(problem: SearchProblem, goal: Goal, point: Candidate) -> str:
     if len(set(point.thresholds)) == 1 and len(point.thresholds) > 1:
         thr = f"{point.thresholds[0]:.4g} at every exit"
     bounds = ""
-    if goal.z and goal.constraints.get("min_accuracy") is not None:
+    if goal.z and goal.constraints.min_accuracy is not None:
         bounds += f"accuracy lower bound {100 * goal.accuracy_bound(point):.2f}%; "
-    if goal.z and goal.constraints.get("max_accuracy_drop") is not None:
+    if goal.z and goal.constraints.max_accuracy_drop is not None:
         bounds += f"drop upper bound {goal.drop_bound_pp(point):.2f} pp; "
     return (
         f"{100 * point.correct / problem.num_samples:.2f}% at {goal.latency_ms(point.latency_key):.3f} ms "
@@ -180,22 +159,13 @@ def _merge_front(front: list[Candidate], extra: Candidate) -> list[Candidate]:
 
 
 def _design(
-    problem: SearchProblem,
-    goal: Goal,
-    chosen: Candidate,
-    front: list[Candidate],
-    *,
-    space: str,
-    optimiser: str,
-    grid_size: int,
+    problem: SearchProblem, goal: Goal, chosen: Candidate, front: list[Candidate], *, optimiser: str, grid_size: int
 ) -> Design:
-    ev = evaluate_problem(problem, chosen.exits, chosen.thresholds)
-    full = evaluate_problem(problem, (), ())
+    ev = score_problem(problem, chosen.exits, chosen.thresholds)
+    full = score_problem(problem, (), ())
     return Design(
-        exits=problem.names(ev.exits),
-        exit_indices=[*ev.exits, problem.num_exits - 1],
-        thresholds=[float(t) for t in ev.thresholds],
-        policy="max-softmax",
+        exits=_choices(problem, chosen),
+        constraints=goal.constraints,
         predicted={
             **_predicted(ev, problem.monolithic_ms),
             "accuracy_lower_bound": goal.accuracy_bound(chosen),
@@ -207,23 +177,18 @@ def _design(
             "no_exit_mean_ms": full.mean_ms,
             "no_exit_p90_ms": full.stat_ms("p90"),
         },
-        constraints=dict(goal.constraints),
-        objective=goal.objective,
-        latency_stat=goal.stat,
-        pareto_front=[
-            {
-                "accuracy": p.correct / problem.num_samples,
-                "latency_ms": goal.latency_ms(p.latency_key),
-                "exits": problem.names(p.exits),
-                "thresholds": [float(t) for t in p.thresholds],
-                "accuracy_lower_bound": goal.accuracy_bound(p),
-                "accuracy_drop_bound_pp": goal.drop_bound_pp(p),
-                "feasible": goal.feasible_candidate(p),
-            }
+        pareto_front=tuple(
+            FrontPoint(
+                exits=_choices(problem, p),
+                accuracy=p.correct / problem.num_samples,
+                latency_ms=goal.latency_ms(p.latency_key),
+                accuracy_lower_bound=goal.accuracy_bound(p),
+                accuracy_drop_bound_pp=goal.drop_bound_pp(p),
+                feasible=goal.feasible_candidate(p),
+            )
             for p in front
-        ],
+        ),
         search={
-            "space": space,
             "optimiser": optimiser,
             "grid_size": grid_size,
             "num_samples": problem.num_samples,
@@ -236,7 +201,13 @@ def _design(
     )
 
 
-def _predicted(ev: Evaluation, monolithic_ms: float) -> dict:
+def _choices(problem: SearchProblem, point: Candidate) -> tuple[ExitChoice, ...]:
+    """A scored design's exits as the one value type every later step reads."""
+    names = [problem.exit_names[i] for i in point.exits]
+    return (*map(ExitChoice, names, point.thresholds), ExitChoice(problem.exit_names[-1]))
+
+
+def _predicted(ev: Score, monolithic_ms: float) -> dict:
     return {
         "accuracy": ev.accuracy,
         "mean_ms": ev.mean_ms,

@@ -12,7 +12,7 @@ little; using observed values keeps every threshold meaningful.
 stricter wins), with or without an SLA: minimise latency subject to all constraints
 (``min-latency``). Latency is the chosen statistic (mean, p50, p90, p99) of the predicted
 per-sample latency. Accuracy constraints are checked on one-sided bounds at the user's
-``confidence`` (:mod:`hapi_onnx.search.bounds`): the drop budget on a paired upper bound that
+``bound_level`` (:mod:`hapi_onnx.search.bounds`): the drop budget on a paired upper bound that
 depends on the right answers C *and* the discordant count D (samples where the design and the
 final classifier differ in being right), the accuracy floor on a Wilson lower bound of C. The
 latency SLA is checked on the predicted statistic itself (deterministic given the profile).
@@ -45,16 +45,16 @@ import numpy as np
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.search.bounds import (
-    DEFAULT_CONFIDENCE,
     accuracy_lower_bound,
     drop_upper_bound,
     min_correct_for_accuracy,
     min_correct_for_drop,
     z_score,
 )
-from hapi_onnx.search.evaluate import batch_metrics
+from hapi_onnx.search.constraints import Constraints
 from hapi_onnx.search.pareto import front_candidates, pareto_indices
-from hapi_onnx.search.problem import NS_PER_MS, SearchProblem, check_stat, ms_from_ns
+from hapi_onnx.search.problem import NS_PER_MS, SearchProblem, ms_from_ns
+from hapi_onnx.search.score import batch_metrics
 from hapi_onnx.search.subsets import SubsetSpace
 
 GRID_SIZE = 100
@@ -94,8 +94,8 @@ class Goal:
         max_latency_key (int | None): Largest latency key allowed (None without an SLA).
         num_samples (int): N, to turn keys and counts back into ms and fractions.
         final_correct (int): Samples the final classifier gets right.
-        z (float): One-sided normal quantile of the confidence (0: raw counts).
-        constraints (dict): The constraints as the user gave them, ``confidence`` included.
+        z (float): One-sided normal quantile of the bound level (0: raw counts).
+        constraints (Constraints): The constraints as the user gave them.
     """
 
     stat: str
@@ -106,7 +106,7 @@ class Goal:
     num_samples: int
     final_correct: int
     z: float
-    constraints: dict
+    constraints: Constraints
 
     @property
     def has_accuracy_constraint(self) -> bool:
@@ -199,82 +199,39 @@ class GlobalResult:
     front: list[Candidate]
 
 
-def resolve_goal(
-    problem: SearchProblem,
-    *,
-    latency_sla_ms: float | None = None,
-    percentile: str = "mean",
-    min_accuracy: float | None = None,
-    max_accuracy_drop: float | None = None,
-    confidence: float | None = DEFAULT_CONFIDENCE,
-) -> Goal:
-    """Validate the constraints and turn them into exact limits on ``problem``.
+def resolve_goal(problem: SearchProblem, constraints: Constraints) -> Goal:
+    """Turn the user's constraints into exact integer limits on ``problem``.
 
     Args:
         problem (SearchProblem): The search data.
-        latency_sla_ms (float | None): Largest allowed latency statistic, in ms.
-        percentile (str): Latency statistic: ``mean``, ``p50``, ``p90`` or ``p99``. Defaults to mean.
-        min_accuracy (float | None): Accuracy floor as a fraction in (0, 1].
-        max_accuracy_drop (float | None): Largest drop, in percentage points, from the final
-            classifier's accuracy on the search data.
-        confidence (float | None): One-sided level of the accuracy bounds, in [0.5, 1); 0 or None
-            checks accuracy constraints on raw counts. Defaults to 0.9.
-
-    Raises:
-        HapiError: when no constraint is given or a value is out of range.
+        constraints (Constraints): What the design must meet (validated when it was made).
     """
-    check_stat(percentile)
-    if latency_sla_ms is None and min_accuracy is None and max_accuracy_drop is None:
-        raise HapiError(
-            "The search needs at least one constraint: a latency SLA (latency_sla_ms / --latency-sla), "
-            "an accuracy floor (min_accuracy / --min-accuracy) or a largest accuracy drop "
-            "(max_accuracy_drop / --max-accuracy-drop)."
-        )
-    z = z_score(confidence)
+    c = constraints
+    z = z_score(c.bound_level)
     n = problem.num_samples
     min_correct = np.zeros(n + 1, dtype=np.int64)
     reference_min = 0
-    if min_accuracy is not None:
-        if not (isinstance(min_accuracy, (int, float)) and 0.0 < min_accuracy <= 1.0):
-            raise HapiError(f"min_accuracy must be a fraction in (0, 1]. Got {min_accuracy!r} instead.")
-        reference_min = min_correct_for_accuracy(min_accuracy, n, z)
+    if c.min_accuracy is not None:
+        reference_min = min_correct_for_accuracy(c.min_accuracy, n, z)
         min_correct[:] = reference_min
-    if max_accuracy_drop is not None:
-        if not (isinstance(max_accuracy_drop, (int, float)) and 0.0 <= max_accuracy_drop <= 100.0):
-            raise HapiError(
-                "max_accuracy_drop is in percentage points, from 0 to 100. "
-                f"Got {max_accuracy_drop!r} instead."
-            )
+    if c.max_accuracy_drop is not None:
         # The design without intermediate exits is the final classifier: its drop is 0, in budget.
-        np.maximum(min_correct, min_correct_for_drop(max_accuracy_drop, problem.final_correct, n, z), out=min_correct)
+        np.maximum(min_correct, min_correct_for_drop(c.max_accuracy_drop, problem.final_correct, n, z), out=min_correct)
     max_key = None
-    if latency_sla_ms is not None:
-        if not (
-            isinstance(latency_sla_ms, (int, float)) and math.isfinite(latency_sla_ms) and latency_sla_ms > 0
-        ):
-            raise HapiError(
-                f"latency_sla_ms must be a positive number of ms. Got {latency_sla_ms!r} instead."
-            )
-        scale = n if percentile == "mean" else 1
-        limit = latency_sla_ms * NS_PER_MS * scale
+    if c.latency_sla_ms is not None:
+        scale = n if c.percentile == "mean" else 1
+        limit = c.latency_sla_ms * NS_PER_MS * scale
         max_key = math.floor(limit + 1e-9 * max(1.0, limit))  # 1.2 ms is 1200000 ns, not 1199999.99...
-    only_sla = min_accuracy is None and max_accuracy_drop is None
     return Goal(
-        stat=percentile,
-        objective="max-accuracy" if only_sla else "min-latency",
+        stat=c.percentile,
+        objective=c.objective,
         min_correct=min_correct,
         reference_min_correct=int(reference_min),
         max_latency_key=max_key,
         num_samples=n,
         final_correct=problem.final_correct,
-        z=z,
-        constraints={
-            "latency_sla_ms": latency_sla_ms,
-            "percentile": percentile,
-            "min_accuracy": min_accuracy,
-            "max_accuracy_drop": max_accuracy_drop,
-            "confidence": confidence,
-        },
+        z=z if c.has_accuracy_constraint else 0.0,
+        constraints=c,
     )
 
 

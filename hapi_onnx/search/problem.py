@@ -32,10 +32,10 @@ import numpy as np
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable
+from hapi_onnx.search.constraints import PERCENTILES
 from hapi_onnx.trace import Trace
 
-STATS = ("mean", "p50", "p90", "p99")
-PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
+PERCENTILE_LEVELS = {"p50": 50, "p90": 90, "p99": 99}
 NS_PER_MS = 1_000_000
 
 
@@ -45,14 +45,14 @@ def check_stat(stat: str) -> str:
     Raises:
         HapiError: when it is not one of ``mean``, ``p50``, ``p90``, ``p99``.
     """
-    if stat not in STATS:
-        raise HapiError(f"The latency statistic must be one of {', '.join(STATS)}. Got {stat!r} instead.")
+    if stat not in PERCENTILES:
+        raise HapiError(f"The latency statistic must be one of {', '.join(PERCENTILES)}. Got {stat!r} instead.")
     return stat
 
 
 def percentile_rank(stat: str, num_samples: int) -> int:
     """1-based rank of the nearest-rank percentile ``stat`` among ``num_samples`` sorted latencies."""
-    pct = PERCENTILES[stat]
+    pct = PERCENTILE_LEVELS[stat]
     return max(1, -(-pct * num_samples // 100))
 
 

@@ -26,7 +26,7 @@ pseudo-flip, the same ``+ 1`` the drop bound gives a whole design: a move seen t
 out of fold is not taken as certain, and gains do not hide the spread of the losses they cancel.
 A move is taken only if the honest design after it still meets every constraint, bounds
 included, and is no worse than before on the objective. Measured on the demo (budgets 0.3/0.5/1
-pp, confidence 0.9, search on calib, scored on a held-out split): plain descent 0.00/1.10/1.00 pp
+pp, bound level 0.9, search on calib, scored on a held-out split): plain descent 0.00/1.10/1.00 pp
 drop, cross-fitted 0.00/0.60/0.70, global 0.00/0.30/0.70; on repeated halves of calib alone the
 cross-fitted design gives up most of the plain descent's extra loss and part of its speed-up.
 
@@ -40,9 +40,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from hapi_onnx.search.evaluate import Evaluation, evaluate_problem, keys_from_counts, sweep_threshold
 from hapi_onnx.search.optimise import GRID_SIZE, Candidate, Goal, resolve_goal
 from hapi_onnx.search.problem import SearchProblem
+from hapi_onnx.search.score import Score, keys_from_counts, score_problem, sweep_threshold
 
 MAX_SWEEPS = 20
 CROSS_FIT_FOLDS = 5
@@ -95,7 +95,7 @@ def cross_fit_folds(problem: SearchProblem, goal: Goal, folds: int = CROSS_FIT_F
     out = []
     for f in range(k):
         train = sample_subset(problem, fold_of != f)
-        out.append(Fold(train, sample_subset(problem, fold_of == f), resolve_goal(train, **goal.constraints)))
+        out.append(Fold(train, sample_subset(problem, fold_of == f), resolve_goal(train, goal.constraints)))
     return out
 
 
@@ -140,12 +140,12 @@ def cross_fitted_move(
     correct = discordant = flips = 0
     counts = np.zeros(len(exits) + 1, dtype=np.int64)
     for fold in folds:
-        here = evaluate_problem(fold.train, exits, current.thresholds)
+        here = score_problem(fold.train, exits, current.thresholds)
         start = Candidate(exits, current.thresholds, here.correct, here.latency_key(goal.stat), here.discordant)
         moved = best_move(fold.train, fold.goal, start, position, values)
         chosen = moved.thresholds if moved is not None else current.thresholds
-        scored = evaluate_problem(fold.held_out, exits, chosen, keep_positions=True)
-        before = evaluate_problem(fold.held_out, exits, current.thresholds, keep_positions=True)
+        scored = score_problem(fold.held_out, exits, chosen, keep_positions=True)
+        before = score_problem(fold.held_out, exits, current.thresholds, keep_positions=True)
         correct += scored.correct
         discordant += scored.discordant
         flips += int(np.count_nonzero(_right(fold.held_out, exits, scored) != _right(fold.held_out, exits, before)))
@@ -154,7 +154,7 @@ def cross_fitted_move(
     return Candidate(exits, current.thresholds, int(correct), key, int(discordant)), flips
 
 
-def _right(problem: SearchProblem, exits: tuple[int, ...], scored: Evaluation) -> np.ndarray:
+def _right(problem: SearchProblem, exits: tuple[int, ...], scored: Score) -> np.ndarray:
     """bool[N] whether each sample is right where it leaves (``scored`` kept its positions)."""
     rows = np.asarray(exits + (problem.num_exits - 1,))
     return problem.correct[rows[scored.exit_position], np.arange(problem.num_samples)]

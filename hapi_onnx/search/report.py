@@ -4,40 +4,38 @@ import os
 
 import numpy as np
 
+from hapi_onnx.choice import ExitChoice
 from hapi_onnx.lazy import lazy_import
-from hapi_onnx.search.design import Design
+from hapi_onnx.search.design import Design, FrontPoint
 
 
 def summary_lines(design: Design) -> list[str]:
     """The chosen design: exits, thresholds, predicted accuracy (with its bounds) and latency, exit
     distribution."""
     p, ref, c = design.predicted, design.reference, design.constraints
-    chain = " -> ".join(
-        [f"{name} (t={t:.4f})" for name, t in zip(design.exits, design.thresholds, strict=False)]
-        + [design.exits[-1]]
-    )
-    level = _confidence(design)
+    chain = " -> ".join(_exit_text(e, 4) for e in design.exits)
+    level = _level(design)
     wanted = []
-    if c.get("min_accuracy") is not None:
-        wanted.append(f"accuracy >= {100 * c['min_accuracy']:.2f}%")
-    if c.get("max_accuracy_drop") is not None:
-        wanted.append(f"accuracy drop <= {c['max_accuracy_drop']:g} pp")
+    if c.min_accuracy is not None:
+        wanted.append(f"accuracy >= {100 * c.min_accuracy:.2f}%")
+    if c.max_accuracy_drop is not None:
+        wanted.append(f"accuracy drop <= {c.max_accuracy_drop:g} pp")
     if wanted and level:
         wanted[-1] += f" (checked on {level} bounds)"
-    if c.get("latency_sla_ms") is not None:
-        wanted.append(f"{design.latency_stat} latency <= {c['latency_sla_ms']:g} ms")
+    if c.latency_sla_ms is not None:
+        wanted.append(f"{design.latency_stat} latency <= {c.latency_sla_ms:g} ms")
     accuracy = f"accuracy {100 * p['accuracy']:.2f}%"
     drop = 100 * (ref["accuracy"] - p["accuracy"])
-    if level and "accuracy_lower_bound" in p:
+    if level:
         accuracy += (
             f" (>= {100 * p['accuracy_lower_bound']:.2f}%; drop {drop:.2f} pp, <= "
             f"{p['accuracy_drop_bound_pp']:.2f} pp; {level} bounds)"
         )
-    dist = ", ".join(f"{n} {100 * f:.1f}%" for n, f in zip(design.exits, p["exit_distribution"], strict=True))
+    dist = ", ".join(f"{n} {100 * f:.1f}%" for n, f in zip(design.exit_names, p["exit_distribution"], strict=True))
     return [
         f"design: {chain}",
         f"objective: {design.objective} ({design.latency_stat}) subject to {' and '.join(wanted)}",
-        f"predicted on {design.search['num_samples']} search samples ({design.search['space']} thresholds): "
+        f"predicted on {design.search['num_samples']} search samples ({c.space} thresholds): "
         f"{accuracy}, full model {100 * ref['accuracy']:.2f}%; "
         f"mean {p['mean_ms']:.3f} ms, p90 {p['p90_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms",
         f"speed-up {p['speedup_vs_full']:.2f}x vs the full model ({ref['mean_ms']:.3f} ms measured; "
@@ -53,42 +51,40 @@ def front_lines(design: Design, max_rows: int = 25) -> list[str]:
     every constraint; a chosen design off the raw front (a more accurate design as fast as it was
     refused on its bound) is shown as an extra row in latency order.
     """
-    chosen_point = {
-        "accuracy": design.predicted["accuracy"],
-        "latency_ms": design.predicted[f"{design.latency_stat}_ms"],
-        "exits": design.exits,
-        "thresholds": design.thresholds,
-        "accuracy_drop_bound_pp": design.predicted.get("accuracy_drop_bound_pp"),
-        "feasible": True,
-    }
-    front = list(design.pareto_front)
-    chosen = next(
-        (i for i, q in enumerate(front) if q["exits"] == design.exits and q["thresholds"] == design.thresholds),
-        None,
+    chosen_point = FrontPoint(
+        exits=design.exits,
+        accuracy=design.predicted["accuracy"],
+        latency_ms=design.predicted[f"{design.latency_stat}_ms"],
+        accuracy_lower_bound=design.predicted["accuracy_lower_bound"],
+        accuracy_drop_bound_pp=design.predicted["accuracy_drop_bound_pp"],
+        feasible=True,
     )
+    front = list(design.pareto_front)
+    chosen = next((i for i, q in enumerate(front) if q.exits == design.exits), None)
     off_front = chosen is None
     if off_front:
-        chosen = sum(q["latency_ms"] <= chosen_point["latency_ms"] for q in front)
+        chosen = sum(q.latency_ms <= chosen_point.latency_ms for q in front)
         front.insert(chosen, chosen_point)
     rows = list(range(len(front)))
     if len(front) > max_rows:
         rows = sorted(set(np.linspace(0, len(front) - 1, max_rows).round().astype(int).tolist()) | {chosen})
-    bounds = bool(_confidence(design)) and all("feasible" in q for q in design.pareto_front)
+    bounds = bool(_level(design))
     columns = ["", f"{design.latency_stat} ms", "accuracy", "drop <=", "ok", "exits", "thresholds"]
     header = tuple(columns if bounds else columns[:3] + columns[5:])
     table = [header]
     for i in rows:
         q = front[i]
-        cells = ["*" if i == chosen else "", f"{q['latency_ms']:.3f}", f"{100 * q['accuracy']:.2f}%"]
+        cells = ["*" if i == chosen else "", f"{q.latency_ms:.3f}", f"{100 * q.accuracy:.2f}%"]
         if bounds:
-            cells += [f"{q['accuracy_drop_bound_pp']:.2f} pp", "yes" if q["feasible"] else "no"]
-        table.append((*cells, ", ".join(q["exits"]), _thresholds(q["thresholds"])))
+            cells += [f"{q.accuracy_drop_bound_pp:.2f} pp", "yes" if q.feasible else "no"]
+        names = [e.name for e in q.exits]
+        table.append((*cells, ", ".join(names), _thresholds([e.threshold for e in q.exits[:-1]])))
     numeric = {1, 2, 3} if bounds else {1, 2}
     widths = [max(len(r[k]) for r in table) for k in range(len(header))]
     size = len(design.pareto_front)
     listed = len(rows) - off_front  # front points among the rows
     shown = f"{listed} of {size} points" if listed < size else f"{size} points"
-    note = f"; ok: meets every constraint with {_confidence(design)} bounds" if bounds else ""
+    note = f"; ok: meets every constraint with {_level(design)} bounds" if bounds else ""
     lines = [f"Pareto front, accuracy vs {design.latency_stat} latency ({shown}; * chosen{note}):"]
     if off_front:
         lines.append("  (the chosen design is off the raw front: faster or as fast designs fail the accuracy bound)")
@@ -102,11 +98,15 @@ def front_lines(design: Design, max_rows: int = 25) -> list[str]:
     return lines
 
 
-def _confidence(design: Design) -> str:
-    """``"90%-confidence"`` when the design's accuracy constraints were checked on bounds, else ``""``."""
-    level = design.constraints.get("confidence")
-    has_accuracy = any(design.constraints.get(k) is not None for k in ("min_accuracy", "max_accuracy_drop"))
-    return f"{100 * level:g}%-confidence" if level and level != 0.5 and has_accuracy else ""
+def _level(design: Design) -> str:
+    """``"90%-level"`` when the design's accuracy constraints were checked on bounds, else ``""``."""
+    c = design.constraints
+    return f"{100 * c.bound_level:g}%-level" if c.uses_bounds else ""
+
+
+def _exit_text(choice: ExitChoice, digits: int) -> str:
+    """``exit3 (t=0.9610)``, or the bare name of the final classifier."""
+    return choice.name if choice.threshold is None else f"{choice.name} (t={choice.threshold:.{digits}f})"
 
 
 def _thresholds(values: list[float]) -> str:
@@ -128,18 +128,18 @@ def plot_front(design: Design, path: str | os.PathLike) -> None:
     front = design.pareto_front
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.step(
-        [q["latency_ms"] for q in front],
-        [100 * q["accuracy"] for q in front],
+        [q.latency_ms for q in front],
+        [100 * q.accuracy for q in front],
         where="post",
         marker=".",
         label="Pareto front (search data)",
     )
-    level = _confidence(design)
-    refused = [q for q in front if q.get("feasible") is False]
+    level = _level(design)
+    refused = [q for q in front if not q.feasible]
     if level and refused:
         ax.scatter(
-            [q["latency_ms"] for q in refused],
-            [100 * q["accuracy"] for q in refused],
+            [q.latency_ms for q in refused],
+            [100 * q.accuracy for q in refused],
             facecolors="none",
             edgecolors="grey",
             zorder=3,
@@ -161,8 +161,8 @@ def plot_front(design: Design, path: str | os.PathLike) -> None:
         zorder=3,
         label="full model (measured mean)",
     )
-    if design.constraints.get("latency_sla_ms") is not None:
-        ax.axvline(design.constraints["latency_sla_ms"], color="orange", linestyle="--", label="SLA")
+    if design.constraints.latency_sla_ms is not None:
+        ax.axvline(design.constraints.latency_sla_ms, color="orange", linestyle="--", label="SLA")
     ax.set_xlabel(f"predicted {design.latency_stat} latency (ms)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"HAPI design space on {design.device}")

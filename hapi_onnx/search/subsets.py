@@ -26,7 +26,7 @@ Then, for every subset ``S`` at once (built bit by bit, ``O(2^E)`` per quantity)
 
 Per threshold this costs ``O(N * E + E * 2^E)`` instead of ``O(2^E * N * E)`` for scoring each
 subset separately, and it is exact: the same integer counts and costs as
-:func:`hapi_onnx.search.evaluate.batch_metrics`. Subsets are bit masks over the problem's
+:func:`hapi_onnx.search.score.batch_metrics`. Subsets are bit masks over the problem's
 candidates (bit ``i`` = ``problem.candidates[i]``).
 """
 

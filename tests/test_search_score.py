@@ -5,11 +5,12 @@ import math
 import numpy as np
 import pytest
 
+from hapi_onnx.choice import choices_from
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable, PieceLatency, TimingStats
-from hapi_onnx.search import evaluate
-from hapi_onnx.search.evaluate import batch_metrics, evaluate_problem, keys_from_counts, sweep_threshold
+from hapi_onnx.search import score_design
 from hapi_onnx.search.problem import SearchProblem
+from hapi_onnx.search.score import batch_metrics, keys_from_counts, score_problem, sweep_threshold
 from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
 from hapi_onnx.trace import Trace
 
@@ -38,6 +39,12 @@ def naive(trace, table, exits, thresholds):
     return np.array(costs), right, np.array(where)
 
 
+def pick(exits, thresholds):
+    """A design's exits from trace indices or names (synthetic traces name exit i ``exit<i>``)."""
+    names = [e if isinstance(e, str) else f"exit{e}" for e in exits]
+    return choices_from(names, thresholds)
+
+
 def naive_losses_gains(trace, exits, where):
     """Samples the design gets wrong that the final classifier gets right, and the reverse."""
     losses = gains = 0
@@ -57,7 +64,7 @@ def test_evaluate_matches_naive_loop(seed):
         m = int(rng.integers(0, 7))
         exits = sorted(rng.choice(6, size=m, replace=False).tolist())
         thresholds = rng.uniform(0.2, 1.0, size=m).round(2).tolist()
-        ev = evaluate(trace, table, exits, thresholds, keep_positions=True)
+        ev = score_design(trace, table, pick(exits, thresholds), keep_positions=True)
         costs, right, where = naive(trace, table, exits, thresholds)
         n = len(costs)
         assert ev.correct == right
@@ -77,14 +84,14 @@ def test_evaluate_matches_naive_loop(seed):
 
 def test_evaluate_accepts_names_and_a_trailing_final():
     trace, table = artifacts()
-    by_index = evaluate(trace, table, [1, 4], [0.7, 0.8])
-    by_name = evaluate(trace, table, ["exit1", "exit4", "final"], [0.7, 0.8])
+    by_index = score_design(trace, table, pick([1, 4], [0.7, 0.8]))
+    by_name = score_design(trace, table, pick(["exit1", "exit4", "final"], [0.7, 0.8]))
     assert by_index == by_name
 
 
 def test_no_exit_design_costs_the_whole_backbone_and_one_call():
     trace, table = artifacts()
-    ev = evaluate(trace, table, [], [])
+    ev = score_design(trace, table, pick([], []))
     expected = sum(table.segment_costs("mean")) + table.overhead.mean_ms
     assert ev.mean_ms == pytest.approx(expected, abs=1e-5) and ev.stat_ms("p99") == pytest.approx(
         expected, abs=1e-5
@@ -94,7 +101,7 @@ def test_no_exit_design_costs_the_whole_backbone_and_one_call():
 
 def test_threshold_zero_sends_everything_to_the_first_kept_exit():
     trace, table = artifacts()
-    ev = evaluate(trace, table, [2, 5], [0.0, 0.0])
+    ev = score_design(trace, table, pick([2, 5], [0.0, 0.0]))
     assert ev.exit_counts == (len(trace.labels), 0, 0)
     assert ev.accuracy == pytest.approx(trace.accuracy[2])
 
@@ -109,7 +116,7 @@ def test_batch_metrics_and_count_keys_agree_with_single_evaluations(stat):
     )
     correct, discordant, keys = batch_metrics(problem, exits, thresholds, stat)
     for row, c, d, key in zip(thresholds, correct, discordant, keys, strict=True):
-        ev = evaluate_problem(problem, exits, row)
+        ev = score_problem(problem, exits, row)
         assert c == ev.correct and d == ev.discordant and key == ev.latency_key(stat)
         counts = np.array([ev.exit_counts])
         assert keys_from_counts(counts, problem.position_costs(exits), stat)[0] == key
@@ -136,29 +143,29 @@ def test_sweep_threshold_matches_batch_metrics(stat):
 def test_evaluate_rejects_malformed_designs():
     trace, table = artifacts()
     with pytest.raises(HapiError, match="one threshold per kept intermediate exit"):
-        evaluate(trace, table, [1, 2], [0.5])
+        score_design(trace, table, pick([1, 2], [0.5]))
     with pytest.raises(HapiError, match="Unknown exit 'exit99'"):
-        evaluate(trace, table, ["exit99"], [0.5])
+        score_design(trace, table, pick(["exit99"], [0.5]))
     with pytest.raises(HapiError, match="depth order"):
-        evaluate(trace, table, [3, 1], [0.5, 0.5])
-    with pytest.raises(HapiError, match="final classifier can only be the last"):
-        evaluate(trace, table, ["final", "exit1"], [0.5])
+        score_design(trace, table, pick([3, 1], [0.5, 0.5]))
+    with pytest.raises(HapiError, match="'final' must be the last"):
+        score_design(trace, table, pick(["final", "exit1"], [0.5, 0.5]))
     with pytest.raises(HapiError, match="finite"):
-        evaluate(trace, table, [1], [float("nan")])
+        score_design(trace, table, pick([1], [float("nan")]))
 
 
 def test_trace_and_table_of_different_models_are_refused():
     trace, _ = artifacts(seed=0)
     other = synthetic_table(6, seed=0, model_fingerprint="f" * 64)
     with pytest.raises(HapiError, match="different models"):
-        evaluate(trace, other, [1], [0.5])
+        score_design(trace, other, pick([1], [0.5]))
 
 
 def test_trace_and_table_with_different_exits_are_refused():
     trace = synthetic_trace(5, 50, seed=0)
     table = synthetic_table(6, seed=0)
     with pytest.raises(HapiError, match="exits .* differ"):
-        evaluate(trace, table, [1], [0.5])
+        score_design(trace, table, pick([1], [0.5]))
 
 
 def test_zero_overhead_table_is_refused():
@@ -167,7 +174,7 @@ def test_zero_overhead_table_is_refused():
     bad = LatencyTable(**{**table.__dict__, "overhead": zero})
     assert isinstance(bad.segments[0], PieceLatency)
     with pytest.raises(HapiError, match="overhead must be positive"):
-        evaluate(trace, bad, [], [])
+        score_design(trace, bad, pick([], []))
 
 
 def test_confidences_outside_0_1_are_refused():
@@ -184,8 +191,8 @@ def test_runtime_per_predict_cost_is_paid_once_by_every_sample():
     trace, table = artifacts()
     charged = dataclasses.replace(table, extra={**table.extra, "runtime": {"per_predict_ms": 0.021}})
     for exits, thresholds in (([], []), ([1], [0.5]), ([0, 2], [0.7, 0.6])):
-        plain = evaluate(trace, table, exits, thresholds)
-        more = evaluate(trace, charged, exits, thresholds)
+        plain = score_design(trace, table, pick(exits, thresholds))
+        more = score_design(trace, charged, pick(exits, thresholds))
         assert more.accuracy == plain.accuracy
         assert more.mean_ms == pytest.approx(plain.mean_ms + 0.021, abs=1e-6)
         assert more.percentile_ns["p90"] == plain.percentile_ns["p90"] + 21_000

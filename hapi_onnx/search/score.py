@@ -11,14 +11,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hapi_onnx.choice import ExitChoice, check_choices, check_threshold
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable
-from hapi_onnx.search.problem import STATS, SearchProblem, check_stat, ms_from_ns, percentile_rank
+from hapi_onnx.search.constraints import PERCENTILES
+from hapi_onnx.search.problem import SearchProblem, check_stat, ms_from_ns, percentile_rank
 from hapi_onnx.trace import Trace
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class Score:
     """How one design behaves on the search data.
 
     Attributes:
@@ -76,38 +78,34 @@ class Evaluation:
         return tuple(c / self.num_samples for c in self.exit_counts)
 
 
-def evaluate(
-    trace: Trace,
-    table: LatencyTable,
-    exits: Sequence[str | int],
-    thresholds: Sequence[float],
-    *,
-    keep_positions: bool = False,
-) -> Evaluation:
+def score_design(
+    trace: Trace, table: LatencyTable, exits: Sequence[ExitChoice], *, keep_positions: bool = False
+) -> Score:
     """Score one design on a trace with a latency table.
 
     Args:
         trace (Trace): The search data.
         table (LatencyTable): Costs of the same model.
-        exits (Sequence[str | int]): Kept intermediate exits (names or indices) in depth order;
-            a trailing final classifier is accepted.
-        thresholds (Sequence[float]): One max-softmax threshold per kept intermediate exit.
+        exits (Sequence[ExitChoice]): The design's exits in depth order, the final classifier
+            last (see :mod:`hapi_onnx.choice`).
         keep_positions (bool): Keep every sample's exit position. Defaults to False.
 
     Raises:
         HapiError: when the artifacts disagree or the design is malformed.
     """
+    exits = check_choices(exits)
     problem = SearchProblem.from_artifacts(trace, table)
-    return evaluate_problem(problem, problem.exit_tuple(exits), thresholds, keep_positions=keep_positions)
+    kept = problem.exit_tuple([c.name for c in exits])
+    return score_problem(problem, kept, [c.threshold for c in exits[:-1]], keep_positions=keep_positions)
 
 
-def evaluate_problem(
+def score_problem(
     problem: SearchProblem,
     exits: Sequence[int],
     thresholds: Sequence[float],
     *,
     keep_positions: bool = False,
-) -> Evaluation:
+) -> Score:
     """Score one design of ``problem`` (exits as ascending trace indices).
 
     Raises:
@@ -122,7 +120,7 @@ def evaluate_problem(
     final = problem.correct[-1]
     sorted_costs = np.sort(costs)
     n = problem.num_samples
-    return Evaluation(
+    return Score(
         exits=exits,
         thresholds=tuple(float(t) for t in thr),
         num_samples=n,
@@ -130,27 +128,26 @@ def evaluate_problem(
         losses=int(np.count_nonzero(final & ~right)),
         gains=int(np.count_nonzero(right & ~final)),
         total_ns=int(costs.sum()),
-        percentile_ns={s: int(sorted_costs[percentile_rank(s, n) - 1]) for s in STATS if s != "mean"},
+        percentile_ns={s: int(sorted_costs[percentile_rank(s, n) - 1]) for s in PERCENTILES if s != "mean"},
         exit_counts=tuple(int(c) for c in np.bincount(pos, minlength=len(exits) + 1)),
         exit_position=pos if keep_positions else None,
     )
 
 
 def check_thresholds(exits: Sequence[int], thresholds: Sequence[float]) -> np.ndarray:
-    """float32 thresholds, one per kept intermediate exit, validated.
+    """float32 thresholds, one per kept intermediate exit, each checked by the one threshold rule.
 
     Raises:
-        HapiError: when the count differs from the exits or a threshold is not a finite number.
+        HapiError: when the count differs from the exits or a threshold breaks the rule
+            (:func:`hapi_onnx.choice.check_threshold`).
     """
-    thr = np.asarray(list(thresholds), dtype=np.float64)
-    if thr.ndim != 1 or len(thr) != len(exits):
+    values = list(thresholds)
+    if len(values) != len(exits):
         raise HapiError(
             f"A design needs one threshold per kept intermediate exit ({len(exits)}). "
-            f"Got {len(thr)} thresholds instead."
+            f"Got {len(values)} thresholds instead."
         )
-    if not np.all(np.isfinite(thr)):
-        raise HapiError(f"Thresholds must be finite numbers. Got {list(thresholds)!r} instead.")
-    return thr.astype(np.float32)
+    return np.array([check_threshold(t) for t in values], dtype=np.float32)
 
 
 def exit_positions(problem: SearchProblem, exits: Sequence[int], thresholds: np.ndarray) -> np.ndarray:

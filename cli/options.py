@@ -1,0 +1,133 @@
+"""Option types and groups shared by the commands, so each rule is written once.
+
+- :class:`InputPath` / :class:`OutputPath` mark a command's file parameters; :class:`Command`
+  (every command's class) refuses, before the command runs, an output that resolves to one of its
+  inputs or lies among them (:func:`hapi_onnx.files.check_outputs_apart`).
+- :func:`constraint_options` adds the search constraints to ``search`` and ``build`` with their
+  choices and defaults taken from :class:`~hapi_onnx.search.constraints.Constraints`; the flags
+  renamed in 0.2 (``--confidence``, ``--thresholds``) still work, with a one-line note.
+"""
+
+import click
+from hapi_onnx_cli import console
+
+from hapi_onnx.files import check_outputs_apart
+from hapi_onnx.search.constraints import DEFAULT_BOUND_LEVEL, PERCENTILES, SPACES
+
+
+class InputPath(click.Path):
+    """A path the command reads."""
+
+
+class OutputPath(click.Path):
+    """A path the command writes."""
+
+
+class Command(click.Command):
+    """A hapi-onnx command: its outputs are checked against its inputs before it runs."""
+
+    def invoke(self, ctx: click.Context):
+        inputs, outputs = {}, {}
+        for param in self.params:
+            value = ctx.params.get(param.name)
+            if value is None or not isinstance(param.type, (InputPath, OutputPath)):
+                continue
+            label = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+            (inputs if isinstance(param.type, InputPath) else outputs)[label] = value
+        check_outputs_apart(outputs, inputs)
+        return super().invoke(ctx)
+
+
+class AccuracyType(click.ParamType):
+    """An accuracy as a fraction (``0.985``) or a percentage (``98.5`` or ``98.5%``).
+
+    Values up to 1 are fractions, values above 1 are percentages, and a trailing ``%`` always
+    means a percentage (so ``1%`` is one percent, ``1`` is 100%).
+    """
+
+    name = "accuracy"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        percent = text.endswith("%")
+        try:
+            number = float(text.rstrip("%"))
+        except ValueError:
+            self.fail(f"expected a fraction like 0.985 or a percentage like 98.5%. Got {value!r}.", param, ctx)
+        fraction = number / 100.0 if percent or number > 1.0 else number
+        if not 0.0 < fraction <= 1.0:
+            self.fail(f"accuracy must be in (0, 1] or (0%, 100%]. Got {value!r}.", param, ctx)
+        return fraction
+
+
+def _deprecated(new: str):
+    def note(ctx, param, value):
+        if value is not None:
+            console.log(f"warning: {param.opts[0]} is deprecated; use {new} instead.")
+        return value
+
+    return note
+
+
+def constraint_options(defaults: bool):
+    """The constraint flags of ``search`` (``defaults=True``: shown defaults) and ``build`` (no
+    defaults, so a config file's values are not overridden); parameter names are the fields of
+    :class:`~hapi_onnx.search.constraints.Constraints`."""
+
+    def default(value):
+        return value if defaults else None
+
+    options = [
+        click.option("--latency-sla", "latency_sla_ms", type=float, default=None,
+                     help="Largest allowed latency statistic (--percentile), in ms."),
+        click.option("--percentile", type=click.Choice(PERCENTILES), default=default("mean"),
+                     show_default=defaults, help="Latency statistic the SLA and the Pareto front use."),
+        click.option("--min-accuracy", type=AccuracyType(), default=None,
+                     help="Accuracy floor: a fraction (0.985) or a percentage (98.5 or 98.5%)."),
+        click.option("--max-accuracy-drop", type=float, default=None,
+                     help="Largest accuracy drop from the full model, in percentage points."),
+        click.option("--bound-level", type=float, default=default(DEFAULT_BOUND_LEVEL), show_default=defaults,
+                     help="Check accuracy constraints on one-sided statistical bounds at this level (in "
+                     "[0.5, 1)), so the design keeps them on new data; 0 checks raw counts."),
+        click.option("--space", type=click.Choice(SPACES), default=default("global"), show_default=defaults,
+                     help="Thresholds: one for all kept exits (HAPI's space), or refined per exit."),
+        click.option("--confidence", "confidence", type=float, default=None, hidden=True,
+                     callback=_deprecated("--bound-level")),
+        click.option("--thresholds", "thresholds", type=click.Choice(SPACES), default=None, hidden=True,
+                     callback=_deprecated("--space")),
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def constraint_values(options: dict) -> dict:
+    """The constraint fields from a command's parsed options (renamed flags mapped, ``None`` dropped).
+
+    Removes the constraint flags from ``options`` in place.
+    """
+    renamed = {"confidence": "bound_level", "thresholds": "space"}
+    names = ("latency_sla_ms", "percentile", "min_accuracy", "max_accuracy_drop", "bound_level", "space")
+    values = {name: options.pop(name) for name in names}
+    for old, new in renamed.items():
+        value = options.pop(old)
+        if value is not None:
+            values[new] = value
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class InputShape(click.ParamType):
+    """``N,C,H,W`` as four positive ints (``1,3,224,224`` or ``1x3x224x224``)."""
+
+    name = "N,C,H,W"
+
+    def convert(self, value, param, ctx):
+        from hapi_onnx.graph.load import parse_input_shape
+
+        return value if isinstance(value, tuple) else parse_input_shape(value)

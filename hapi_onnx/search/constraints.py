@@ -1,0 +1,125 @@
+"""What the user asks of a design: one :class:`Constraints` value, validated once, at construction.
+
+``hapi-onnx search``, ``hapi-onnx build`` (flags and config file) and the Python API all build
+this value, and the CLI takes its choices from the constants here, so a bad constraint fails
+before any work and every entry point accepts the same things.
+
+- ``latency_sla_ms`` with ``percentile`` (``mean``, ``p50``, ``p90`` or ``p99``): the largest
+  allowed value of that statistic of the predicted per-sample latency, in ms.
+- ``min_accuracy``: an accuracy floor, a fraction in (0, 1].
+- ``max_accuracy_drop``: the largest accuracy drop from the full model, in percentage points.
+- ``bound_level``: accuracy constraints are checked on one-sided statistical bounds at this level
+  (in [0.5, 1)), not on the raw counts of the search data; 0 checks raw counts.
+- ``space``: ``global`` (HAPI's space: one threshold for every kept exit) or ``per-exit``.
+
+The objective follows: with only an SLA, the most accurate design within it (``max-accuracy``);
+with an accuracy floor or drop budget, the fastest design meeting every constraint
+(``min-latency``).
+"""
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from hapi_onnx.errors import HapiError
+
+PERCENTILES = ("mean", "p50", "p90", "p99")
+SPACES = ("global", "per-exit")
+OBJECTIVES = ("max-accuracy", "min-latency")
+DEFAULT_BOUND_LEVEL = 0.9
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """The user's constraints on a design (see the module docstring).
+
+    Attributes:
+        latency_sla_ms (float | None): Largest allowed ``percentile`` latency, in ms.
+        percentile (str): Latency statistic of the SLA and the Pareto front. Defaults to "mean".
+        min_accuracy (float | None): Accuracy floor, a fraction in (0, 1].
+        max_accuracy_drop (float | None): Largest drop from the full model, in points (0..100).
+        bound_level (float): One-sided level of the accuracy bounds, in [0.5, 1); 0 = raw counts.
+            Defaults to 0.9.
+        space (str): Threshold space, ``global`` or ``per-exit``. Defaults to "global".
+
+    Raises:
+        HapiError: when no constraint is given or a value is of the wrong type or out of range.
+    """
+
+    latency_sla_ms: float | None = None
+    percentile: str = "mean"
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None
+    bound_level: float = DEFAULT_BOUND_LEVEL
+    space: str = "global"
+
+    def __post_init__(self):
+        _check_choice("percentile", self.percentile, PERCENTILES)
+        _check_choice("space", self.space, SPACES)
+        if self.latency_sla_ms is not None and not (_number(self.latency_sla_ms) and self.latency_sla_ms > 0):
+            _fail("latency_sla_ms", "a positive number of milliseconds", self.latency_sla_ms)
+        if self.min_accuracy is not None and not (_number(self.min_accuracy) and 0 < self.min_accuracy <= 1):
+            percent = _number(self.min_accuracy) and 1 < self.min_accuracy <= 100
+            hint = f" (a fraction: {self.min_accuracy:g}% is {self.min_accuracy / 100:g})" if percent else ""
+            _fail("min_accuracy", f"a fraction in (0, 1]{hint}", self.min_accuracy)
+        if self.max_accuracy_drop is not None and not (
+            _number(self.max_accuracy_drop) and 0 <= self.max_accuracy_drop <= 100
+        ):
+            _fail("max_accuracy_drop", "a number of percentage points in [0, 100]", self.max_accuracy_drop)
+        if not (_number(self.bound_level) and (self.bound_level == 0 or 0.5 <= self.bound_level < 1)):
+            _fail("bound_level", "a number in [0.5, 1) such as 0.9, or 0 to check raw counts", self.bound_level)
+        if self.latency_sla_ms is None and self.min_accuracy is None and self.max_accuracy_drop is None:
+            raise HapiError(
+                "A search needs at least one constraint: a latency SLA (--latency-sla MS), an accuracy "
+                "floor (--min-accuracy A) or a largest accuracy drop (--max-accuracy-drop PP)."
+            )
+        for name in ("latency_sla_ms", "min_accuracy", "max_accuracy_drop", "bound_level"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value))
+
+    @property
+    def has_accuracy_constraint(self) -> bool:
+        """Whether an accuracy floor or a drop budget is set."""
+        return self.min_accuracy is not None or self.max_accuracy_drop is not None
+
+    @property
+    def objective(self) -> str:
+        """``min-latency`` with an accuracy constraint, else ``max-accuracy``."""
+        return "min-latency" if self.has_accuracy_constraint else "max-accuracy"
+
+    @property
+    def uses_bounds(self) -> bool:
+        """Whether accuracy constraints are checked on statistical bounds (not raw counts)."""
+        return self.has_accuracy_constraint and self.bound_level > 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Constraints":
+        """Read :meth:`to_dict`'s form back.
+
+        Raises:
+            HapiError: when ``data`` is not an object of known fields, or the values are invalid.
+        """
+        known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or not set(data) <= known:
+            got = sorted(set(data) - known) if isinstance(data, dict) else data
+            raise HapiError(f"constraints must be an object with fields {sorted(known)}. Got {got!r} instead.")
+        return cls(**data)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        _fail(name, f"one of {', '.join(allowed)}", value)
+
+
+def _fail(name: str, expected: str, value: Any) -> None:
+    raise HapiError(f"The constraint {name!r} must be {expected}. Got {value!r} instead.")
