@@ -8,7 +8,8 @@ from hapi_onnx_cli.options import Command, InputPath, OutputPath
 @click.command("calibrate", cls=Command)
 @click.argument("ee_model", type=InputPath(dir_okay=False))
 @click.option("--data", "data_path", required=True, type=InputPath(),
-              help="Labelled calibration set (.npz x, y), not the set the heads were fitted on.")
+              help="Calibration set (.npz x, y; or unlabelled: .npy / .npz without y, for --reference final), "
+              "not the set the heads were fitted on.")
 @click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False), help="Trace to write (.npz).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Samples per ONNX Runtime run.")
@@ -21,6 +22,8 @@ def command(ee_model, data_path, output, batch_size) -> None:
     trace, rows = calibration_report(ee_model, data, batch_size=batch_size, progress=progress("calibrate"))
     trace.save(output)
     table = [[r.name, r.tensor, "?" if r.mac_fraction is None else f"{r.mac_fraction:.3f}",
-              f"{100 * r.accuracy:.2f}", f"{r.mean_confidence:.3f}"] for r in rows]
-    click.echo(format_table(["exit", "tensor", "MACs", "accuracy %", "mean conf"], table))
-    click.echo(f"wrote {output}: {trace.num_exits} exits x {trace.num_samples} samples")
+              "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}", f"{100 * r.agreement:.2f}",
+              f"{r.mean_confidence:.3f}"] for r in rows]
+    click.echo(format_table(["exit", "tensor", "MACs", "accuracy %", "agrees with final %", "mean conf"], table))
+    unlabelled = "" if trace.labelled else " (no labels: search it with --reference final)"
+    click.echo(f"wrote {output}: {trace.num_exits} exits x {trace.num_samples} samples{unlabelled}")

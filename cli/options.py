@@ -12,7 +12,7 @@ import click
 from hapi_onnx_cli import console
 
 from hapi_onnx.files import check_outputs_apart
-from hapi_onnx.search.constraints import DEFAULT_BOUND_LEVEL, PERCENTILES, SPACES
+from hapi_onnx.search.constraints import DEFAULT_BOUND_LEVEL, GUARANTEES, PERCENTILES, REFERENCES, SPACES
 
 
 class InputPath(click.Path):
@@ -89,8 +89,16 @@ def constraint_options(defaults: bool):
         click.option("--max-accuracy-drop", type=float, default=None,
                      help="Largest accuracy drop from the full model, in percentage points."),
         click.option("--bound-level", type=float, default=default(DEFAULT_BOUND_LEVEL), show_default=defaults,
-                     help="Check accuracy constraints on one-sided statistical bounds at this level (in "
-                     "[0.5, 1)), so the design keeps them on new data; 0 checks raw counts."),
+                     help="With probability at least this (in [0.5, 1)), the chosen design meets the accuracy "
+                     "constraints on new data from the calibration data's distribution; 0 checks raw counts."),
+        click.option("--guarantee", type=click.Choice(GUARANTEES), default=default("split"), show_default=defaults,
+                     help="split: search on half the calibration data, certify on the other half (holds for the "
+                     "chosen design); per-design: one bound per design on all of it (does not survive the "
+                     "selection; for comparison)."),
+        click.option("--reference", type=click.Choice(REFERENCES), default=default("labels"),
+                     show_default=defaults,
+                     help="labels: accuracy against the true classes; final: agreement with the full model, "
+                     "for an unlabelled calibration set (a disagreement budget bounds the drop)."),
         click.option("--space", type=click.Choice(SPACES), default=default("global"), show_default=defaults,
                      help="Thresholds: one for all kept exits (HAPI's space), or refined per exit."),
         click.option("--confidence", "confidence", type=float, default=None, hidden=True,
@@ -113,7 +121,8 @@ def constraint_values(options: dict) -> dict:
     Removes the constraint flags from ``options`` in place.
     """
     renamed = {"confidence": "bound_level", "thresholds": "space"}
-    names = ("latency_sla_ms", "percentile", "min_accuracy", "max_accuracy_drop", "bound_level", "space")
+    names = ("latency_sla_ms", "percentile", "min_accuracy", "max_accuracy_drop", "bound_level", "space",
+             "guarantee", "reference")
     values = {name: options.pop(name) for name in names}
     for old, new in renamed.items():
         value = options.pop(old)

@@ -15,9 +15,16 @@ def command(trace_path, latency_path, output, plot, **options) -> None:
 
     With only --latency-sla: the most accurate design within it. With --min-accuracy and/or
     --max-accuracy-drop (and optionally --latency-sla): the fastest design meeting all of them.
-    At least one constraint is required. Accuracy constraints are checked on --bound-level bounds
-    (paired upper bound of the drop, Wilson lower bound of the accuracy), not on the raw counts of
-    the calibration trace, which the fastest barely-passing design overfits.
+    At least one constraint is required.
+
+    \b
+    Guarantee (--guarantee split, the default): with probability at least --bound-level over the
+    calibration data, the chosen design meets the accuracy floor on new data from the same
+    distribution and loses (gets wrong where the full model is right) at most --max-accuracy-drop
+    of the samples, so its drop is at most that: designs are searched on one half of the trace and
+    certified on the other by fixed-sequence testing with exact binomial p-values (Learn-then-Test).
+    With --reference final the trace may be unlabelled and a loss is any disagreement with the
+    full model.
 
     Same as: hapi_onnx.search.search(Trace.load(TRACE), LatencyTable.load(LATENCY), Constraints(...))
     """

@@ -40,12 +40,14 @@ def calibrate(
     batch_size: int = 256,
     progress: Progress | None = None,
 ) -> Trace:
-    """Run the EE model over labelled data and record every exit's decisions.
+    """Run the EE model over data and record every exit's decisions (and the labels, if the data has them).
 
     Args:
         ee_model (str | PathLike | onnx.ModelProto): An over-provisioned model (from
             ``attach``), as a path or a model; not modified.
-        data (Dataset): Labelled calibration data (not the data the heads were fitted on).
+        data (Dataset): Calibration data, not the data the heads were fitted on. Without labels the
+            trace still records where each exit agrees with the final classifier, which a search
+            against the full model (``reference="final"``) needs.
         batch_size (int): Samples per ORT run. Defaults to 256.
         progress (Progress | None): ``progress(done, total)`` after every batch. Defaults to None.
 
@@ -58,7 +60,7 @@ def calibrate(
     """
     model = load_model(ee_model)
     layout = ExitLayout.from_model(model)
-    check_labelled(model, data, layout.num_classes, "calibration data")
+    check_labelled(model, data, layout.num_classes, "calibration data", labels_required=False)
     outputs = [e.output for e in layout.exits] + [layout.final_output]
     known = {o.name for o in model.graph.output}
     missing = [o for o in outputs if o not in known]
@@ -83,7 +85,7 @@ def calibrate(
     return Trace(
         exit_names=layout.exit_names,
         tensors=[e.tensor for e in layout.exits] + [layout.final_output],
-        labels=data.y.copy(),
+        labels=None if data.y is None else data.y.copy(),
         pred=pred,
         conf=conf,
         margin=margin,
@@ -99,14 +101,16 @@ class ExitAccuracy:
     Attributes:
         name (str): Exit name (``final`` for the original classifier).
         tensor (str): Tensor the exit reads.
-        accuracy (float): Top-1 accuracy if every sample left here.
+        accuracy (float | None): Top-1 accuracy if every sample left here (None without labels).
+        agreement (float): Share of samples where its class is the final classifier's.
         mean_confidence (float): Mean max-softmax probability.
         mac_fraction (float | None): Share of the backbone's MACs spent before the exit, if known.
     """
 
     name: str
     tensor: str
-    accuracy: float
+    accuracy: float | None
+    agreement: float
     mean_confidence: float
     mac_fraction: float | None = None
 
@@ -123,11 +127,13 @@ def exit_accuracies(trace: Trace, mac_fractions: dict[str, float] | None = None)
         list[ExitAccuracy]: One row per exit.
     """
     fractions = dict(mac_fractions or {})
-    accuracy, confidence = trace.accuracy, trace.conf.mean(axis=1)
+    accuracy = trace.accuracy if trace.labelled else [None] * trace.num_exits
+    agreement, confidence = trace.agreement.mean(axis=1), trace.conf.mean(axis=1)
     rows = []
     for k, (name, tensor) in enumerate(zip(trace.exit_names, trace.tensors, strict=True)):
         fraction = 1.0 if k == trace.num_exits - 1 else fractions.get(tensor)
-        rows.append(ExitAccuracy(name, tensor, float(accuracy[k]), float(confidence[k]), fraction))
+        acc = None if accuracy[k] is None else float(accuracy[k])
+        rows.append(ExitAccuracy(name, tensor, acc, float(agreement[k]), float(confidence[k]), fraction))
     return rows
 
 

@@ -21,14 +21,16 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class Trace:
-    """Per sample x exit: top-1 class and confidence, with the labels.
+    """Per sample x exit: top-1 class and confidence, with the labels when the data had them.
 
-    Exits are in candidate (graph) order; the final classifier is the last one.
+    Exits are in candidate (graph) order; the final classifier is the last one. A trace taken on
+    unlabelled data (``labels`` None) still tells where each exit agrees with the final classifier,
+    which is what a search against the full model (``reference="final"``) needs.
 
     Attributes:
         exit_names (list[str]): Name of each exit, final classifier last.
         tensors (list[str]): Tensor each exit reads (the final classifier's output for the last).
-        labels (np.ndarray): int64[N] true classes.
+        labels (np.ndarray | None): int64[N] true classes, or None for unlabelled data.
         pred (np.ndarray): int64[K, N] top-1 class per exit.
         conf (np.ndarray): float32[K, N] max softmax probability per exit.
         margin (np.ndarray | None): float32[K, N] top-1 minus top-2 probability, if recorded.
@@ -38,7 +40,7 @@ class Trace:
 
     exit_names: list[str]
     tensors: list[str]
-    labels: np.ndarray
+    labels: np.ndarray | None
     pred: np.ndarray
     conf: np.ndarray
     num_classes: int
@@ -51,14 +53,17 @@ class Trace:
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
                 raise HapiError(f"Trace {name} must be a list of names. Got {value!r}.")
             object.__setattr__(self, name, list(value))
-        for name in ("labels", "pred", "conf") + (("margin",) if self.margin is not None else ()):
+        arrays = ("pred", "conf") + tuple(n for n in ("labels", "margin") if getattr(self, n) is not None)
+        for name in arrays:
             if not isinstance(getattr(self, name), np.ndarray):
                 raise HapiError(f"Trace {name} must be a numpy array. Got {type(getattr(self, name)).__name__}.")
-        if self.labels.ndim != 1:
+        if self.pred.ndim != 2:
+            raise HapiError(f"Trace pred must be a 2-D array (exits x samples). Got shape {self.pred.shape}.")
+        if self.labels is not None and self.labels.ndim != 1:
             raise HapiError(f"Trace labels must be a 1-D array of classes. Got shape {self.labels.shape}.")
         if not isinstance(self.model_fingerprint, str):
             raise HapiError(f"Trace model_fingerprint must be a string. Got {self.model_fingerprint!r}.")
-        k, n = len(self.exit_names), len(self.labels)
+        k, n = len(self.exit_names), self.pred.shape[1]
         if len(self.tensors) != k:
             raise HapiError(f"Trace has {k} exit names but {len(self.tensors)} tensors.")
         for name in ("pred", "conf") + (("margin",) if self.margin is not None else ()):
@@ -69,7 +74,7 @@ class Trace:
             raise HapiError(f"Trace must have at least one exit and one sample. Got {k} exits, {n} samples.")
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise HapiError(f"Trace num_classes must be a positive int. Got {self.num_classes!r}.")
-        for name in ("labels", "pred"):
+        for name in ("labels", "pred") if self.labels is not None else ("pred",):
             arr = getattr(self, name)
             if arr.dtype.kind not in "iu":
                 raise HapiError(f"Trace {name} must be integer classes. Got dtype {arr.dtype}.")
@@ -94,12 +99,31 @@ class Trace:
     @property
     def num_samples(self) -> int:
         """N, the number of samples."""
-        return len(self.labels)
+        return self.pred.shape[1]
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the trace has the true classes."""
+        return self.labels is not None
 
     @property
     def correct(self) -> np.ndarray:
-        """bool[K, N]: whether each exit's top-1 class is right."""
+        """bool[K, N]: whether each exit's top-1 class is right.
+
+        Raises:
+            HapiError: when the trace has no labels.
+        """
+        if self.labels is None:
+            raise HapiError(
+                "This trace was taken on unlabelled data, so it has no accuracy; search against the full "
+                "model instead (--reference final), or calibrate on labelled data."
+            )
         return self.pred == self.labels[None, :]
+
+    @property
+    def agreement(self) -> np.ndarray:
+        """bool[K, N]: whether each exit's top-1 class is the final classifier's."""
+        return self.pred == self.pred[-1][None, :]
 
     @property
     def accuracy(self) -> np.ndarray:
@@ -113,7 +137,7 @@ class Trace:
 
         meta = [self.exit_names, self.tensors, self.num_classes, self.model_fingerprint]
         digest = hashlib.sha256(json.dumps(meta).encode())
-        for arr in (self.labels, self.pred, self.conf) + ((self.margin,) if self.margin is not None else ()):
+        for arr in [a for a in (self.labels, self.pred, self.conf, self.margin) if a is not None]:
             digest.update(np.ascontiguousarray(arr).tobytes())
         return digest.hexdigest()
 
@@ -129,10 +153,11 @@ class Trace:
         }
         arrays = {
             "meta": np.array(json.dumps(meta)),
-            "labels": self.labels.astype(np.int64),
             "pred": self.pred.astype(np.int64),
             "conf": self.conf.astype(np.float32),
         }
+        if self.labels is not None:
+            arrays["labels"] = self.labels.astype(np.int64)
         if self.margin is not None:
             arrays["margin"] = self.margin.astype(np.float32)
         with atomic_output(path) as tmp:
@@ -167,7 +192,7 @@ class Trace:
             return cls(
                 exit_names=meta["exit_names"],
                 tensors=meta["tensors"],
-                labels=arrays["labels"],
+                labels=arrays.get("labels"),
                 pred=arrays["pred"],
                 conf=arrays["conf"],
                 margin=arrays.get("margin"),

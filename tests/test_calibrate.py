@@ -91,7 +91,6 @@ def test_probability_final_is_not_softmaxed_again():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda d: Dataset(d.x), "has no labels"),
     (lambda d: Dataset(d.x[:, :, :8, :8], d.y), "model expects"),
     (lambda d: Dataset(d.x, d.y + 10), "the model has 10 classes"),
     (lambda d: Dataset(d.x, d.y % 5, tuple("abcde")), "names 5 classes"),
@@ -114,7 +113,27 @@ def test_cli_calibrate(ee, tmp_path, run_cli):
     assert result.exit_code == 0, result.output
     assert "accuracy %" in result.output and "final" in result.output and "exit3" in result.output
     assert Trace.load(tmp_path / "trace.npz").num_samples == 70
-    np.savez(tmp_path / "nolabels.npz", x=calib.x)
-    result = run_cli("calibrate", path, "--data", tmp_path / "nolabels.npz", "-o", tmp_path / "t2.npz")
-    assert result.exit_code == 2 and result.output.startswith("error: ") and "no labels" in result.output
-    assert not (tmp_path / "t2.npz").exists()
+    np.save(tmp_path / "nolabels.npy", calib.x)
+    result = run_cli("calibrate", path, "--data", tmp_path / "nolabels.npy", "-o", tmp_path / "t2.npz")
+    assert result.exit_code == 0, result.output
+    assert "no labels: search it with --reference final" in result.output
+    unlabelled = Trace.load(tmp_path / "t2.npz")
+    assert unlabelled.labels is None and np.array_equal(unlabelled.pred, Trace.load(tmp_path / "trace.npz").pred)
+
+
+def test_an_unlabelled_trace_is_searched_against_the_full_model(ee, tmp_path, run_cli):
+    from hapi_onnx.search.synthetic import synthetic_table
+
+    _, path, calib = ee
+    trace = calibrate(path, Dataset(calib.x))
+    assert not trace.labelled and [r.accuracy for r in exit_accuracies(trace)] == [None] * 5
+    np.testing.assert_allclose([r.agreement for r in exit_accuracies(trace)], trace.agreement.mean(axis=1))
+    trace.save(tmp_path / "trace.npz")
+    synthetic_table(4, seed=0, model_fingerprint=trace.model_fingerprint).save(tmp_path / "lat.json")
+    args = ["search", "--trace", tmp_path / "trace.npz", "--latency", tmp_path / "lat.json", "-o",
+            tmp_path / "design.json", "--max-accuracy-drop", "50", "--bound-level", "0"]
+    result = run_cli(*args)
+    assert result.exit_code == 2 and "--reference final" in result.output
+    result = run_cli(*args, "--reference", "final")
+    assert result.exit_code == 0, result.output
+    assert "disagreement <= 50 pp" in result.output and "agreement" in result.output

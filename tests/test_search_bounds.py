@@ -2,6 +2,7 @@
 against the formulas, monotonicity in the confidence, and the design they pick."""
 
 import math
+from functools import partial
 from statistics import NormalDist
 
 import numpy as np
@@ -21,6 +22,8 @@ from hapi_onnx.search.optimise import resolve_goal
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
 
+PerDesign = partial(Constraints, guarantee="per-design")  # the per-design bounds these tests check
+
 
 def artifacts(num_intermediate=7, n=600, seed=40):
     return synthetic_trace(num_intermediate, n, seed=seed, decimals=3), synthetic_table(num_intermediate, seed=seed)
@@ -32,7 +35,7 @@ def test_z_score_is_the_one_sided_normal_quantile_and_0_means_raw():
     assert z_score(0.95) == pytest.approx(1.6448536, abs=1e-6)
     for bad in (0.3, 1.0, 1.5, -0.1, float("nan"), True, "0.9"):  # refused once, where levels are made
         with pytest.raises(HapiError, match="'bound_level' must be a number in"):
-            Constraints(max_accuracy_drop=1.0, bound_level=bad)
+            PerDesign(max_accuracy_drop=1.0, bound_level=bad)
 
 
 def test_drop_bound_is_the_paired_formula_with_one_pseudo_disagreement():
@@ -82,7 +85,7 @@ def test_the_recorded_bounds_are_the_formulas_on_direct_counts():
     """L and G counted sample by sample from the trace, then the formulas by hand."""
     trace, table = artifacts()
     for space in ("global", "per-exit"):
-        design = search(trace, table, Constraints(max_accuracy_drop=2.0, space=space, bound_level=0.9))
+        design = search(trace, table, PerDesign(max_accuracy_drop=2.0, space=space, bound_level=0.9))
         exits = [trace.exit_names.index(e.name) for e in design.exits[:-1]]
         thr = [e.threshold for e in design.exits[:-1]]
         right = trace.pred == trace.labels[None, :]
@@ -110,7 +113,7 @@ def test_higher_confidence_never_gives_a_faster_design(seed):
     ):
         latencies, bounds = [], []
         for confidence in (0, 0.6, 0.8, 0.9, 0.95, 0.99):
-            design = search(trace, table, Constraints(**constraints, bound_level=confidence))
+            design = search(trace, table, PerDesign(**constraints, bound_level=confidence))
             latencies.append(design.predicted[f"{design.latency_stat}_ms"])
             bounds.append(design.predicted["accuracy_drop_bound_pp"])
         assert latencies == sorted(latencies), constraints
@@ -126,7 +129,7 @@ def test_raw_counts_overfit_more_than_bounds_on_held_out_data():
         halves = [np.arange(0, 800), np.arange(800, 1600)]
         calib, held = (_subset(full, idx) for idx in halves)
         for confidence in kept:
-            design = search(calib, table, Constraints(max_accuracy_drop=1.0, bound_level=confidence))
+            design = search(calib, table, PerDesign(max_accuracy_drop=1.0, bound_level=confidence))
             ev = score_design(held, table, design.exits)
             kept[confidence] += 100 * (held.accuracy[-1] - ev.accuracy) <= 1.0 + 1e-9
     assert kept[0.9] > kept[0] and kept[0.9] >= 5
@@ -134,7 +137,7 @@ def test_raw_counts_overfit_more_than_bounds_on_held_out_data():
 
 def test_the_final_classifier_is_certain_to_keep_a_zero_drop():
     trace, table = artifacts()
-    design = search(trace, table, Constraints(max_accuracy_drop=0.0, bound_level=0.95))
+    design = search(trace, table, PerDesign(max_accuracy_drop=0.0, bound_level=0.95))
     assert design.predicted["accuracy_drop_bound_pp"] <= 0.0
     assert design.predicted["accuracy"] >= design.reference["accuracy"]
 
@@ -142,13 +145,13 @@ def test_the_final_classifier_is_certain_to_keep_a_zero_drop():
 def test_goal_tables_per_discordant_count():
     trace, table = artifacts()
     problem = SearchProblem.from_artifacts(trace, table)
-    raw = resolve_goal(problem, Constraints(max_accuracy_drop=1.0, bound_level=0))
-    bounded = resolve_goal(problem, Constraints(max_accuracy_drop=1.0, bound_level=0.9))
+    raw = resolve_goal(problem, PerDesign(max_accuracy_drop=1.0, bound_level=0))
+    bounded = resolve_goal(problem, PerDesign(max_accuracy_drop=1.0, bound_level=0.9))
     assert len(set(raw.min_correct.tolist())) == 1 and raw.z == 0.0
     assert np.all(bounded.min_correct >= raw.min_correct) and bounded.min_correct[-1] > bounded.min_correct[0]
     assert bounded.constraints.bound_level == 0.9 and raw.constraints.bound_level == 0
     with pytest.raises(HapiError, match="'bound_level' must be a number in"):
-        Constraints(max_accuracy_drop=1.0, bound_level=1.0)
+        PerDesign(max_accuracy_drop=1.0, bound_level=1.0)
 
 
 def _subset(trace, idx):

@@ -11,7 +11,7 @@ from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("search")
-    synthetic_trace(5, 300, seed=31, decimals=3).save(folder / "trace.npz")
+    synthetic_trace(5, 2000, seed=31, decimals=3).save(folder / "trace.npz")
     synthetic_table(5, seed=31).save(folder / "latency.json")
     return folder
 
@@ -32,7 +32,7 @@ def run(files, *extra):
 
 def test_search_prints_design_and_front_and_writes_it(files):
     (files / "design.json").unlink(missing_ok=True)
-    result = run(files, "--max-accuracy-drop", "1", "--percentile", "p90", "--plot", str(files / "front.png"))
+    result = run(files, "--max-accuracy-drop", "4", "--percentile", "p90", "--plot", str(files / "front.png"))
     assert result.exit_code == 0, result.output
     design = Design.load(files / "design.json")
     first = design.exits[0]
@@ -43,17 +43,23 @@ def test_search_prints_design_and_front_and_writes_it(files):
 
 
 def test_bound_level_option_reaches_the_design_and_the_output(files):
-    result = run(files, "--max-accuracy-drop", "3")
+    result = run(files, "--max-accuracy-drop", "4")
     assert result.exit_code == 0, result.output
     design = Design.load(files / "design.json")
-    assert design.constraints.bound_level == 0.9
+    assert design.constraints.bound_level == 0.9 and design.constraints.guarantee == "split"
     bound = design.predicted["accuracy_drop_bound_pp"]
-    assert f"<= {bound:.2f} pp; 90%-level bounds" in result.output
+    assert f"loss rate <= {bound:.2f} pp; certified at level 0.9)" in result.output
+    assert "guarantee: with probability >= 0.9 over the calibration data" in result.output
+    assert design.search["guarantee"]["certify_samples"] == 1000
+    per_design = run(files, "--max-accuracy-drop", "3", "--guarantee", "per-design")
+    assert per_design.exit_code == 0, per_design.output
+    bound = Design.load(files / "design.json").predicted["accuracy_drop_bound_pp"]
+    assert f"<= {bound:.2f} pp; 90%-level bounds" in per_design.output
     assert "drop <=" in result.output and " no " in result.output  # the front marks refused points
     raw = run(files, "--max-accuracy-drop", "3", "--bound-level", "0")
     assert raw.exit_code == 0, raw.output
     assert Design.load(files / "design.json").constraints.bound_level == 0
-    assert "level bounds" not in raw.output
+    assert "level bounds" not in raw.output and "certified" not in raw.output
     bad = run(files, "--max-accuracy-drop", "3", "--bound-level", "1.5")
     assert bad.exit_code == 2 and bad.output.startswith("error: The constraint 'bound_level' must be")
     assert len(bad.output.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from functools import partial
 from statistics import NormalDist
 
 import pytest
@@ -12,6 +13,8 @@ from hapi_onnx.search import Design, score_design, search
 from hapi_onnx.search.constraints import Constraints
 from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
 
+PerDesign = partial(Constraints, guarantee="per-design")  # the per-design bounds these tests check
+
 
 @pytest.fixture(scope="module")
 def searched():
@@ -20,7 +23,7 @@ def searched():
     return (
         trace,
         table,
-        search(trace, table, Constraints(max_accuracy_drop=1.0, latency_sla_ms=1.9, space="per-exit")),
+        search(trace, table, PerDesign(max_accuracy_drop=1.0, latency_sla_ms=1.9, space="per-exit")),
     )
 
 
@@ -40,10 +43,10 @@ def test_design_records_choice_predictions_and_provenance(searched):
         sum(table.segment_costs()) + table.overhead.mean_ms, abs=1e-5
     )
     assert design.objective == "min-latency" and design.latency_stat == "mean"
-    assert design.constraints == Constraints(latency_sla_ms=1.9, max_accuracy_drop=1.0, space="per-exit")
+    assert design.constraints == PerDesign(latency_sla_ms=1.9, max_accuracy_drop=1.0, space="per-exit")
     assert design.constraints.to_dict() == {
         "latency_sla_ms": 1.9, "percentile": "mean", "min_accuracy": None, "max_accuracy_drop": 1.0,
-        "bound_level": 0.9, "space": "per-exit",
+        "bound_level": 0.9, "space": "per-exit", "guarantee": "per-design", "reference": "labels",
     }
     assert p["accuracy_drop_bound_pp"] <= 1.0 + 1e-9 and p["accuracy_lower_bound"] < p["accuracy"]
     n = design.search["num_samples"]
@@ -119,7 +122,7 @@ def test_the_front_marks_every_faster_point_infeasible(searched):
 def test_chosen_design_is_on_the_recorded_front_on_raw_counts():
     trace, table = synthetic_trace(6, 400, seed=21, decimals=3), synthetic_table(6, seed=21)
     for space in ("global", "per-exit"):
-        constraints = Constraints(max_accuracy_drop=1.0, latency_sla_ms=1.9, space=space, bound_level=0)
+        constraints = PerDesign(max_accuracy_drop=1.0, latency_sla_ms=1.9, space=space, bound_level=0)
         design = search(trace, table, constraints)
         assert design.exits in [q.exits for q in design.pareto_front]
         assert design.predicted["accuracy_lower_bound"] == design.predicted["accuracy"]
@@ -140,7 +143,7 @@ def test_front_table_shows_a_chosen_design_off_the_raw_front(searched):
     front = [q for q in design.pareto_front if q.exits != design.exits]
     off = replace(design, pareto_front=front)
     lines = front_lines(off, max_rows=100)
-    assert f"({len(front)} points; * chosen; ok: meets every constraint with 90%-level bounds)" in lines[0]
+    assert f"({len(front)} points; * chosen; ok: meets every constraint, 90%-level bounds)" in lines[0]
     assert "off the raw front" in lines[1]
     starred = [line for line in lines if line.startswith("*")]
     assert len(starred) == 1 and f"{design.predicted['mean_ms']:.3f}" in starred[0] and " yes " in starred[0]

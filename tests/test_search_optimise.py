@@ -4,6 +4,7 @@ a brute-force Python reference; per-exit refinement never loses and keeps the bo
 
 import itertools
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -24,6 +25,8 @@ from hapi_onnx.search.refine import refine_per_exit
 from hapi_onnx.search.score import score_problem
 from hapi_onnx.search.subsets import SubsetSpace
 from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
+
+PerDesign = partial(Constraints, guarantee="per-design")  # the per-design bounds these tests check
 
 STATS = ["mean", "p50", "p90", "p99"]
 
@@ -92,7 +95,7 @@ def test_fast_equals_exhaustive(num_intermediate, n, seed, decimals, round_costs
     grid = threshold_grid(problem, 30)
     checked = with_exits = 0
     for constraints in constraint_sets(problem):
-        goal = resolve_goal(problem, Constraints(**constraints, bound_level=confidence))
+        goal = resolve_goal(problem, PerDesign(**constraints, bound_level=confidence))
         fast, slow = optimise_fast(problem, grid, goal), optimise_exhaustive(problem, grid, goal)
         assert fast.best == slow.best, constraints
         assert fast.front == slow.front, constraints
@@ -166,7 +169,7 @@ def test_exhaustive_and_fast_match_brute_force_order(seed, stat, confidence):
         {"max_accuracy_drop": 8.0},
         {"min_accuracy": final_acc - 0.1, "max_accuracy_drop": 12.0},
     ):
-        goal = resolve_goal(problem, Constraints(percentile=stat, bound_level=confidence, **constraints))
+        goal = resolve_goal(problem, PerDesign(percentile=stat, bound_level=confidence, **constraints))
         best, front = brute_force(problem, grid, goal)
         for result in (optimise_exhaustive(problem, grid, goal), optimise_fast(problem, grid, goal)):
             got = result.best
@@ -205,9 +208,9 @@ def test_per_exit_refinement_is_never_worse_and_keeps_constraints(seed):
         {"max_accuracy_drop": 0.5},
         {"min_accuracy": 0.8, "latency_sla_ms": 0.8 * full.mean_ms},
     ):
-        goal = resolve_goal(problem, Constraints(**constraints))
-        glob = search(trace, table, Constraints(**constraints, space="global"), grid_size=40)
-        refined = search(trace, table, Constraints(**constraints, space="per-exit"), grid_size=40)
+        goal = resolve_goal(problem, PerDesign(**constraints))
+        glob = search(trace, table, PerDesign(**constraints, space="global"), grid_size=40)
+        refined = search(trace, table, PerDesign(**constraints, space="per-exit"), grid_size=40)
         assert refined.exit_names == glob.exit_names
         ev = score_design(trace, table, refined.exits)
         key = ev.latency_key(goal.stat)
@@ -224,7 +227,7 @@ def test_per_exit_refinement_is_never_worse_and_keeps_constraints(seed):
 def test_refinement_improves_a_deliberately_poor_start():
     _, _, problem = problem_for(6, 400, 5, decimals=2)
     grid = threshold_grid(problem, 30)
-    goal = resolve_goal(problem, Constraints(max_accuracy_drop=3.0))
+    goal = resolve_goal(problem, PerDesign(max_accuracy_drop=3.0))
     start = optimise_fast(problem, grid, goal).best
     thresholds = tuple(0.999 for _ in start.exits)
     ev = score_problem(problem, start.exits, thresholds)
@@ -241,59 +244,59 @@ def test_infeasible_constraints_name_the_closest_design():
         r"accurate is \d+\.\d+% at .* \(accuracy lower bound \d+\.\d+%; exits .*Lower the accuracy floor or the "
         r"bound level \(--bound-level\)",
     ):
-        search(trace, table, Constraints(min_accuracy=1.0))
+        search(trace, table, PerDesign(min_accuracy=1.0))
     with pytest.raises(HapiError, match=r"no design reaches 100\.00% accuracy on the search data; .* \(exits"):
-        search(trace, table, Constraints(min_accuracy=1.0, bound_level=0))
+        search(trace, table, PerDesign(min_accuracy=1.0, bound_level=0))
     with pytest.raises(
         HapiError, match=r"no design meets p90 latency <= 0\.001 ms; the fastest is .* \(exits exit"
     ):
-        search(trace, table, Constraints(latency_sla_ms=0.001, percentile="p90"))
+        search(trace, table, PerDesign(latency_sla_ms=0.001, percentile="p90"))
     full = score_problem(problem, (), ())
-    fastest = search(trace, table, Constraints(latency_sla_ms=10 * full.mean_ms)).pareto_front[0]
+    fastest = search(trace, table, PerDesign(latency_sla_ms=10 * full.mean_ms)).pareto_front[0]
     with pytest.raises(
         HapiError,
         match=r"within the SLA the closest is .*drop upper bound .* the fastest reaching the accuracy is "
         r"\d+\.\d+% at .* \(drop upper bound -?\d+\.\d+ pp; exits .*Relax one",
     ):
-        search(trace, table, Constraints(max_accuracy_drop=0.0, latency_sla_ms=fastest.latency_ms * 1.01))
+        search(trace, table, PerDesign(max_accuracy_drop=0.0, latency_sla_ms=fastest.latency_ms * 1.01))
     with pytest.raises(HapiError, match="no design"):
-        search(trace, table, Constraints(min_accuracy=1.0), optimiser="exhaustive", grid_size=10)
+        search(trace, table, PerDesign(min_accuracy=1.0), optimiser="exhaustive", grid_size=10)
 
 
 def test_a_floor_met_on_raw_counts_can_fail_its_bound():
     trace, table, _ = problem_for(6, 300, 7)
-    best_raw = search(trace, table, Constraints(latency_sla_ms=100.0)).pareto_front[-1].accuracy
-    raw = search(trace, table, Constraints(min_accuracy=best_raw, bound_level=0))
+    best_raw = search(trace, table, PerDesign(latency_sla_ms=100.0)).pareto_front[-1].accuracy
+    raw = search(trace, table, PerDesign(min_accuracy=best_raw, bound_level=0))
     assert raw.predicted["accuracy"] == best_raw
     with pytest.raises(HapiError, match="no design reaches .* the most accurate is .*or the bound level"):
-        search(trace, table, Constraints(min_accuracy=best_raw))
+        search(trace, table, PerDesign(min_accuracy=best_raw))
 
 
 def test_bad_arguments_are_refused():
     trace, table, _ = problem_for(4, 50, 0)
     with pytest.raises(HapiError, match="at least one constraint"):
-        Constraints()
+        PerDesign()
     with pytest.raises(HapiError, match="'percentile' must be one of mean, p50, p90, p99"):
-        Constraints(latency_sla_ms=1.0, percentile="p95")
+        PerDesign(latency_sla_ms=1.0, percentile="p95")
     with pytest.raises(HapiError, match="'space' must be one of global, per-exit"):
-        Constraints(latency_sla_ms=1.0, space="per-layer")
+        PerDesign(latency_sla_ms=1.0, space="per-layer")
     with pytest.raises(HapiError, match="optimiser must be one of"):
-        search(trace, table, Constraints(latency_sla_ms=1.0), optimiser="greedy")
+        search(trace, table, PerDesign(latency_sla_ms=1.0), optimiser="greedy")
     with pytest.raises(HapiError, match=r"'min_accuracy' must be a fraction in \(0, 1\] \(a fraction: 98.5%"):
-        Constraints(min_accuracy=98.5)
+        PerDesign(min_accuracy=98.5)
     with pytest.raises(HapiError, match="'latency_sla_ms' must be a positive"):
-        Constraints(latency_sla_ms=-1.0)
+        PerDesign(latency_sla_ms=-1.0)
     with pytest.raises(HapiError, match="percentage points"):
-        Constraints(max_accuracy_drop=-1.0)
+        PerDesign(max_accuracy_drop=-1.0)
     with pytest.raises(HapiError, match="must be a hapi_onnx.search.Constraints"):
         search(trace, table, {"max_accuracy_drop": 1.0})
     with pytest.raises(HapiError, match="final classifier .* is always kept"):
-        search(trace, table, Constraints(latency_sla_ms=1.0), candidates=["exit1", "final"])
+        search(trace, table, PerDesign(latency_sla_ms=1.0), candidates=["exit1", "final"])
 
 
 def test_candidates_restrict_the_exits():
     trace, table, _ = problem_for(6, 200, 8)
-    design = search(trace, table, Constraints(max_accuracy_drop=2.0), candidates=["exit2", "exit4"])
+    design = search(trace, table, PerDesign(max_accuracy_drop=2.0), candidates=["exit2", "exit4"])
     assert set(design.exit_names[:-1]) <= {"exit2", "exit4"}
     assert design.search["candidates"] == ["exit2", "exit4"]
     assert all({e.name for e in p.exits[:-1]} <= {"exit2", "exit4"} for p in design.pareto_front)
@@ -301,15 +304,15 @@ def test_candidates_restrict_the_exits():
 
 def test_a_model_without_intermediate_exits_has_one_design():
     trace, table, _ = problem_for(0, 100, 0)
-    design = search(trace, table, Constraints(latency_sla_ms=100.0))
+    design = search(trace, table, PerDesign(latency_sla_ms=100.0))
     assert design.exit_names == ["final"] and len(design.pareto_front) == 1
 
 
 def test_too_many_candidates_is_a_clear_error():
     trace, table, problem = problem_for(21, 30, 0)
     with pytest.raises(HapiError, match="at most 20"):
-        search(trace, table, Constraints(latency_sla_ms=1.0))
+        search(trace, table, PerDesign(latency_sla_ms=1.0))
     every_other = [f"exit{i}" for i in range(0, 21, 2)]
-    assert search(trace, table, Constraints(latency_sla_ms=10.0), candidates=every_other).exits
+    assert search(trace, table, PerDesign(latency_sla_ms=10.0), candidates=every_other).exits
     with pytest.raises(HapiError, match="Exhaustive search over 21"):
-        optimise_exhaustive(problem, threshold_grid(problem, 5), resolve_goal(problem, Constraints(latency_sla_ms=1.0)))
+        optimise_exhaustive(problem, threshold_grid(problem, 5), resolve_goal(problem, PerDesign(latency_sla_ms=1.0)))

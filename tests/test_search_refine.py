@@ -2,6 +2,8 @@
 search data, every constraint kept, deterministic, folds that partition the samples, and less
 overfitting than the plain descent on held-out samples."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -13,10 +15,11 @@ from hapi_onnx.search.refine import (
     cross_fitted_move,
     exit_threshold_values,
     refine_per_exit,
-    sample_subset,
 )
 from hapi_onnx.search.score import score_problem
 from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
+
+PerDesign = partial(Constraints, guarantee="per-design")  # the per-design bounds these tests check
 
 CONSTRAINTS = (
     {"max_accuracy_drop": 1.0},
@@ -32,7 +35,7 @@ def problem_for(seed, n=600):
 
 
 def start_for(problem, constraints, grid_size=40):
-    goal = resolve_goal(problem, Constraints(**constraints))
+    goal = resolve_goal(problem, PerDesign(**constraints))
     grid = threshold_grid(problem, grid_size)
     return goal, grid, optimise_fast(problem, grid, goal).best
 
@@ -59,7 +62,7 @@ def test_never_worse_than_global_keeps_constraints_and_is_deterministic(seed):
 
 def test_folds_partition_the_samples_and_resolve_the_goal_on_their_complement():
     problem = problem_for(3, n=103)
-    goal = resolve_goal(problem, Constraints(max_accuracy_drop=2.0))
+    goal = resolve_goal(problem, PerDesign(max_accuracy_drop=2.0))
     folds = cross_fit_folds(problem, goal, 5)
     assert len(folds) == 5
     assert sum(f.held_out.num_samples for f in folds) == problem.num_samples
@@ -69,7 +72,7 @@ def test_folds_partition_the_samples_and_resolve_the_goal_on_their_complement():
         assert f.train.num_samples + f.held_out.num_samples == problem.num_samples
         assert f.goal.num_samples == f.train.num_samples
         assert f.goal.final_correct == f.train.final_correct
-    assert cross_fit_folds(sample_subset(problem, np.arange(103) < 1), goal, 5) == []
+    assert cross_fit_folds(problem.subset(np.arange(103) < 1), goal, 5) == []
 
 
 def test_cross_fitted_move_without_a_choice_is_the_current_design():
@@ -89,8 +92,8 @@ def test_cross_fitted_move_without_a_choice_is_the_current_design():
 def test_one_sample_cannot_confirm_a_move():
     problem = problem_for(5, n=200)
     goal, grid, start = start_for(problem, {"max_accuracy_drop": 5.0})
-    one = sample_subset(problem, np.arange(200) == 0)
-    goal1 = resolve_goal(one, Constraints(latency_sla_ms=100.0))
+    one = problem.subset(np.arange(200) == 0)
+    goal1 = resolve_goal(one, PerDesign(latency_sla_ms=100.0))
     assert refine_per_exit(one, start, goal1, grid) == start
 
 
@@ -100,7 +103,7 @@ def test_cross_fitting_overfits_less_than_the_plain_descent_on_held_out_data():
     lost = {0: 0, 5: 0}
     for seed in range(4):
         full = problem_for(10 + seed, n=1200)
-        calib, held = sample_subset(full, np.arange(1200) < 600), sample_subset(full, np.arange(1200) >= 600)
+        calib, held = full.subset(np.arange(1200) < 600), full.subset(np.arange(1200) >= 600)
         goal, grid, start = start_for(calib, {"max_accuracy_drop": 1.0})
         values = {k: exit_threshold_values(calib, k, grid, 40) for k in start.exits}
         assert all(len(v) > 1 for v in values.values())

@@ -43,21 +43,24 @@ def input_shape(model: onnx.ModelProto) -> list[int | str | None]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
 
 
-def check_labelled(model: onnx.ModelProto, data: Dataset, num_classes: int, role: str) -> None:
-    """Check a labelled dataset against the model: input dtype and shape, labels, class count.
+def check_labelled(
+    model: onnx.ModelProto, data: Dataset, num_classes: int, role: str, labels_required: bool = True
+) -> None:
+    """Check a dataset against the model: input dtype and shape, labels, class count.
 
     Args:
         model (onnx.ModelProto): The model the data will be fed to.
         data (Dataset): The data (already validated for NaNs, rank and dtype by :class:`Dataset`).
         num_classes (int): The model's class count.
         role (str): What the data is for, used in messages (e.g. "training data").
+        labels_required (bool): Refuse data without labels. Defaults to True.
 
     Raises:
         HapiError: when the data cannot be used with this model.
     """
     if not isinstance(data, Dataset):
         raise HapiError(f"{role} must be a hapi_onnx.data.Dataset. Got {type(data).__name__} instead.")
-    if data.y is None:
+    if data.y is None and labels_required:
         raise HapiError(f"{role} has no labels; save it with np.savez(path, x=images, y=labels).")
     elem = image_input(model).type.tensor_type.elem_type
     if elem != onnx.TensorProto.FLOAT:

@@ -8,8 +8,18 @@ before any work and every entry point accepts the same things.
   allowed value of that statistic of the predicted per-sample latency, in ms.
 - ``min_accuracy``: an accuracy floor, a fraction in (0, 1].
 - ``max_accuracy_drop``: the largest accuracy drop from the full model, in percentage points.
-- ``bound_level``: accuracy constraints are checked on one-sided statistical bounds at this level
-  (in [0.5, 1)), not on the raw counts of the search data; 0 checks raw counts.
+- ``bound_level``: accuracy constraints hold at this level (in [0.5, 1)), not only on the raw
+  counts of the calibration data; 0 checks raw counts.
+- ``guarantee``: how the level is kept. ``split`` (default): designs are searched on part of the
+  calibration data and certified on the rest, testing them in a fixed order from the safest
+  (Learn-then-Test fixed-sequence testing with exact binomial p-values,
+  :mod:`hapi_onnx.search.guarantee`), so the accuracy constraints hold for the *chosen* design
+  with probability at least ``bound_level``. ``per-design``: the older check, one bound per design
+  on all the calibration data; it holds for a design fixed in advance, not for the fastest of
+  thousands, and is kept for comparison.
+- ``reference``: ``labels`` (accuracy against the true classes) or ``final`` (agreement with the
+  full model, for unlabelled calibration data: the accuracy drop can never exceed the
+  disagreement, so a disagreement budget bounds the drop).
 - ``space``: ``global`` (HAPI's space: one threshold for every kept exit) or ``per-exit``.
 
 The objective follows: with only an SLA, the most accurate design within it (``max-accuracy``);
@@ -26,6 +36,8 @@ from hapi_onnx.errors import HapiError
 
 PERCENTILES = ("mean", "p50", "p90", "p99")
 SPACES = ("global", "per-exit")
+GUARANTEES = ("split", "per-design")
+REFERENCES = ("labels", "final")
 OBJECTIVES = ("max-accuracy", "min-latency")
 DEFAULT_BOUND_LEVEL = 0.9
 
@@ -39,9 +51,12 @@ class Constraints:
         percentile (str): Latency statistic of the SLA and the Pareto front. Defaults to "mean".
         min_accuracy (float | None): Accuracy floor, a fraction in (0, 1].
         max_accuracy_drop (float | None): Largest drop from the full model, in points (0..100).
-        bound_level (float): One-sided level of the accuracy bounds, in [0.5, 1); 0 = raw counts.
+        bound_level (float): Level the accuracy constraints hold at, in [0.5, 1); 0 = raw counts.
             Defaults to 0.9.
         space (str): Threshold space, ``global`` or ``per-exit``. Defaults to "global".
+        guarantee (str): ``split`` (certified on held-out calibration samples) or ``per-design``.
+            Defaults to "split".
+        reference (str): ``labels`` or ``final`` (agreement with the full model). Defaults to "labels".
 
     Raises:
         HapiError: when no constraint is given or a value is of the wrong type or out of range.
@@ -53,10 +68,14 @@ class Constraints:
     max_accuracy_drop: float | None = None
     bound_level: float = DEFAULT_BOUND_LEVEL
     space: str = "global"
+    guarantee: str = "split"
+    reference: str = "labels"
 
     def __post_init__(self):
         _check_choice("percentile", self.percentile, PERCENTILES)
         _check_choice("space", self.space, SPACES)
+        _check_choice("guarantee", self.guarantee, GUARANTEES)
+        _check_choice("reference", self.reference, REFERENCES)
         if self.latency_sla_ms is not None and not (_number(self.latency_sla_ms) and self.latency_sla_ms > 0):
             _fail("latency_sla_ms", "a positive number of milliseconds", self.latency_sla_ms)
         if self.min_accuracy is not None and not (_number(self.min_accuracy) and 0 < self.min_accuracy <= 1):
@@ -93,6 +112,11 @@ class Constraints:
     def uses_bounds(self) -> bool:
         """Whether accuracy constraints are checked on statistical bounds (not raw counts)."""
         return self.has_accuracy_constraint and self.bound_level > 0.5
+
+    @property
+    def certified(self) -> bool:
+        """Whether the design is certified on held-out calibration samples (``split`` with bounds)."""
+        return self.uses_bounds and self.guarantee == "split"
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict."""

@@ -5,6 +5,7 @@ space, the objective and the tie-breaking, and :mod:`hapi_onnx.search.problem` f
 """
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.search.constraints import Constraints
 from hapi_onnx.search.design import Design, FrontPoint
+from hapi_onnx.search.guarantee import certification_path, certify, split_indices, statement
 from hapi_onnx.search.optimise import (
     GRID_SIZE,
     Candidate,
@@ -69,10 +71,12 @@ def search(
         raise HapiError(f"constraints must be a hapi_onnx.search.Constraints. Got {constraints!r} instead.")
     if optimiser not in OPTIMISERS:
         raise HapiError(f"optimiser must be one of {', '.join(OPTIMISERS)}. Got {optimiser!r} instead.")
-    problem = SearchProblem.from_artifacts(trace, table, candidates)
+    problem = SearchProblem.from_artifacts(trace, table, candidates, reference=constraints.reference)
     goal = resolve_goal(problem, constraints)
-    grid = threshold_grid(problem, grid_size)
     optimise = optimise_fast if optimiser == "fast" else optimise_exhaustive
+    if constraints.certified:
+        return _certified_search(problem, goal, optimise, optimiser=optimiser, grid_size=grid_size)
+    grid = threshold_grid(problem, grid_size)
     result = optimise(problem, grid, goal)
     if result.best is None:
         accurate = None  # the fastest design meeting the accuracy constraints, ignoring the SLA
@@ -84,6 +88,81 @@ def search(
         chosen = refine_per_exit(problem, chosen, goal, grid, grid_size=grid_size)
         front = _merge_front(front, chosen)
     return _design(problem, goal, chosen, front, optimiser=optimiser, grid_size=grid_size)
+
+
+def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser: str, grid_size: int) -> Design:
+    """Search on one part of the samples, certify along the path on the other (:mod:`.guarantee`)."""
+    search_idx, certify_idx = split_indices(problem.num_samples)
+    part, held = problem.subset(search_idx), problem.subset(certify_idx)
+    goal_part = resolve_goal(part, goal.constraints)
+    grid = threshold_grid(part, grid_size)  # from the search part only: the path must not see the rest
+    chosen = optimise(part, grid, goal_part).best
+    per_exit = goal.constraints.space == "per-exit" and chosen is not None and bool(chosen.exits)
+    if per_exit:
+        chosen = refine_per_exit(part, chosen, goal_part, grid, grid_size=grid_size)
+    path = certification_path(part, chosen, grid, goal_part, per_exit)
+    tested = certify(held, path, goal)
+    scored = [_rescored(problem, goal, t.design) for t in tested]
+    feasible = [(s, t) for s, t in zip(scored, tested, strict=True)
+                if t.certified and (goal.max_latency_key is None or s.latency_key <= goal.max_latency_key)]
+    if not feasible:
+        raise HapiError(_uncertified_message(problem, goal, scored, tested, len(held.correct[0])))
+    chosen, proof = min(feasible, key=lambda pair: _preference(goal, pair[0]))
+    level = goal.constraints.bound_level
+    front = sorted(
+        (FrontPoint(
+            exits=_choices(problem, s),
+            accuracy=s.correct / problem.num_samples,
+            latency_ms=goal.latency_ms(s.latency_key),
+            accuracy_lower_bound=t.accuracy_bound,
+            accuracy_drop_bound_pp=100 * t.drop_bound,
+            feasible=t.certified and (goal.max_latency_key is None or s.latency_key <= goal.max_latency_key),
+        ) for s, t in zip(scored, tested, strict=True)),
+        key=lambda q: (q.latency_ms, -q.accuracy),
+    )
+    design = _design(problem, goal, chosen, [], optimiser=optimiser, grid_size=grid_size)
+    guarantee = {
+        "method": "split",
+        "level": level,
+        "search_samples": part.num_samples,
+        "certify_samples": held.num_samples,
+        "tested": len(tested),
+        "certified": sum(t.certified for t in tested),
+        "statement": statement(level, goal.constraints.reference, part.num_samples, held.num_samples),
+    }
+    predicted = {**design.predicted, "accuracy_lower_bound": proof.accuracy_bound,
+                 "accuracy_drop_bound_pp": 100 * proof.drop_bound}
+    return replace(design, predicted=predicted, pareto_front=tuple(front),
+                   search={**design.search, "guarantee": guarantee})
+
+
+def _preference(goal: Goal, point: Candidate) -> tuple:
+    """The documented total order (:mod:`.optimise`): objective, fewer exits, smaller indices, higher threshold."""
+    metric = tuple(int(x) for x in goal.metric_order(point.correct, point.latency_key))
+    return (*metric, len(point.exits), point.exits, tuple(-t for t in point.thresholds))
+
+
+def _rescored(problem: SearchProblem, goal: Goal, point: Candidate) -> Candidate:
+    """The design scored on every calibration sample (the prediction reported and the SLA checked)."""
+    s = score_problem(problem, point.exits, point.thresholds)
+    return Candidate(point.exits, point.thresholds, s.correct, s.latency_key(goal.stat), s.discordant)
+
+
+def _uncertified_message(problem, goal, scored, tested, certify_samples: int) -> str:
+    c = goal.constraints
+    wanted = _accuracy_wanted(goal)
+    safest = scored[0]
+    if not tested[0].certified:
+        return (
+            f"no design reaches {wanted}: even the full model's accuracy lower bound is "
+            f"{100 * tested[0].accuracy_bound:.2f}% on the {certify_samples} held-out calibration samples. "
+            "Lower the accuracy floor or the bound level (--bound-level), or calibrate on more data."
+        )
+    return (
+        f"no certified design meets {c.percentile} latency <= {c.latency_sla_ms:g} ms with {wanted}; the safest, "
+        f"{_describe(problem, goal, safest)}, is too slow. Raise the SLA, relax the accuracy constraint, or "
+        "profile on a faster device."
+    )
 
 
 def infeasible_message(
@@ -130,6 +209,8 @@ def _accuracy_wanted(goal: Goal) -> str:
     if c.max_accuracy_drop is not None:
         parts.append(f"an accuracy drop <= {c.max_accuracy_drop:g} pp")
     text = " and ".join(parts)
+    if c.certified:
+        return f"{text} (certified at level {c.bound_level:g})"
     return f"{text} (as {100 * c.bound_level:g}%-level bounds)" if goal.z else text
 
 

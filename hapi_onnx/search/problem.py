@@ -26,7 +26,7 @@ fraction q of the samples do not exceed; always one of the samples' own latencie
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -71,7 +71,9 @@ class SearchProblem:
         exit_names (tuple[str, ...]): All K exit names, final classifier last.
         candidates (tuple[int, ...]): Intermediate exits the search may keep, ascending.
         conf (np.ndarray): float32[K-1, N] max-softmax confidence of every intermediate exit.
-        correct (np.ndarray): bool[K, N] whether each exit's top-1 class is right.
+        correct (np.ndarray): bool[K, N] whether each exit's top-1 class is right (against the
+            labels), or is the final classifier's (``reference="final"``: then the final
+            classifier is always "right" and a drop is a disagreement).
         seg_ns (np.ndarray): int64[K] compute time of each backbone segment.
         head_ns (np.ndarray): int64[K-1] compute time of each intermediate head.
         overhead_ns (int): Cost of one session call.
@@ -97,7 +99,11 @@ class SearchProblem:
 
     @classmethod
     def from_artifacts(
-        cls, trace: Trace, table: LatencyTable, candidates: Sequence[str | int] | None = None
+        cls,
+        trace: Trace,
+        table: LatencyTable,
+        candidates: Sequence[str | int] | None = None,
+        reference: str = "labels",
     ) -> "SearchProblem":
         """Check that ``trace`` and ``table`` describe the same model and build the problem.
 
@@ -106,9 +112,12 @@ class SearchProblem:
             table (LatencyTable): Latency table of the same over-provisioned model.
             candidates (Sequence[str | int] | None): Intermediate exits (names or indices) the
                 search may keep. Defaults to None: all of them.
+            reference (str): ``labels`` (right = the true class) or ``final`` (right = the final
+                classifier's class). Defaults to "labels".
 
         Raises:
-            HapiError: when the two come from different models or exits, or a candidate is unknown.
+            HapiError: when the two come from different models or exits, a candidate is unknown,
+                or the trace has no labels and ``reference`` is ``labels``.
         """
         if trace.model_fingerprint != table.model_fingerprint:
             raise HapiError(
@@ -136,7 +145,7 @@ class SearchProblem:
             exit_names=tuple(trace.exit_names),
             candidates=resolve_candidates(trace.exit_names, candidates),
             conf=np.ascontiguousarray(conf[:-1]),
-            correct=np.ascontiguousarray(trace.correct),
+            correct=np.ascontiguousarray(trace.agreement if reference == "final" else trace.correct),
             seg_ns=_ns(_with_runtime_cost(table)),
             head_ns=_ns(table.head_costs("mean")),
             overhead_ns=int(_ns([table.overhead.mean_ms])[0]),
@@ -161,6 +170,14 @@ class SearchProblem:
     def final_correct(self) -> int:
         """How many samples the final classifier gets right."""
         return int(self.correct[-1].sum())
+
+    def subset(self, mask: np.ndarray) -> "SearchProblem":
+        """The same problem (exits, costs) on the samples where ``mask`` is True (or at these indices)."""
+        return replace(
+            self,
+            conf=np.ascontiguousarray(self.conf[:, mask]),
+            correct=np.ascontiguousarray(self.correct[:, mask]),
+        )
 
     def exit_tuple(self, exits: Sequence[str | int]) -> tuple[int, ...]:
         """Kept intermediate exits as ascending trace indices, validated.

@@ -36,7 +36,7 @@ constraint on the search data and is never worse there than the global optimum i
 proposed move.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -73,15 +73,6 @@ def exit_threshold_values(
     return np.unique(np.concatenate([np.asarray(grid, dtype=np.float32), own]))
 
 
-def sample_subset(problem: SearchProblem, mask: np.ndarray) -> SearchProblem:
-    """The same problem (exits, costs) restricted to the samples where ``mask`` is True."""
-    return replace(
-        problem,
-        conf=np.ascontiguousarray(problem.conf[:, mask]),
-        correct=np.ascontiguousarray(problem.correct[:, mask]),
-    )
-
-
 def cross_fit_folds(problem: SearchProblem, goal: Goal, folds: int = CROSS_FIT_FOLDS) -> list[Fold]:
     """Split the samples into ``min(folds, N)`` folds, sample ``i`` in fold ``i mod folds``.
 
@@ -94,8 +85,8 @@ def cross_fit_folds(problem: SearchProblem, goal: Goal, folds: int = CROSS_FIT_F
     fold_of = np.arange(problem.num_samples) % k
     out = []
     for f in range(k):
-        train = sample_subset(problem, fold_of != f)
-        out.append(Fold(train, sample_subset(problem, fold_of == f), resolve_goal(train, goal.constraints)))
+        train = problem.subset(fold_of != f)
+        out.append(Fold(train, problem.subset(fold_of == f), resolve_goal(train, goal.constraints)))
     return out
 
 

@@ -11,37 +11,43 @@ from hapi_onnx.search.design import Design, FrontPoint
 
 def summary_lines(design: Design) -> list[str]:
     """The chosen design: exits, thresholds, predicted accuracy (with its bounds) and latency, exit
-    distribution."""
+    distribution, and the guarantee it comes with."""
     p, ref, c = design.predicted, design.reference, design.constraints
     chain = " -> ".join(_exit_text(e, 4) for e in design.exits)
     level = _level(design)
+    what = "agreement" if c.reference == "final" else "accuracy"
     wanted = []
     if c.min_accuracy is not None:
-        wanted.append(f"accuracy >= {100 * c.min_accuracy:.2f}%")
+        wanted.append(f"{what} >= {100 * c.min_accuracy:.2f}%")
     if c.max_accuracy_drop is not None:
-        wanted.append(f"accuracy drop <= {c.max_accuracy_drop:g} pp")
+        wanted.append(f"{'disagreement' if c.reference == 'final' else 'accuracy drop'} <= {c.max_accuracy_drop:g} pp")
     if wanted and level:
-        wanted[-1] += f" (checked on {level} bounds)"
+        wanted[-1] += f" ({level})"
     if c.latency_sla_ms is not None:
         wanted.append(f"{design.latency_stat} latency <= {c.latency_sla_ms:g} ms")
-    accuracy = f"accuracy {100 * p['accuracy']:.2f}%"
+    accuracy = f"{what} {100 * p['accuracy']:.2f}%"
     drop = 100 * (ref["accuracy"] - p["accuracy"])
     if level:
+        loss = "loss rate" if c.certified else "drop"
         accuracy += (
-            f" (>= {100 * p['accuracy_lower_bound']:.2f}%; drop {drop:.2f} pp, <= "
-            f"{p['accuracy_drop_bound_pp']:.2f} pp; {level} bounds)"
+            f" (>= {100 * p['accuracy_lower_bound']:.2f}%; drop {drop:.2f} pp, {loss} <= "
+            f"{p['accuracy_drop_bound_pp']:.2f} pp; {level})"
         )
     dist = ", ".join(f"{n} {100 * f:.1f}%" for n, f in zip(design.exit_names, p["exit_distribution"], strict=True))
-    return [
+    lines = [
         f"design: {chain}",
         f"objective: {design.objective} ({design.latency_stat}) subject to {' and '.join(wanted)}",
-        f"predicted on {design.search['num_samples']} search samples ({c.space} thresholds): "
+        f"predicted on {design.search['num_samples']} calibration samples ({c.space} thresholds): "
         f"{accuracy}, full model {100 * ref['accuracy']:.2f}%; "
         f"mean {p['mean_ms']:.3f} ms, p90 {p['p90_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms",
         f"speed-up {p['speedup_vs_full']:.2f}x vs the full model ({ref['mean_ms']:.3f} ms measured; "
         f"staged without early exit {ref['no_exit_mean_ms']:.3f} ms predicted)",
         f"exit distribution: {dist}",
     ]
+    guarantee = design.search.get("guarantee")
+    if guarantee:
+        lines.append(f"guarantee: {guarantee['statement']}; {guarantee['certified']} design(s) certified")
+    return lines
 
 
 def front_lines(design: Design, max_rows: int = 25) -> list[str]:
@@ -84,7 +90,7 @@ def front_lines(design: Design, max_rows: int = 25) -> list[str]:
     size = len(design.pareto_front)
     listed = len(rows) - off_front  # front points among the rows
     shown = f"{listed} of {size} points" if listed < size else f"{size} points"
-    note = f"; ok: meets every constraint with {_level(design)} bounds" if bounds else ""
+    note = f"; ok: meets every constraint, {_level(design)}" if bounds else ""
     lines = [f"Pareto front, accuracy vs {design.latency_stat} latency ({shown}; * chosen{note}):"]
     if off_front:
         lines.append("  (the chosen design is off the raw front: faster or as fast designs fail the accuracy bound)")
@@ -99,9 +105,12 @@ def front_lines(design: Design, max_rows: int = 25) -> list[str]:
 
 
 def _level(design: Design) -> str:
-    """``"90%-level"`` when the design's accuracy constraints were checked on bounds, else ``""``."""
+    """How the accuracy constraints were checked (``"certified at level 0.9"``, ``"90%-level bounds"``),
+    or ``""`` on raw counts."""
     c = design.constraints
-    return f"{100 * c.bound_level:g}%-level" if c.uses_bounds else ""
+    if not c.uses_bounds:
+        return ""
+    return f"certified at level {c.bound_level:g}" if c.certified else f"{100 * c.bound_level:g}%-level bounds"
 
 
 def _exit_text(choice: ExitChoice, digits: int) -> str:
@@ -143,7 +152,7 @@ def plot_front(design: Design, path: str | os.PathLike) -> None:
             facecolors="none",
             edgecolors="grey",
             zorder=3,
-            label=f"fails a constraint ({level} bounds)",
+            label=f"fails a constraint ({level})",
         )
     ax.scatter(
         [design.predicted[f"{design.latency_stat}_ms"]],
