@@ -6,7 +6,7 @@ from it offline, because heads on a frozen backbone do not depend on each other.
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +129,17 @@ class Trace:
     def accuracy(self) -> np.ndarray:
         """float[K]: top-1 accuracy of each exit alone."""
         return self.correct.mean(axis=1)
+
+    def subset(self, indices: np.ndarray) -> "Trace":
+        """The same exits on the samples at ``indices`` (in that order)."""
+        indices = np.asarray(indices)
+        return replace(
+            self,
+            labels=None if self.labels is None else self.labels[indices],
+            pred=self.pred[:, indices],
+            conf=self.conf[:, indices],
+            margin=None if self.margin is None else self.margin[:, indices],
+        )
 
     @property
     def fingerprint(self) -> str:

@@ -50,7 +50,7 @@ def test_bound_level_option_reaches_the_design_and_the_output(files):
     bound = design.predicted["accuracy_drop_bound_pp"]
     assert f"loss rate <= {bound:.2f} pp; certified at level 0.9)" in result.output
     assert "guarantee: with probability >= 0.9 over the calibration data" in result.output
-    assert design.search["guarantee"]["certify_samples"] == 1000
+    assert design.search["guarantee"]["certify_samples"] == 1400
     per_design = run(files, "--max-accuracy-drop", "3", "--guarantee", "per-design")
     assert per_design.exit_code == 0, per_design.output
     bound = Design.load(files / "design.json").predicted["accuracy_drop_bound_pp"]

@@ -7,7 +7,7 @@ from scipy.stats import binom
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.search import Constraints, Design, search
-from hapi_onnx.search.guarantee import certify, rate_upper_bound, split_indices, tail_p_value
+from hapi_onnx.search.guarantee import CERTIFY_FRACTION, certify, rate_upper_bound, split_indices, tail_p_value
 from hapi_onnx.search.optimise import Candidate, resolve_goal
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.search.score import score_problem
@@ -31,7 +31,7 @@ def test_p_values_are_the_exact_binomial_tail_and_bounds_invert_them():
 
 def test_the_split_is_seeded_and_partitions_the_samples():
     search_idx, certify_idx = split_indices(1001)
-    assert len(certify_idx) == 500 and len(np.union1d(search_idx, certify_idx)) == 1001
+    assert len(certify_idx) == round(1001 * CERTIFY_FRACTION) and len(np.union1d(search_idx, certify_idx)) == 1001
     again = split_indices(1001)
     assert np.array_equal(again[0], search_idx) and np.array_equal(again[1], certify_idx)
 

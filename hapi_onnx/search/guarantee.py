@@ -9,7 +9,8 @@ of the splits. The level has to survive the selection.
 as CALM, Schuster et al. 2022, does for early-exit thresholds):
 
 1. The calibration samples are split at random (seeded) into a *search* part and a *certify* part
-   (:data:`CERTIFY_FRACTION` of them).
+   (:data:`CERTIFY_FRACTION` of them: the path is one-dimensional, so certifying it is where the
+   samples pay most; on the demo, 70% gave up less speed than 50% at 1 and 2 pt budgets).
 2. On the search part alone, the optimiser chooses the exits to keep (the usual search, with the
    per-design bounds, on those samples), and the *path* is fixed: the design that keeps no exit
    (the full model itself), then those exits with their threshold lowered step by step, from one
@@ -55,7 +56,7 @@ from hapi_onnx.search.optimise import Candidate, Goal
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.search.score import score_problem
 
-CERTIFY_FRACTION = 0.5
+CERTIFY_FRACTION = 0.7
 SPLIT_SEED = 0
 PATH_STEPS = 32
 STATEMENT = (
