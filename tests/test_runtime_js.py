@@ -158,6 +158,25 @@ def test_node_api_probs_and_progressive_match_python(demo, tmp_path):
         np.testing.assert_array_equal(np.array(step["leaves"], bool), leaves)
 
 
+def test_node_compares_confidence_and_threshold_in_float32_as_python(demo, tmp_path):
+    # A threshold just above a sample's stage-0 confidence in float64, equal to it in float32:
+    # the sample leaves at stage 0 by the float32 rule, and would not by a float64 compare.
+    x = demo.x[:8]
+    confidence = float(next(demo.model.progressive(x[:1])).confidences[0])
+    threshold = float(np.nextafter(confidence, 2.0))
+    assert threshold > confidence and np.float32(threshold) == np.float32(confidence)
+    bundle = shutil.copytree(demo.bundle, tmp_path / "edge.hapi")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["stages"][0]["threshold"] = threshold
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    np.save(tmp_path / "x.npy", x)
+    ref = EarlyExitModel.load(bundle).predict(x)
+    assert ref.exit_index[0] == 0
+    done = _run_node(CLI, bundle, tmp_path / "x.npy")
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(json.loads(done.stdout)["exits"], ref.exit_index)
+
+
 def _one_line_error(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert done.stdout == ""
@@ -172,6 +191,76 @@ def test_node_and_python_refuse_a_broken_bundle_with_one_clear_error(demo, broke
     assert expected in _one_line_error(_run_node(CLI, broken[name], demo.images))
     with pytest.raises(HapiError, match="sha256|format_version|missing"):
         EarlyExitModel.load(broken[name])
+
+
+def _edit(change):
+    """A bundle damage that rewrites manifest.json with ``change(manifest)``."""
+
+    def damage(bundle: Path) -> None:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        change(manifest)
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+    return damage
+
+
+def _set(*path_and_value):
+    *path, key, value = path_and_value
+
+    def change(manifest):
+        target = manifest
+        for part in path:
+            target = target[part]
+        target[key] = value
+
+    return change
+
+
+def _symlink_stage(bundle: Path) -> None:
+    stage = sorted((bundle / "stages").iterdir())[0]
+    stage.rename(bundle / "elsewhere.onnx")
+    stage.symlink_to(bundle / "elsewhere.onnx")
+
+
+# Manifests and files both runtimes must refuse at load (the manifest is not hashed, the stages are).
+MALFORMED = {
+    "kind": _edit(_set("kind", "hapi-onnx design")),
+    "exit_rule": _edit(_set("exit_rule", "confidence > threshold")),
+    "num_classes": _edit(_set("num_classes", 0)),
+    "labels": _edit(_set("labels", ["a", "b"])),
+    "no_stages": _edit(_set("stages", [])),
+    "file_escapes": _edit(_set("stages", 0, "file", "stages/../../x.onnx")),
+    "sha256_case": _edit(lambda m: m["stages"][0].update(sha256=m["stages"][0]["sha256"].upper())),
+    "negative_threshold": _edit(_set("stages", 0, "threshold", -0.5)),
+    "string_threshold": _edit(_set("stages", 0, "threshold", "0.5")),
+    "final_threshold": _edit(_set("stages", -1, "threshold", 0.5)),
+    "input_rank": _edit(_set("input", "shape", [None, 28, 28])),
+    "input_dtype": _edit(_set("input", "dtype", "float16")),
+    "input_size": _edit(_set("input", "shape", [None, 1, 32, 32])),
+    "broken_chain": _edit(_set("stages", 1, "input", "other")),
+    "wrong_output": _edit(_set("stages", 0, "outputs", "probs", "not_an_output")),
+    "num_classes_vs_probs": _edit(lambda m: m.update(num_classes=11, labels=None)),
+    "duplicate_names": _edit(_set("stages", 1, "name", "exit0")),
+    "not_json": lambda bundle: (bundle / "manifest.json").write_text("{not json"),
+    "symlinked_stage": _symlink_stage,
+}
+
+
+def test_node_and_python_refuse_the_same_malformed_bundles(demo, tmp_path):
+    copies = {}
+    for name, damage in MALFORMED.items():
+        copies[name] = shutil.copytree(demo.bundle, tmp_path / f"{name}.hapi", symlinks=True)
+        damage(copies[name])
+    done = _run_node(JS / "test" / "load_errors.mjs", *copies.values())
+    assert done.returncode == 0, done.stderr
+    errors = json.loads(done.stdout)
+    for name, bundle in copies.items():
+        with pytest.raises(HapiError):
+            EarlyExitModel.load(bundle)
+        assert errors[str(bundle)], f"runtime-js loaded the {name!r} bundle"
+    assert "not a hapi-onnx bundle file" in errors[str(copies["kind"])]
+    assert "missing outputs ['not_an_output']" in errors[str(copies["wrong_output"])].replace('"', "'")
+    assert "is a symlink" in errors[str(copies["symlinked_stage"])]
 
 
 def test_node_cli_refuses_zip_bundles_bad_images_and_bad_usage(demo, tmp_path):
