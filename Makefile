@@ -36,8 +36,9 @@ demo: $(STAMP)
 test: $(STAMP) $(JS_DEPS)
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+lint: $(STAMP) $(JS_DEPS)
 	$(PY) -m ruff check hapi_onnx cli tests bench examples
+	$(if $(JS_DEPS),cd runtime-js && npm run --silent check)
 
 bench: demo $(JS_DEPS)
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done

@@ -23,7 +23,7 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const WORK = path.resolve(process.argv[2] ?? path.join(REPO, 'work', 'demo'));
 const PYTHON = process.env.PYTHON ?? path.join(REPO, '.venv', 'bin', 'python');
 const WARMUP = 20;
-const ONE_THREAD = { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' };
+const ONE_THREAD = { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: /** @type {'sequential'} */ ('sequential'), graphOptimizationLevel: /** @type {'all'} */ ('all') };
 const CALLS = 2000;
 
 // The Python side: writes the test images, the full model and an Identity graph for Node, then
@@ -91,7 +91,9 @@ async function main() {
     const c = model.manifest.numClasses;
     const [fullIn, fullOut] = [full.inputNames[0], full.outputNames[0]];
 
-    const bundleMs = [], fullMs = [], exits = [];
+    /** @type {number[]} */ const bundleMs = [];
+    /** @type {number[]} */ const fullMs = [];
+    /** @type {number[]} */ const exits = [];
     let [right, fullRight] = [0, 0];
     for (let i = 0; i < n; i++) {
       const data = x.data.subarray(i * size, (i + 1) * size);
@@ -106,7 +108,7 @@ async function main() {
         const t0 = process.hrtime.bigint();
         const out = await full.run({ [fullIn]: new ort.Tensor('float32', data, [1, ...sample]) }, [fullOut]);
         fullMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
-        fullRight += Number(argmax(out[fullOut].data, c) === python.y[i]);
+        fullRight += Number(argmax(/** @type {Float32Array} */ (out[fullOut].data), c) === python.y[i]);
       };
       if (i % 2 === 0) {
         await runBundle();

@@ -48,7 +48,7 @@ export function urlSource(base) {
       return new Uint8Array(await response.arrayBuffer());
     },
     async sha256(bytes) {
-      const digest = new Uint8Array(await subtle.digest('SHA-256', bytes));
+      const digest = new Uint8Array(await subtle.digest('SHA-256', /** @type {Uint8Array<ArrayBuffer>} */ (bytes)));
       return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
     },
   };

@@ -15,11 +15,11 @@ const pred = await model.predict(x, { returnProbs: true });
 const steps = [];
 for await (const step of model.progressive(x)) {
   steps.push({ stage: step.stage, classes: [...step.classes], confidences: [...step.confidences],
-    exits: [...step.exitIndex], probs: [...step.probs], leaves: [...step.leaves] });
+    exits: [...step.exitIndex], probs: Array.from(step.probs ?? []), leaves: [...step.leaves] });
 }
 await model.release();
 process.stdout.write(`${JSON.stringify({
   exit_names: model.exitNames, thresholds: model.thresholds,
-  predict: { classes: [...pred.classes], exits: [...pred.exitIndex], confidences: [...pred.confidences], probs: [...(pred.probs ?? [])] },
+  predict: { classes: [...pred.classes], exits: [...pred.exitIndex], confidences: [...pred.confidences], probs: Array.from(pred.probs ?? []) },
   progressive: steps,
 })}\n`);

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * Drive the example page in headless Chromium (the system's, through playwright-core) and print
  * what it did as one JSON object; tests/test_runtime_js.py compares it with the Python runtime.
