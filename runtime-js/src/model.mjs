@@ -87,14 +87,20 @@ export class EarlyExitModel {
    *   a stage's inputs/outputs contradict the manifest.
    */
   static async open(source, ort, options = {}) {
+    const { executionProviders, sessionOptions = {} } = options;
+    if (executionProviders !== undefined && (!Array.isArray(executionProviders) || executionProviders.length === 0)) {
+      throw new BundleError(
+        `executionProviders must be a non-empty list of provider names, e.g. ['cpu']. Got ${JSON.stringify(executionProviders)} instead.`,
+      );
+    }
     const { origin } = source;
-    const text = await source.read(MANIFEST_NAME);
-    if (text === null) {
+    const manifestBytes = await source.read(MANIFEST_NAME);
+    if (manifestBytes === null) {
       throw new BundleError(
         `Bundle '${origin}' has no ${MANIFEST_NAME}. Is this a bundle written by \`hapi-onnx bundle\`?`,
       );
     }
-    const manifest = parseManifest(text);
+    const manifest = parseManifest(manifestBytes);
     const blobs = [];
     for (const stage of manifest.stages) {
       const bytes = await source.read(stage.file);
@@ -112,12 +118,6 @@ export class EarlyExitModel {
         );
       }
       blobs.push(bytes);
-    }
-    const { executionProviders, sessionOptions = {} } = options;
-    if (executionProviders !== undefined && (!Array.isArray(executionProviders) || executionProviders.length === 0)) {
-      throw new BundleError(
-        `executionProviders must be a non-empty list of provider names, e.g. ['cpu']. Got ${JSON.stringify(executionProviders)} instead.`,
-      );
     }
     const sessions = [];
     try {
