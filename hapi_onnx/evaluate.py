@@ -72,8 +72,12 @@ class EvaluationReport(JsonArtifact):
     @property
     def predicted_mean_ms(self) -> float | None:
         """The design's predicted mean latency, if recorded."""
-        value = (self.predicted or {}).get("mean_ms")
-        return float(value) if isinstance(value, int | float) else None
+        return self.predicted_ms("mean")
+
+    def predicted_ms(self, stat: str) -> float | None:
+        """The design's predicted latency statistic (``mean``, ``p90``, ...), if recorded."""
+        value = (self.predicted or {}).get(f"{stat}_ms")
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -112,11 +116,13 @@ class EvaluationReport(JsonArtifact):
                 f"  full model (ms) mean {full.mean_ms:.3f}  p50 {full.p50_ms:.3f}  p90 {full.p90_ms:.3f}  "
                 f"p99 {full.p99_ms:.3f}   -> speed-up x{self.speedup:.2f} (mean)"
             )
-        if self.predicted_mean_ms is not None:
-            ratio = lat.mean_ms / self.predicted_mean_ms
+        stats = [s for s in ("mean", "p90", "p99") if self.predicted_ms(s)]
+        if stats:
             acc = (self.predicted or {}).get("accuracy")
+            values = "  ".join(f"{s} {self.predicted_ms(s):.3f}" for s in stats)
+            ratios = ", ".join(f"{s} {lat.stat(s) / self.predicted_ms(s):.3f}" for s in stats)
             out.append(
-                f"  predicted       mean {self.predicted_mean_ms:.3f} ms (measured/predicted {ratio:.3f})"
+                f"  predicted (ms)  {values}  (measured/predicted {ratios})"
                 + (f", accuracy {acc:.4f}" if isinstance(acc, int | float) else "")
             )
         if self.throughput is not None:

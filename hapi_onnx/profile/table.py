@@ -7,10 +7,18 @@ from typing import Any
 from hapi_onnx.artifact import JsonArtifact
 from hapi_onnx.errors import HapiError
 
+QUANTILES = 101
+"""Quantiles kept of each timing (0%, 1%, ..., 100%): the distribution the latency model samples."""
+
 
 @dataclass(frozen=True)
 class TimingStats:
-    """Statistics of back-to-back timed session runs, in milliseconds (warm-up excluded)."""
+    """Statistics of back-to-back timed session runs, in milliseconds (warm-up excluded).
+
+    ``quantiles_ms`` keeps the whole distribution compactly (:data:`QUANTILES` evenly spaced
+    quantiles), so percentiles of sums of pieces can be predicted with their jitter, not only
+    from sums of means (:mod:`hapi_onnx.search.latency`).
+    """
 
     n: int
     warmup: int
@@ -20,18 +28,29 @@ class TimingStats:
     p99_ms: float
     std_ms: float
     min_ms: float
+    quantiles_ms: list[float] | None = None
 
     def __post_init__(self):
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             raise HapiError(f"timing statistics need n >= 1 runs. Got n={self.n!r}.")
         for name in ("warmup", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "std_ms", "min_ms"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            if not _non_negative(value):
                 raise HapiError(f"timing statistic {name!r} must be a finite number >= 0. Got {value!r}.")
+        q = self.quantiles_ms
+        if q is not None and not (
+            isinstance(q, list) and len(q) == QUANTILES and all(_non_negative(v) for v in q)
+            and all(a <= b for a, b in zip(q, q[1:], strict=False))
+        ):
+            raise HapiError(f"timing quantiles must be {QUANTILES} non-decreasing numbers >= 0. Got {q!r}.")
 
     def stat(self, name: str) -> float:
         """The statistic ``name`` (``mean``, ``p50``, ``p90``, ``p99``) in ms."""
         return getattr(self, f"{name}_ms")
+
+
+def _non_negative(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value) and value >= 0
 
 
 @dataclass(frozen=True)
@@ -74,7 +93,7 @@ class LatencyTable(JsonArtifact):
     """
 
     KIND = "hapi-onnx latency table"
-    FORMAT_VERSION = 1
+    FORMAT_VERSION = 2
 
     device: str
     preset: dict[str, Any]

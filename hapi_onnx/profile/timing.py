@@ -25,7 +25,7 @@ import numpy as np
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.presets import TimingPolicy
-from hapi_onnx.profile.table import TimingStats
+from hapi_onnx.profile.table import QUANTILES, TimingStats
 
 # Most back-to-back runs of one call in a round when ``burst_s`` > 0.
 MAX_BURST = 64
@@ -104,6 +104,7 @@ def stats_from_samples(samples_ns: Sequence[int] | np.ndarray, warmup: int) -> T
         p99_ms=float(p99),
         std_ms=float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
         min_ms=float(ms.min()),
+        quantiles_ms=[float(v) for v in np.quantile(ms, np.linspace(0.0, 1.0, QUANTILES))],
     )
 
 

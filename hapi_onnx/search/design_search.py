@@ -4,6 +4,7 @@ The CLI's ``hapi-onnx search`` is this function; see :mod:`hapi_onnx.search.opti
 space, the objective and the tie-breaking, and :mod:`hapi_onnx.search.problem` for the cost model.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -15,9 +16,11 @@ from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.search.constraints import Constraints
 from hapi_onnx.search.design import Design, FrontPoint
 from hapi_onnx.search.guarantee import certification_path, certify, split_indices, statement
+from hapi_onnx.search.latency import LatencyModel
 from hapi_onnx.search.optimise import (
     GRID_SIZE,
     Candidate,
+    GlobalResult,
     Goal,
     optimise_exhaustive,
     optimise_fast,
@@ -25,12 +28,13 @@ from hapi_onnx.search.optimise import (
     threshold_grid,
 )
 from hapi_onnx.search.pareto import pareto_indices
-from hapi_onnx.search.problem import SearchProblem
+from hapi_onnx.search.problem import NS_PER_MS, SearchProblem
 from hapi_onnx.search.refine import refine_per_exit
 from hapi_onnx.search.score import Score, score_problem
 from hapi_onnx.trace import Trace
 
 OPTIMISERS = ("fast", "exhaustive")
+MAX_SLA_ROUNDS = 8
 
 
 def search(
@@ -77,7 +81,7 @@ def search(
     if constraints.certified:
         return _certified_search(problem, goal, optimise, optimiser=optimiser, grid_size=grid_size)
     grid = threshold_grid(problem, grid_size)
-    result = optimise(problem, grid, goal)
+    result, within = _optimise_within_sla(problem, grid, goal, optimise)
     if result.best is None:
         accurate = None  # the fastest design meeting the accuracy constraints, ignoring the SLA
         if goal.has_accuracy_constraint and goal.max_latency_key is not None:
@@ -85,9 +89,49 @@ def search(
         raise HapiError(infeasible_message(problem, goal, result.front, accurate))
     chosen, front = result.best, result.front
     if constraints.space == "per-exit":
-        chosen = refine_per_exit(problem, chosen, goal, grid, grid_size=grid_size)
+        chosen = refine_per_exit(problem, chosen, within, grid, grid_size=grid_size)
         front = _merge_front(front, chosen)
     return _design(problem, goal, chosen, front, optimiser=optimiser, grid_size=grid_size)
+
+
+def _optimise_within_sla(
+    problem: SearchProblem, grid: np.ndarray, goal: Goal, optimise
+) -> tuple[GlobalResult, Goal]:
+    """The optimum whose predicted percentile *with the device's jitter* meets a percentile SLA.
+
+    The optimisers compare exact path costs; for a p50/p90/p99 SLA the chosen design's percentile
+    is then predicted from the pieces' measured distributions (:mod:`.latency`), and while it
+    misses the SLA, the SLA the optimiser sees is tightened by the gap and the search rerun.
+
+    Returns:
+        tuple[GlobalResult, Goal]: The result (``best`` None when nothing meets the SLA) and the
+        goal it was found under.
+    """
+    result = optimise(problem, grid, goal)
+    if problem.latency_model is None or goal.stat == "mean" or goal.max_latency_key is None:
+        return result, goal
+    sla, current = goal.constraints.latency_sla_ms, goal
+    for _ in range(MAX_SLA_ROUNDS):
+        if result.best is None:
+            break
+        predicted = _predicted_ms(problem, goal, result.best)
+        if predicted <= sla:
+            return result, current
+        gap = predicted - goal.latency_ms(result.best.latency_key)
+        key = min(math.floor((sla - gap) * NS_PER_MS), current.max_latency_key - 1)
+        if key < 0:
+            break
+        current = replace(current, max_latency_key=key)
+        result = optimise(problem, grid, current)
+    return GlobalResult(None, result.front), current
+
+
+def _predicted_ms(problem: SearchProblem, goal: Goal, point: Candidate) -> float:
+    """A design's predicted latency statistic: the mean, or a percentile with the device's jitter."""
+    if goal.stat == "mean" or problem.latency_model is None:
+        return goal.latency_ms(point.latency_key)
+    counts = score_problem(problem, point.exits, point.thresholds).exit_counts
+    return problem.latency_model.percentiles(point.exits, counts, [goal.stat])[goal.stat]
 
 
 def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser: str, grid_size: int) -> Design:
@@ -103,8 +147,9 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
     path = certification_path(part, chosen, grid, goal_part, per_exit)
     tested = certify(held, path, goal)
     scored = [_rescored(problem, goal, t.design) for t in tested]
+    sla = goal.constraints.latency_sla_ms
     feasible = [(s, t) for s, t in zip(scored, tested, strict=True)
-                if t.certified and (goal.max_latency_key is None or s.latency_key <= goal.max_latency_key)]
+                if t.certified and (sla is None or _predicted_ms(problem, goal, s) <= sla)]
     if not feasible:
         raise HapiError(_uncertified_message(problem, goal, scored, tested, len(held.correct[0])))
     chosen, proof = min(feasible, key=lambda pair: _preference(goal, pair[0]))
@@ -116,7 +161,7 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
             latency_ms=goal.latency_ms(s.latency_key),
             accuracy_lower_bound=t.accuracy_bound,
             accuracy_drop_bound_pp=100 * t.drop_bound,
-            feasible=t.certified and (goal.max_latency_key is None or s.latency_key <= goal.max_latency_key),
+            feasible=any(s is f for f, _ in feasible),
         ) for s, t in zip(scored, tested, strict=True)),
         key=lambda q: (q.latency_ms, -q.accuracy),
     )
@@ -225,7 +270,7 @@ def _describe(problem: SearchProblem, goal: Goal, point: Candidate) -> str:
     if goal.z and goal.constraints.max_accuracy_drop is not None:
         bounds += f"drop upper bound {goal.drop_bound_pp(point):.2f} pp; "
     return (
-        f"{100 * point.correct / problem.num_samples:.2f}% at {goal.latency_ms(point.latency_key):.3f} ms "
+        f"{100 * point.correct / problem.num_samples:.2f}% at {_predicted_ms(problem, goal, point):.3f} ms "
         f"{goal.stat} ({bounds}exits {names}; thresholds {thr})"
     )
 
@@ -244,11 +289,12 @@ def _design(
 ) -> Design:
     ev = score_problem(problem, chosen.exits, chosen.thresholds)
     full = score_problem(problem, (), ())
+    model = problem.latency_model
     return Design(
         exits=_choices(problem, chosen),
         constraints=goal.constraints,
         predicted={
-            **_predicted(ev, problem.monolithic_ms),
+            **_predicted(ev, problem.monolithic_ms, model),
             "accuracy_lower_bound": goal.accuracy_bound(chosen),
             "accuracy_drop_bound_pp": goal.drop_bound_pp(chosen),
         },
@@ -288,13 +334,15 @@ def _choices(problem: SearchProblem, point: Candidate) -> tuple[ExitChoice, ...]
     return (*map(ExitChoice, names, point.thresholds), ExitChoice(problem.exit_names[-1]))
 
 
-def _predicted(ev: Score, monolithic_ms: float) -> dict:
+def _predicted(ev: Score, monolithic_ms: float, model: LatencyModel | None) -> dict:
+    """Predicted metrics: percentiles with the device's jitter when the table has distributions."""
+    stats = ("p50", "p90", "p99")
+    percentiles = (model.percentiles(ev.exits, ev.exit_counts, stats) if model is not None
+                   else {s: ev.stat_ms(s) for s in stats})
     return {
         "accuracy": ev.accuracy,
         "mean_ms": ev.mean_ms,
-        "p50_ms": ev.stat_ms("p50"),
-        "p90_ms": ev.stat_ms("p90"),
-        "p99_ms": ev.stat_ms("p99"),
+        **{f"{s}_ms": percentiles[s] for s in stats},
         "exit_distribution": list(ev.exit_distribution),
         "speedup_vs_full": monolithic_ms / ev.mean_ms,
     }

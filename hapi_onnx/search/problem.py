@@ -33,6 +33,7 @@ import numpy as np
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.search.constraints import PERCENTILES
+from hapi_onnx.search.latency import LatencyModel
 from hapi_onnx.trace import Trace
 
 PERCENTILE_LEVELS = {"p50": 50, "p90": 90, "p99": 99}
@@ -82,6 +83,9 @@ class SearchProblem:
         latency_fingerprint (str): :attr:`LatencyTable.fingerprint` of the table.
         model_fingerprint (str): The over-provisioned model both were taken on.
         device (str): Device preset of the latency table.
+        latency_model (LatencyModel | None): Every piece's measured time distribution, for
+            percentile predictions with jitter (:mod:`hapi_onnx.search.latency`); None for a table
+            without distributions.
     """
 
     exit_names: tuple[str, ...]
@@ -96,6 +100,7 @@ class SearchProblem:
     latency_fingerprint: str = ""
     model_fingerprint: str = ""
     device: str = ""
+    latency_model: LatencyModel | None = None
 
     @classmethod
     def from_artifacts(
@@ -147,6 +152,7 @@ class SearchProblem:
             conf=np.ascontiguousarray(conf[:-1]),
             correct=np.ascontiguousarray(trace.agreement if reference == "final" else trace.correct),
             seg_ns=_ns(_with_runtime_cost(table)),
+            latency_model=LatencyModel.from_table(table, runtime_ms=_runtime_cost(table)),
             head_ns=_ns(table.head_costs("mean")),
             overhead_ns=int(_ns([table.overhead.mean_ms])[0]),
             monolithic_ms=float(table.monolithic.mean_ms),
@@ -220,11 +226,16 @@ class SearchProblem:
 def _with_runtime_cost(table: LatencyTable) -> list[float]:
     """Segment costs with the runtime's per-predict work charged to the first segment (paid once)."""
     costs = table.segment_costs("mean")
+    costs[0] += _runtime_cost(table)
+    return costs
+
+
+def _runtime_cost(table: LatencyTable) -> float:
+    """The runtime's own work per predict (ms) the profiler measured, else 0."""
     runtime = table.extra.get("runtime") or {}
     per_predict = runtime.get("per_predict_ms") if isinstance(runtime, dict) else None
-    if isinstance(per_predict, int | float) and math.isfinite(per_predict) and per_predict > 0:
-        costs[0] += float(per_predict)
-    return costs
+    ok = isinstance(per_predict, int | float) and not isinstance(per_predict, bool)
+    return float(per_predict) if ok and math.isfinite(per_predict) and per_predict > 0 else 0.0
 
 
 def resolve_candidates(exit_names: Sequence[str], candidates: Sequence[str | int] | None) -> tuple[int, ...]:

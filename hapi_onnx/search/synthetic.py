@@ -65,6 +65,7 @@ def synthetic_table(
     overhead_ms: float = 0.02,
     backbone_ms: float = 2.0,
     model_fingerprint: str | None = None,
+    jitter: float | None = None,
 ) -> LatencyTable:
     """A latency table for the exits of :func:`synthetic_trace` with the same arguments.
 
@@ -74,8 +75,15 @@ def synthetic_table(
         overhead_ms (float): Per-call overhead. Defaults to 0.02.
         backbone_ms (float): Total backbone compute. Defaults to 2.0.
         model_fingerprint (str | None): Fingerprint to record. Defaults to one derived from the seed.
+        jitter (float | None): Give every piece a measured-like distribution: its time is its
+            mean times a lognormal factor of this sigma (mean 1), kept as quantiles. Defaults to
+            None (summary statistics only).
     """
     rng = np.random.default_rng(seed + 1_000_003)
+
+    def stats(mean_ms: float) -> TimingStats:
+        return _stats(mean_ms) if jitter is None else _jittered(mean_ms, jitter, rng)
+
     k = num_intermediate + 1
     seg = rng.uniform(0.5, 1.5, size=k)
     seg = seg / seg.sum() * backbone_ms
@@ -88,10 +96,10 @@ def synthetic_table(
         model_fingerprint=model_fingerprint or _fingerprint(seed),
         batch_size=1,
         exit_names=names,
-        segments=[PieceLatency(f"segment{i}", [], [], _stats(c + overhead_ms)) for i, c in enumerate(seg)],
-        heads=[PieceLatency(f"head{i}", [], [], _stats(c + overhead_ms)) for i, c in enumerate(heads)],
+        segments=[PieceLatency(f"segment{i}", [], [], stats(c + overhead_ms)) for i, c in enumerate(seg)],
+        heads=[PieceLatency(f"head{i}", [], [], stats(c + overhead_ms)) for i, c in enumerate(heads)],
         overhead=_stats(overhead_ms),
-        monolithic=_stats(backbone_ms * 0.97 + overhead_ms),
+        monolithic=stats(backbone_ms * 0.97 + overhead_ms),
     )
 
 
@@ -106,6 +114,13 @@ def _stats(mean_ms: float) -> TimingStats:
         std_ms=float(mean_ms) * 0.05,
         min_ms=float(mean_ms) * 0.9,
     )
+
+
+def _jittered(mean_ms: float, sigma: float, rng: np.random.Generator) -> TimingStats:
+    from hapi_onnx.profile.timing import stats_from_samples
+
+    factors = rng.lognormal(-sigma * sigma / 2, sigma, size=5000)
+    return stats_from_samples(np.maximum(mean_ms * factors, 0.0) * 1e6, warmup=10)
 
 
 def _fingerprint(seed: int) -> str:

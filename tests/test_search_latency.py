@@ -1,0 +1,80 @@
+"""The latency model: pieces' measured distributions summed along the path give percentiles with jitter."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hapi_onnx_cli.main import cli
+
+from hapi_onnx.errors import HapiError
+from hapi_onnx.profile.timing import stats_from_samples
+from hapi_onnx.search import Constraints, search
+from hapi_onnx.search.latency import LatencyModel
+from hapi_onnx.search.problem import SearchProblem
+from hapi_onnx.search.score import score_problem
+from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
+
+
+def test_timings_keep_their_distribution():
+    samples = np.random.default_rng(0).lognormal(0, 0.3, 2000) * 1e6
+    stats = stats_from_samples(samples, 5)
+    assert len(stats.quantiles_ms) == 101 and stats.quantiles_ms[0] == stats.min_ms
+    assert stats.quantiles_ms[50] == pytest.approx(stats.p50_ms)
+    assert stats.quantiles_ms[99] == pytest.approx(stats.p99_ms)
+
+
+def test_position_draws_add_up_to_the_mean_model():
+    trace, table = synthetic_trace(6, 500, seed=1), synthetic_table(6, seed=1, jitter=0.3)
+    problem = SearchProblem.from_artifacts(trace, table)
+    model = problem.latency_model
+    exits = (1, 3, 4)
+    draws = model.position_draws(exits)
+    costs_ms = problem.position_costs(exits) / 1e6
+    np.testing.assert_allclose(draws.mean(axis=1), costs_ms, rtol=0.02)  # the mean of a sum is the sum of means
+    assert np.all(draws.std(axis=1) > 0) and np.all(np.diff(draws.mean(axis=1)) > 0)
+
+
+def test_without_jitter_the_percentiles_are_the_path_costs():
+    trace, table = synthetic_trace(6, 500, seed=2), synthetic_table(6, seed=2, jitter=1e-9)
+    problem = SearchProblem.from_artifacts(trace, table)
+    ev = score_problem(problem, (0, 2), (0.8, 0.8))
+    got = problem.latency_model.percentiles(ev.exits, ev.exit_counts)
+    for stat in ("p50", "p90", "p99"):
+        assert got[stat] == pytest.approx(ev.stat_ms(stat), rel=1e-6)
+
+
+def test_jitter_raises_the_tail_and_the_prediction_says_so():
+    trace = synthetic_trace(6, 2000, seed=3, decimals=3)
+    calm, noisy = synthetic_table(6, seed=3, jitter=1e-9), synthetic_table(6, seed=3, jitter=0.4)
+    a = search(trace, calm, Constraints(latency_sla_ms=100.0, percentile="p99"))
+    b = search(trace, noisy, Constraints(latency_sla_ms=100.0, percentile="p99"))
+    assert a.exits == b.exits  # the same design (ranked on means), predicted with its jitter
+    assert b.predicted["p99_ms"] > 1.2 * a.predicted["p99_ms"]
+    assert b.predicted["mean_ms"] == pytest.approx(a.predicted["mean_ms"], rel=1e-2)  # jitter leaves the mean
+
+
+def test_a_p99_sla_is_met_with_the_jitter_or_refused_naming_the_closest_p99(tmp_path):
+    trace, table = synthetic_trace(6, 2000, seed=4, decimals=3), synthetic_table(6, seed=4, jitter=0.4)
+    problem = SearchProblem.from_artifacts(trace, table)
+    loose = search(trace, table, Constraints(latency_sla_ms=100.0, percentile="p99"))
+    deterministic_p99 = score_problem(
+        problem, tuple(trace.exit_names.index(e.name) for e in loose.exits[:-1]),
+        [e.threshold for e in loose.exits[:-1]]).stat_ms("p99")
+    sla = (deterministic_p99 + loose.predicted["p99_ms"]) / 2  # met on path costs, missed with jitter
+    tight = search(trace, table, Constraints(latency_sla_ms=sla, percentile="p99"))
+    assert tight.predicted["p99_ms"] <= sla and tight.exits != loose.exits
+    with pytest.raises(HapiError, match=r"no design meets p99 latency <= 0\.01 ms; the fastest is .* ms p99"):
+        search(trace, table, Constraints(latency_sla_ms=0.01, percentile="p99"))
+    trace.save(tmp_path / "trace.npz")
+    table.save(tmp_path / "lat.json")
+    result = CliRunner().invoke(cli, ["search", "--trace", str(tmp_path / "trace.npz"), "--latency",
+                                      str(tmp_path / "lat.json"), "-o", str(tmp_path / "d.json"),
+                                      "--latency-sla", "0.01", "--percentile", "p99"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "the fastest is" in result.output and "ms p99" in result.output
+    assert not (tmp_path / "d.json").exists()
+
+
+def test_a_table_without_distributions_falls_back_to_path_costs():
+    trace, table = synthetic_trace(4, 300, seed=5), synthetic_table(4, seed=5)
+    assert LatencyModel.from_table(table) is None
+    assert SearchProblem.from_artifacts(trace, table).latency_model is None
