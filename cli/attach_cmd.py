@@ -2,7 +2,7 @@
 
 import click
 from hapi_onnx_cli.console import format_table, progress
-from hapi_onnx_cli.options import Command, InputPath, OutputPath
+from hapi_onnx_cli.options import Command, InputPath, OutputPath, comma_names
 
 from hapi_onnx.exits.pooling import POOLINGS
 
@@ -42,10 +42,9 @@ def command(model, data_path, output, exits, max_candidates, pooling, exits_from
     """
     from hapi_onnx.exits.attach import attach
 
-    names = None if exits is None else [e.strip() for e in exits.split(",") if e.strip()]
     result = attach(model, data_path, from_outputs=exits_from_outputs, final_output=final_output,
-                    exits=names, pooling=pooling, max_candidates=max_candidates, progress=progress("features"),
-                    batch_size=batch_size)
+                    exits=comma_names(exits, "--exits"), pooling=pooling, max_candidates=max_candidates,
+                    progress=progress("features"), batch_size=batch_size)
     result.save(output)
     layout = result.layout
     if exits_from_outputs:

@@ -4,9 +4,11 @@ import click
 from hapi_onnx_cli import console
 from hapi_onnx_cli.options import (
     Command,
+    DevicePath,
     InputPath,
     InputShape,
     OutputPath,
+    comma_names,
     constraint_options,
     constraint_values,
 )
@@ -24,7 +26,7 @@ from hapi_onnx.pipeline import BuildConfig, build, build_report
 @click.option("--factory", help="PyTorch model factory, file.py:name or module:name (MODEL is a state dict).")
 @click.option("--input-shape", type=InputShape(), help="N,C,H,W for a PyTorch export, e.g. 1,1,28,28.")
 @click.option("--data", type=InputPath(), help="'mnist' (demo digits) or a folder with train.npz, calib.npz, test.npz.")
-@click.option("--device", help="Device preset name or file. [default: cpu-1t]")
+@click.option("--device", type=DevicePath(), metavar="NAME|PATH", help="Device preset name or file. [default: cpu-1t]")
 @constraint_options(defaults=False)
 @click.option("--exits", help="Comma-separated candidate tensors (default: all candidates).")
 @click.option("--max-candidates", type=click.IntRange(min=1), help="Thin the candidates to this many.")
@@ -41,8 +43,7 @@ def command(config_file, workdir, **options):
     Same as: hapi_onnx.pipeline.build(BuildConfig.from_options({...}), WORKDIR)
     """
     values = {**constraint_values(options), **options}
-    if values["exits"] is not None:
-        values["exits"] = [e.strip() for e in values["exits"].split(",") if e.strip()]
+    values["exits"] = comma_names(values["exits"], "--exits")
     if config_file:
         config = BuildConfig.from_file(config_file, note=console.log, **values)
     elif values["model"] is None:

@@ -1,7 +1,5 @@
 """``hapi-onnx bundle``: package a design as a staged early-exit bundle."""
 
-import json
-
 import click
 from hapi_onnx_cli.options import Command, InputPath, OutputPath
 
@@ -22,18 +20,16 @@ def command(model: str, design: str, output: str, as_zip: bool, labels: str | No
 
     Same as: hapi_onnx.bundle.bundle_from_design(MODEL, DESIGN, OUTPUT)
     """
+    from hapi_onnx.artifact import parse_json
     from hapi_onnx.bundle import bundle_from_design
     from hapi_onnx.errors import HapiError
     from hapi_onnx.runtime import read_bundle
 
     extra = None
     if preprocessing is not None:
-        try:
-            extra = json.loads(preprocessing)
-        except json.JSONDecodeError as err:
-            raise HapiError(
-                f"--preprocessing must be a JSON object. Got {preprocessing!r} ({err})."
-            ) from None
+        extra = parse_json(preprocessing, "--preprocessing")
+        if not isinstance(extra, dict):
+            raise HapiError(f"--preprocessing must be a JSON object {{...}}. Got {preprocessing!r} instead.")
     names = None if labels is None else [s.strip() for s in labels.split(",")]
     path = bundle_from_design(model, design, output, labels=names, preprocessing=extra, zip=as_zip)
     manifest = read_bundle(path).manifest

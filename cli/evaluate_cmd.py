@@ -4,7 +4,7 @@ import json
 
 import click
 from hapi_onnx_cli.console import progress
-from hapi_onnx_cli.options import Command, InputPath, OutputPath
+from hapi_onnx_cli.options import Command, DevicePath, InputPath, OutputPath
 
 
 @click.command("evaluate", cls=Command)
@@ -13,10 +13,11 @@ from hapi_onnx_cli.options import Command, InputPath, OutputPath
 @click.option("--full-model", type=InputPath(), default=None,
               help="The early-exit .onnx the bundle was built from (or its original .onnx) to compare with, "
               "same session options; any other model is refused.")
-@click.option("--device", default="cpu-1t", show_default=True, metavar="NAME|PATH", help="Device preset.")
+@click.option("--device", default="cpu-1t", show_default=True, type=DevicePath(), metavar="NAME|PATH",
+              help="Device preset.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Also measure throughput at this batch size (compaction vs full model) when > 1.")
-@click.option("-o", "--output", type=OutputPath(), default=None, help="Also write the report as JSON.")
+@click.option("-o", "--output", type=OutputPath(dir_okay=False), default=None, help="Also write the report as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def command(bundle: str, data: str, full_model: str | None, device: str, batch_size: int,
             output: str | None, as_json: bool) -> None:

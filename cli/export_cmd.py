@@ -6,7 +6,7 @@ from hapi_onnx_cli.options import Command, InputPath, InputShape, OutputPath
 
 @click.command("export", cls=Command)
 @click.argument("source", type=InputPath())
-@click.option("-o", "--output", required=True, type=OutputPath(), help="The .onnx file to write.")
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False), help="The .onnx file to write.")
 @click.option("--factory", help="PyTorch only: path/to/model.py:build_model or package.module:build_model.")
 @click.option("--input-shape", type=InputShape(), help="N,C,H,W, e.g. 1,1,28,28 (required for PyTorch).")
 @click.option("--opset", type=int, help="Target opset [default: 17 for PyTorch; ONNX: its own, at least 13].")

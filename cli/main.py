@@ -3,10 +3,12 @@
 Commands are imported only when invoked, so ``hapi-onnx --help`` stays fast and imports no
 optional extra. A mistake a user can make, a :class:`~hapi_onnx.errors.HapiError` or a usage
 error (bad flag, bad value, missing file), becomes one ``error: <message>`` line on stderr and
-exit status 2; anything else is a bug and keeps its traceback.
+exit status 2; anything else is a bug and keeps its traceback. Ctrl-C exits with 130 and SIGTERM
+with 143, after every temporary output has been removed.
 """
 
 import importlib
+import signal
 import sys
 
 import click
@@ -59,11 +61,22 @@ class LazyGroup(click.Group):
             sys.exit(done.exit_code)
         except click.Abort:
             fail("interrupted.", 130)
+        except Terminated:
+            fail("terminated.", 128 + signal.SIGTERM)
         except click.ClickException as err:  # usage errors: bad flags, values, paths
             fail(err.format_message(), 2)
         except HapiError as err:
             fail(str(err), 2)
         sys.exit(0)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` and atomic output cleans up."""
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise Terminated()
 
 
 def fail(message: str, status: int) -> None:
@@ -97,5 +110,6 @@ def cli(verbose: bool, quiet: bool) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: SIGTERM ends the command like Ctrl-C, temporary files removed."""
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="hapi-onnx")

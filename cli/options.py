@@ -1,8 +1,9 @@
 """Option types and groups shared by the commands, so each rule is written once.
 
-- :class:`InputPath` / :class:`OutputPath` mark a command's file parameters; :class:`Command`
-  (every command's class) refuses, before the command runs, an output that resolves to one of its
-  inputs or lies among them (:func:`hapi_onnx.files.check_outputs_apart`).
+- :class:`InputPath` / :class:`OutputPath` mark a command's file parameters (:class:`DevicePath`:
+  a preset name or file); :class:`Command` (every command's class) refuses, before the command
+  runs, an output that resolves to one of its inputs or another output, or lies among them
+  (:func:`hapi_onnx.files.check_outputs_apart`).
 - :func:`constraint_options` adds the search constraints to ``search`` and ``build`` with their
   choices and defaults taken from :class:`~hapi_onnx.search.constraints.Constraints`; the flags
   renamed in 0.2 (``--confidence``, ``--thresholds``) still work, with a one-line note.
@@ -17,6 +18,22 @@ from hapi_onnx.search.constraints import DEFAULT_BOUND_LEVEL, GUARANTEES, PERCEN
 
 class InputPath(click.Path):
     """A path the command reads."""
+
+    def input_path(self, value: str) -> str | None:
+        """The file or folder ``value`` names, for the overlap check (None: it names none)."""
+        return value
+
+
+class DevicePath(InputPath):
+    """A device preset: a shipped preset's name, or the path of a preset JSON file (an input)."""
+
+    def __init__(self):
+        super().__init__(dir_okay=False)
+
+    def input_path(self, value: str) -> str | None:
+        from hapi_onnx.profile.presets import available_presets
+
+        return None if value in available_presets() else value
 
 
 class OutputPath(click.Path):
@@ -33,7 +50,10 @@ class Command(click.Command):
             if value is None or not isinstance(param.type, (InputPath, OutputPath)):
                 continue
             label = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
-            (inputs if isinstance(param.type, InputPath) else outputs)[label] = value
+            if isinstance(param.type, InputPath):
+                inputs[label] = param.type.input_path(value)
+            else:
+                outputs[label] = value
         check_outputs_apart(outputs, inputs)
         return super().invoke(ctx)
 
@@ -129,6 +149,23 @@ def constraint_values(options: dict) -> dict:
         if value is not None:
             values[new] = value
     return {k: v for k, v in values.items() if v is not None}
+
+
+def comma_names(value: str | None, option: str) -> list[str] | None:
+    """``a, b,c`` as ``["a", "b", "c"]`` (None stays None).
+
+    Raises:
+        HapiError: when ``value`` names nothing (``""`` or ``",,"``).
+    """
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        from hapi_onnx.errors import HapiError
+
+        raise HapiError(f"{option} needs comma-separated tensor names. Got {value!r} instead; leave {option} "
+                        "out to use every candidate.")
+    return names
 
 
 class InputShape(click.ParamType):

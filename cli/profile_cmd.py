@@ -2,16 +2,17 @@
 
 import click
 from hapi_onnx_cli import console
-from hapi_onnx_cli.options import Command, InputPath, OutputPath
+from hapi_onnx_cli.options import Command, DevicePath, InputPath, OutputPath
 
 from hapi_onnx.profile.presets import available_presets
 
 
 @click.command("profile", cls=Command)
 @click.argument("model", type=InputPath())
-@click.option("--device", required=True, metavar="NAME|PATH",
+@click.option("--device", required=True, type=DevicePath(), metavar="NAME|PATH",
               help=f"Device preset: one of {', '.join(available_presets())}, or a preset .json file.")
-@click.option("-o", "--output", required=True, type=OutputPath(), help="The latency table (.json) to write.")
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False),
+              help="The latency table (.json) to write.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Batch size of every timed run [default: the preset's first, 1].")
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",

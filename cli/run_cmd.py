@@ -3,13 +3,13 @@
 import json
 
 import click
-from hapi_onnx_cli.options import Command, InputPath
+from hapi_onnx_cli.options import Command, DevicePath, InputPath
 
 
 @click.command("run", cls=Command)
 @click.argument("bundle", type=InputPath())
 @click.argument("inputs", type=InputPath())
-@click.option("--device", default=None, metavar="NAME|PATH",
+@click.option("--device", default=None, type=DevicePath(), metavar="NAME|PATH",
               help="Device preset for the sessions [default: ONNX Runtime's CPU defaults].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def command(bundle: str, inputs: str, device: str | None, as_json: bool) -> None:

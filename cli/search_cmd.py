@@ -7,9 +7,10 @@ from hapi_onnx_cli.options import Command, InputPath, OutputPath, constraint_opt
 @click.command("search", cls=Command)
 @click.option("--trace", "trace_path", required=True, type=InputPath(), help="Trace .npz from calibrate.")
 @click.option("--latency", "latency_path", required=True, type=InputPath(), help="Latency table .json from profile.")
-@click.option("-o", "--output", required=True, type=OutputPath(), help="Design .json to write.")
+@click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False), help="Design .json to write.")
 @constraint_options(defaults=True)
-@click.option("--plot", type=OutputPath(), default=None, help="Also draw accuracy vs latency to this .png.")
+@click.option("--plot", type=OutputPath(dir_okay=False), default=None,
+              help="Also draw accuracy vs latency to this .png.")
 def command(trace_path, latency_path, output, plot, **options) -> None:
     """Choose exits and thresholds under a latency SLA and/or an accuracy floor.
 

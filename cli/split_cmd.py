@@ -1,7 +1,7 @@
 """``hapi-onnx split MODEL -o DIR``: write the segments between cut tensors, plus index.json."""
 
 import click
-from hapi_onnx_cli.options import Command, InputPath, OutputPath
+from hapi_onnx_cli.options import Command, InputPath, OutputPath, comma_names
 
 from hapi_onnx.graph import write_split
 
@@ -17,8 +17,7 @@ def command(model: str, directory: str, at: str | None) -> None:
 
     Same as ``write_split(MODEL, DIR, at=[...])`` in Python.
     """
-    names = None if at is None else [name.strip() for name in at.split(",") if name.strip()]
-    index = write_split(model, directory, at=names)
+    index = write_split(model, directory, at=comma_names(at, "--at"))
     for entry in index.segments:
         click.echo(f"{entry.file}: {', '.join(entry.inputs)} -> {', '.join(entry.outputs)}")
     click.echo(f"wrote {len(index.segments)} segment(s) and index.json to {directory}")

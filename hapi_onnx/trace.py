@@ -59,8 +59,11 @@ class Trace:
                 raise HapiError(f"Trace {name} must be a numpy array. Got {type(getattr(self, name)).__name__}.")
         if self.pred.ndim != 2:
             raise HapiError(f"Trace pred must be a 2-D array (exits x samples). Got shape {self.pred.shape}.")
-        if self.labels is not None and self.labels.ndim != 1:
-            raise HapiError(f"Trace labels must be a 1-D array of classes. Got shape {self.labels.shape}.")
+        if self.labels is not None and self.labels.shape != self.pred.shape[1:]:
+            raise HapiError(
+                f"Trace labels must be a 1-D array of one class per sample ({self.pred.shape[1]}). "
+                f"Got shape {self.labels.shape}."
+            )
         if not isinstance(self.model_fingerprint, str):
             raise HapiError(f"Trace model_fingerprint must be a string. Got {self.model_fingerprint!r}.")
         k, n = len(self.exit_names), self.pred.shape[1]

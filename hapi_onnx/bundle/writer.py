@@ -68,6 +68,7 @@ def bundle_contents(
             exit=choice,
             file=f"stages/{j:02d}_{_file_stem(stage.name)}.onnx",
             sha256=hashlib.sha256(blob).hexdigest(),
+            size=len(blob),
             input=stage.input,
             carried=stage.carried,
             class_output=CLASS_OUTPUT,

@@ -69,6 +69,16 @@ class PieceLatency:
     outputs: list[str]
     stats: TimingStats
 
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise HapiError(f"a timed piece needs a name. Got {self.name!r}.")
+        for field_name in ("inputs", "outputs"):
+            if not _names(getattr(self, field_name)):
+                raise HapiError(f"piece {self.name!r}: {field_name} must be a list of tensor names. "
+                                f"Got {getattr(self, field_name)!r}.")
+        if not isinstance(self.stats, TimingStats):
+            raise HapiError(f"piece {self.name!r}: stats must be timing statistics. Got {self.stats!r}.")
+
 
 @dataclass(frozen=True)
 class LatencyTable(JsonArtifact):
@@ -110,6 +120,17 @@ class LatencyTable(JsonArtifact):
     def __post_init__(self):
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise HapiError(f"Latency table batch_size must be an int >= 1. Got {self.batch_size!r}.")
+        for name, kind in (("device", str), ("model_fingerprint", str), ("preset", dict), ("environment", dict),
+                           ("extra", dict)):
+            if not isinstance(getattr(self, name), kind):
+                raise HapiError(f"Latency table {name} must be a {kind.__name__}. Got {getattr(self, name)!r}.")
+        if not _names(self.exit_names) or not self.exit_names:
+            raise HapiError(f"Latency table exit_names must be a list of names. Got {self.exit_names!r}.")
+        pieces = (self.segments, self.heads)
+        if not all(isinstance(p, list | tuple) and all(isinstance(q, PieceLatency) for q in p) for p in pieces):
+            raise HapiError("Latency table segments and heads must be lists of timed pieces.")
+        if not isinstance(self.overhead, TimingStats) or not isinstance(self.monolithic, TimingStats):
+            raise HapiError("Latency table overhead and monolithic must be timing statistics.")
         k = len(self.exit_names)
         if len(self.segments) != k or len(self.heads) != k - 1:
             raise HapiError(
@@ -144,6 +165,10 @@ class LatencyTable(JsonArtifact):
             "overhead": TimingStats(**data["overhead"]),
             "monolithic": TimingStats(**data["monolithic"]),
         })
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value)
 
 
 def _piece(data: dict[str, Any]) -> PieceLatency:

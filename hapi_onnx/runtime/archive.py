@@ -4,6 +4,11 @@ Zip bundles are read in memory, never extracted: a member with an absolute path,
 component, a backslash, a symlink mode or a name the manifest does not list is refused before
 anything is read from it. Every stage file is checked against its sha256 from the same bytes
 that are then handed to ONNX Runtime, so what is verified is what runs.
+
+Reads are bounded: a stage whose size differs from the manifest's ``size`` is refused before a
+byte of it is read or inflated, and every file is read in chunks that stop past the size expected
+(the manifest's, else :data:`MAX_MEMBER_BYTES`; :data:`~hapi_onnx.artifact.MAX_BYTES` for the
+manifest), so a small zip declaring a huge member costs nothing before it is refused.
 """
 
 import hashlib
@@ -14,11 +19,13 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from hapi_onnx.artifact import MAX_BYTES
 from hapi_onnx.errors import HapiError
-from hapi_onnx.runtime.manifest import MANIFEST_NAME, Manifest
+from hapi_onnx.runtime.manifest import MANIFEST_NAME, Manifest, StageSpec
 
 # ONNX protobufs are limited to 2 GiB; a member claiming more is refused before it is read.
 MAX_MEMBER_BYTES = 2 << 30
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -67,23 +74,56 @@ def _verified(manifest: Manifest, stage_index: int, data: bytes, origin: str) ->
     return data
 
 
+def _check_size(stage: StageSpec, size: int, origin: str) -> int:
+    """The most bytes to read for ``stage``; HapiError when its recorded or declared size is wrong."""
+    if stage.size is not None and size != stage.size:
+        raise HapiError(
+            f"Bundle {origin!r}: stage file {stage.file!r} does not match the sha256 in the manifest: it holds "
+            f"{size} bytes, not the {stage.size} recorded (not read). The bundle was modified or corrupted; "
+            "rebuild it with `hapi-onnx bundle`."
+        )
+    if size > MAX_MEMBER_BYTES:
+        raise HapiError(f"Bundle {origin!r}: stage file {stage.file!r} claims {size} bytes; refusing it.")
+    return stage.size if stage.size is not None else MAX_MEMBER_BYTES
+
+
+def _read_capped(stream, limit: int, what: str, origin: str) -> bytes:
+    """Read ``stream`` in chunks; HapiError as soon as it holds more than ``limit`` bytes."""
+    chunks, total = [], 0
+    while chunk := stream.read(min(_CHUNK, limit + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise HapiError(
+                f"Bundle {origin!r}: {what} holds more than the {limit} bytes expected; the bundle was modified "
+                "or corrupted. Rebuild it with `hapi-onnx bundle`."
+            )
+    return b"".join(chunks)
+
+
 def _read_directory(root: Path) -> BundleContents:
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file() or manifest_path.is_symlink():
         raise HapiError(
             f"Bundle {str(root)!r} has no {MANIFEST_NAME}. Is this a bundle written by `hapi-onnx bundle`?"
         )
-    manifest = Manifest.from_json(manifest_path.read_bytes())
-    blobs = []
-    for i, stage in enumerate(manifest.stages):
-        file = root / stage.file
-        if file.is_symlink() or not file.is_file():
-            what = "is a symlink" if file.is_symlink() else "is missing"
-            raise HapiError(
-                f"Bundle {str(root)!r}: stage file {stage.file!r} {what}. "
-                "Rebuild the bundle with `hapi-onnx bundle`."
-            )
-        blobs.append(_verified(manifest, i, file.read_bytes(), str(root)))
+    try:
+        with open(manifest_path, "rb") as f:
+            manifest = Manifest.from_json(_read_capped(f, MAX_BYTES, MANIFEST_NAME, str(root)))
+        blobs = []
+        for i, stage in enumerate(manifest.stages):
+            file = root / stage.file
+            if file.is_symlink() or not file.is_file():
+                what = "is a symlink" if file.is_symlink() else "is missing"
+                raise HapiError(
+                    f"Bundle {str(root)!r}: stage file {stage.file!r} {what}. "
+                    "Rebuild the bundle with `hapi-onnx bundle`."
+                )
+            with open(file, "rb") as f:
+                limit = _check_size(stage, os.fstat(f.fileno()).st_size, str(root))
+                blobs.append(_verified(manifest, i, _read_capped(f, limit, repr(stage.file), str(root)), str(root)))
+    except OSError as err:
+        raise HapiError(f"Bundle {str(root)!r} cannot be read: {err.strerror or err}.") from None
     return BundleContents(manifest=manifest, stage_bytes=tuple(blobs))
 
 
@@ -119,7 +159,8 @@ def _read_zip(path: Path) -> BundleContents:
             by_name = dict(zip(names, infos, strict=True))
             if MANIFEST_NAME not in by_name:
                 raise HapiError(f"Zip bundle {origin!r} has no {MANIFEST_NAME} at its root.")
-            manifest = Manifest.from_json(archive.read(by_name[MANIFEST_NAME]))
+            with archive.open(by_name[MANIFEST_NAME]) as member:
+                manifest = Manifest.from_json(_read_capped(member, MAX_BYTES, MANIFEST_NAME, origin))
             expected = {MANIFEST_NAME, "stages/"} | {s.file for s in manifest.stages}
             unexpected = sorted(set(names) - expected)
             if unexpected:
@@ -131,7 +172,10 @@ def _read_zip(path: Path) -> BundleContents:
             for i, stage in enumerate(manifest.stages):
                 if stage.file not in by_name:
                     raise HapiError(f"Zip bundle {origin!r}: stage file {stage.file!r} is missing.")
-                blobs.append(_verified(manifest, i, archive.read(by_name[stage.file]), origin))
+                info = by_name[stage.file]
+                limit = _check_size(stage, info.file_size, origin)  # before a byte is inflated
+                with archive.open(info) as member:
+                    blobs.append(_verified(manifest, i, _read_capped(member, limit, repr(stage.file), origin), origin))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError) as err:
         raise HapiError(f"Zip bundle {origin!r} cannot be read: {err}.") from None
     return BundleContents(manifest=manifest, stage_bytes=tuple(blobs))

@@ -15,7 +15,7 @@ Example (format_version 2)::
       "num_classes": 10, "labels": ["0", ..., "9"] | null, "preprocessing": {...} | null,
       "exit_rule": "confidence >= threshold",
       "stages": [
-        {"name": "exit3", "file": "stages/00_exit3.onnx", "sha256": "...", "input": "input",
+        {"name": "exit3", "file": "stages/00_exit3.onnx", "sha256": "...", "size": 81234, "input": "input",
          "carried": "/layer2/Relu_output_0",
          "outputs": {"class": "hapi_class", "confidence": "hapi_confidence", "probs": "hapi_probs"},
          "threshold": 0.93},
@@ -24,6 +24,9 @@ Example (format_version 2)::
       "design": {"predicted": {...}, "constraints": {...}, ...} | null,
       "provenance": {"source_fingerprint": "...", "hapi_onnx_version": "0.1.0", "created": "..."}
     }
+
+A stage's ``size`` (bytes of its file) is optional (bundles written before it was recorded have
+none); when present, a file of another size is refused before it is read.
 
 Each stage's ``name`` and ``threshold`` are one :class:`~hapi_onnx.choice.ExitChoice` (the one
 threshold rule and comparison of :mod:`hapi_onnx.choice`); thresholds live only in the stages.
@@ -126,6 +129,7 @@ class StageSpec:
         class_output (str): int64[N] top-1 class output.
         confidence_output (str): float32[N] max-probability output.
         probs_output (str): float32[N, C] probabilities output.
+        size (int | None): Bytes of the file, if recorded.
     """
 
     exit: ExitChoice
@@ -136,6 +140,7 @@ class StageSpec:
     class_output: str
     confidence_output: str
     probs_output: str
+    size: int | None = None
 
     @property
     def name(self) -> str:
@@ -152,6 +157,7 @@ class StageSpec:
             "name": self.name,
             "file": self.file,
             "sha256": self.sha256,
+            **({} if self.size is None else {"size": self.size}),
             "input": self.input,
             "carried": self.carried,
             "outputs": {
@@ -173,6 +179,9 @@ class StageSpec:
         digest = _get(data, "sha256", (str,), "a hex sha256", where)
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise _fail(where, f"'sha256' must be 64 lowercase hex digits. Got {digest!r} instead.")
+        size = _get(data, "size", (int,), "a byte count", where, optional=True) if "size" in data else None
+        if size is not None and size < 1:
+            raise _fail(where, f"'size' must be a positive byte count. Got {size!r} instead.")
         outputs = _get(data, "outputs", (dict,), "an object with class/confidence/probs", where)
         threshold = _get(data, "threshold", (int, float), "a number or null", where, optional=True)
         try:
@@ -188,6 +197,7 @@ class StageSpec:
             class_output=_name(outputs, "class", f"{where} outputs"),
             confidence_output=_name(outputs, "confidence", f"{where} outputs"),
             probs_output=_name(outputs, "probs", f"{where} outputs"),
+            size=size,
         )
 
 

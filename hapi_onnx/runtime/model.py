@@ -24,7 +24,7 @@ concurrent ``predict`` calls from several threads are safe. Large batches run in
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -299,7 +299,7 @@ class EarlyExitModel:
         Raises:
             HapiError: when the count is wrong or a value breaks the rule.
         """
-        if isinstance(thresholds, (str, bytes)):
+        if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Iterable):
             raise HapiError(f"with_thresholds needs a list of numbers. Got {thresholds!r} instead.")
         thresholds = list(thresholds)
         names = [c.name for c in self._exits]
