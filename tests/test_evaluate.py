@@ -69,7 +69,7 @@ def test_evaluate_needs_labels_and_matching_inputs(case):
     _, bundle, data, _, _ = case
     with pytest.raises(HapiError, match="labelled data"):
         evaluate_bundle(bundle, Dataset(x=data.x))
-    with pytest.raises(HapiError, match="shape"):
+    with pytest.raises(HapiError, match="1 x 8 x 8 but the model expects 1 x 12 x 12"):
         evaluate_bundle(bundle, Dataset(x=np.zeros((2, 1, 8, 8), np.float32), y=np.zeros(2, np.int64)))
     with pytest.raises(HapiError, match="Unknown device"):
         evaluate_bundle(bundle, data, device="no-such-device")
