@@ -4,8 +4,9 @@ Every JSON artifact (design, latency table, evaluation report, split index, bund
 trace's metadata) carries ``kind`` and ``format_version``; a file of another kind or version is
 refused with one line naming what it holds instead. Reading is bounded: a file over
 :data:`MAX_BYTES`, nesting deeper than :data:`MAX_DEPTH`, an integer longer than
-:data:`MAX_INT_DIGITS` digits or a NaN/Infinity constant is refused as malformed, never turned into
-a ``RecursionError``, a ``ValueError`` or a huge number. A field that is missing or of the wrong
+:data:`MAX_INT_DIGITS` digits, a NaN/Infinity constant or a number too large for a float (``1e999``)
+is refused as malformed, never turned into a ``RecursionError``, a ``ValueError``, an infinity or
+a huge number. A field that is missing or of the wrong
 type is reported by :func:`malformed` as one :class:`~hapi_onnx.errors.HapiError` too.
 
 Standard library only: the runtime reads bundle manifests with it on the edge device.
@@ -13,6 +14,7 @@ Standard library only: the runtime reads bundle manifests with it on the edge de
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -41,7 +43,7 @@ def parse_json(text: str | bytes, source: str) -> Any:
     if len(text) > MAX_BYTES:
         raise HapiError(f"{source} is larger than {MAX_BYTES >> 20} MiB; it is not a hapi-onnx artifact.")
     try:
-        data = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+        data = json.loads(text, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant)
     except RecursionError:
         raise HapiError(f"{source} is not valid: JSON nested too deeply.") from None
     except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
@@ -163,6 +165,13 @@ def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
         raise ValueError(f"an integer of {len(text)} digits")
     return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 decodes to inf
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 def _no_constant(name: str) -> Any:

@@ -36,7 +36,7 @@ HUGE = "9" * 5_000  # over Python's 4,300-digit int conversion limit
 def make_inputs(root: Path) -> Path:
     """Write every good and broken input into ``root`` (about a second) and return it."""
     root.mkdir(parents=True, exist_ok=True)
-    _good(root)
+    make_good(root)
     _datasets(root)
     _models(root)
     _traces(root)
@@ -48,7 +48,9 @@ def make_inputs(root: Path) -> Path:
     return root
 
 
-def _good(root: Path) -> None:
+def make_good(root: Path) -> Path:
+    """The good artifacts alone: models, datasets, trace, latency table, design, bundles."""
+    root.mkdir(parents=True, exist_ok=True)
     ee = make_ee_model()
     onnx.save(ee, root / "ee.onnx")
     (root / "model.onnx").write_bytes(full_model_bytes(ee))
@@ -61,6 +63,9 @@ def _good(root: Path) -> None:
     synthetic_table(3, model_fingerprint=trace.model_fingerprint).save(root / "latency.json")
     design = search(trace, LatencyTable.load(root / "latency.json"), Constraints(latency_sla_ms=1.5))
     design.save(root / "design.json")
+    # With an accuracy constraint too: certified on a held-out half, a guarantee recorded.
+    search(trace, LatencyTable.load(root / "latency.json"),
+           Constraints(latency_sla_ms=1.5, min_accuracy=0.1)).save(root / "design_certified.json")
     bundle_from_design(root / "ee.onnx", design, root / "model.hapi")
     bundle_from_design(root / "ee.onnx", design, root / "model.hapi.zip")
     np.save(root / "images.npy", sample_images(4))
@@ -68,6 +73,7 @@ def _good(root: Path) -> None:
     (root / "splits").mkdir()
     for name in ("train", "calib", "test"):
         shutil.copy(root / f"{name}.npz", root / "splits" / f"{name}.npz")
+    return root
 
 
 def _save_npz(path: Path, compressed: bool = True, **arrays) -> None:

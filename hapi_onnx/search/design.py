@@ -37,6 +37,7 @@ PREDICTED_KEYS = (
     "accuracy", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "exit_distribution", "speedup_vs_full",
     "accuracy_lower_bound", "accuracy_drop_bound_pp",
 )
+REFERENCE_KEYS = ("accuracy", "mean_ms", "no_exit_mean_ms", "no_exit_p90_ms")
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,21 @@ def _validate(d: Design) -> None:
         raise HapiError(f"predicted exit_distribution must hold one fraction per exit. Got {dist!r}.")
     if not all(_number(d.predicted[k]) for k in PREDICTED_KEYS if k != "exit_distribution"):
         raise HapiError(f"predicted metrics must be numbers. Got {d.predicted!r}.")
-    if not isinstance(d.reference, dict) or not all(_number(d.reference.get(k)) for k in ("accuracy", "mean_ms")):
-        raise HapiError(f"reference must hold the full model's accuracy and mean_ms. Got {d.reference!r}.")
+    if not isinstance(d.reference, dict) or not all(_number(d.reference.get(k)) for k in REFERENCE_KEYS):
+        raise HapiError(f"reference must hold the numbers {', '.join(REFERENCE_KEYS)}. Got {d.reference!r}.")
     if not all(isinstance(p, FrontPoint) for p in d.pareto_front):
         raise HapiError("pareto_front must be a list of front points.")
     if not isinstance(d.search, dict) or not isinstance(d.extra, dict):
         raise HapiError("search and extra must be objects.")
+    samples = d.search.get("num_samples")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise HapiError(f"search must record num_samples, the number of samples searched on. Got {samples!r}.")
+    guarantee = d.search.get("guarantee")
+    if guarantee is not None and not (
+        isinstance(guarantee, dict) and isinstance(guarantee.get("statement"), str)
+        and isinstance(guarantee.get("certified"), int) and not isinstance(guarantee.get("certified"), bool)
+    ):
+        raise HapiError(f"search guarantee must hold its statement and the number certified. Got {guarantee!r}.")
     for name in ("device", "trace_fingerprint", "latency_fingerprint", "model_fingerprint"):
         if not isinstance(getattr(d, name), str):
             raise HapiError(f"{name} must be a string. Got {getattr(d, name)!r}.")
