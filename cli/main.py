@@ -51,6 +51,12 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, text) for name, (_, text) in COMMANDS.items()])
 
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # past click's handler, which would add a blank line
+            raise Stopped("interrupted.", 130) from None
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Run the command; in standalone mode every user error ends as one line and status 2."""
         if not standalone_mode:
@@ -61,8 +67,8 @@ class LazyGroup(click.Group):
             sys.exit(done.exit_code)
         except click.Abort:
             fail("interrupted.", 130)
-        except Terminated:
-            fail("terminated.", 128 + signal.SIGTERM)
+        except Stopped as stop:
+            fail(stop.message, stop.status)
         except click.ClickException as err:  # usage errors: bad flags, values, paths
             fail(err.format_message(), 2)
         except HapiError as err:
@@ -70,13 +76,18 @@ class LazyGroup(click.Group):
         sys.exit(0)
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that every ``finally`` and atomic output cleans up."""
+class Stopped(BaseException):
+    """Ctrl-C or SIGTERM: raised in the main thread, so every ``finally`` and atomic output cleans
+    up on the way out; ends as one ``error:`` line and ``status``."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.message, self.status = message, status
 
 
 def _terminate(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
-    raise Terminated()
+    raise Stopped("terminated.", 128 + signal.SIGTERM)
 
 
 def fail(message: str, status: int) -> None:

@@ -11,9 +11,15 @@ its own folder and the inputs as they were (contents, names, links). Each API ca
 """
 
 import hashlib
+import json
 import os
 import re
+import shutil
+import signal
+import subprocess
 import sys
+import time
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -719,3 +725,103 @@ def test_runtime_api_refuses_with_hapi_error(bad, inputs, model):
     with pytest.raises(HapiError, match=bad.expect):
         bad.call(inputs, model)
     assert not changes(before, snapshot(inputs))
+
+
+# -- cases that must also hold with --verbose: every check runs before any progress -----------
+
+VERBOSE = ["evaluate-o-is-folder", "evaluate-labels-beyond", "calibrate-o-is-model", "calibrate-labels-beyond",
+           "attach-labels-beyond", "profile-device-cuda", "build-device-unknown", "build-config-data-overlap",
+           "build-model-garbage", "search-plot-no-matplotlib", "bundle-other-model", "run-zip-bomb"]
+
+
+@pytest.mark.parametrize("name", VERBOSE)
+def test_verbose_prints_nothing_before_the_error(name, inputs, tmp_path, monkeypatch):
+    bad = next(c for c in CASES if c.id == name)
+    monkeypatch.chdir(tmp_path)
+    if bad.setup:
+        bad.setup(tmp_path)
+    if bad.patch:
+        bad.patch(monkeypatch)
+    args = [a.replace("{i}", str(inputs)).replace("{c}", str(tmp_path)) for a in bad.args]
+    assert_one_line_error(CliRunner().invoke(cli, ["--verbose", *args]), bad.expect)
+
+
+# -- interrupted and killed writes ---------------------------------------------------------------
+
+def _start(out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "hapi_onnx", "data", "mnist", "-o", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _when_writing(proc: subprocess.Popen, out: Path) -> None:
+    """Wait until the command has written its first split into its temporary folder."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(tmp.glob("*.npz") for tmp in out.parent.glob(f".{out.name}.*.tmp")):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"no split was being written (exit {proc.poll()})")
+
+
+@pytest.mark.parametrize(("sig", "status", "line"), [(signal.SIGTERM, 143, "error: terminated."),
+                                                     (signal.SIGINT, 130, "error: interrupted.")])
+def test_data_mnist_stopped_mid_write_leaves_nothing(sig, status, line, tmp_path):
+    out = tmp_path / "data"
+    proc = _start(out)
+    _when_writing(proc, out)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert (proc.returncode, stdout, stderr) == (status, "", line + "\n")
+    assert list(tmp_path.iterdir()) == []  # no folder, no temporary file
+
+
+def test_data_mnist_killed_mid_write_is_cleaned_by_the_next_run(tmp_path):
+    out = tmp_path / "data"
+    proc = _start(out)
+    _when_writing(proc, out)
+    proc.kill()  # SIGKILL: nothing can clean up
+    proc.communicate(timeout=60)
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".data.") and not out.exists()  # never a partial folder
+    again = subprocess.run([sys.executable, "-m", "hapi_onnx", "data", "mnist", "-o", str(out)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+    assert sorted(p.name for p in out.iterdir()) == ["calib.npz", "splits.json", "test.npz", "train.npz"]
+
+
+# -- bounded reads -----------------------------------------------------------------------------
+
+def test_a_huge_stage_in_a_small_zip_is_refused_before_it_is_inflated(inputs):
+    bomb = inputs / "zip_bomb.hapi.zip"
+    assert bomb.stat().st_size < 1 << 20  # a 64 MiB stage, compressed
+    tracemalloc.start()
+    try:
+        with pytest.raises(HapiError, match="holds 67108864 bytes, not the"):
+            EarlyExitModel.load(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
+
+
+def test_a_stage_without_a_recorded_size_is_still_capped(inputs, tmp_path, monkeypatch):
+    from hapi_onnx.runtime import archive
+
+    bundle = shutil.copytree(inputs / "model.hapi", tmp_path / "m.hapi")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for stage in manifest["stages"]:
+        del stage["size"]  # as written before sizes were recorded
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert EarlyExitModel.load(bundle).num_stages == 3
+    stage = bundle / manifest["stages"][0]["file"]
+    stage.write_bytes(stage.read_bytes() + bytes(5 << 20))
+    monkeypatch.setattr(archive, "MAX_MEMBER_BYTES", 1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(HapiError, match=f"claims {stage.stat().st_size} bytes"):
+            EarlyExitModel.load(bundle)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak

@@ -94,3 +94,49 @@ def test_artifacts_refuse_damaged_contents(tmp_path):
     for bad in ({"mean_ms": -1.0}, {"p50_ms": "1"}, {"n": 0}, {"std_ms": float("nan")}):
         with pytest.raises(HapiError, match="timing statistic|n >= 1"):
             TimingStats(**{**stats, **bad})
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_the_next_write_removes_what_a_killed_writer_left_and_keeps_a_live_ones(tmp_path):
+    import os
+
+    dead, alive = _dead_pid(), os.getppid()
+    (tmp_path / f".out.{dead}.abc.tmp").mkdir()
+    (tmp_path / f".out.{dead}.abc.tmp" / "half.npz").write_bytes(b"half")
+    (tmp_path / f".out.{dead}.def.tmp").write_bytes(b"half")
+    (tmp_path / f".out.{alive}.ghi.tmp").mkdir()  # another process still writing: its business
+    (tmp_path / f".other.{dead}.jkl.tmp").write_bytes(b"not ours")
+    with atomic_output(tmp_path / "out", directory=True) as tmp:
+        (tmp / "new").write_text("new")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f".other.{dead}.jkl.tmp", f".out.{alive}.ghi.tmp", "out"]
+
+
+def test_a_directory_swap_cut_short_by_a_kill_is_undone(tmp_path):
+    dead = _dead_pid()
+    old = tmp_path / f".out.{dead}.old.tmp"  # killed between moving the old output away and the new in
+    old.mkdir()
+    (old / "MARK").write_text("previous")
+    (tmp_path / f".out.{dead}.xyz.tmp").mkdir()
+    with pytest.raises(RuntimeError):
+        with atomic_output(tmp_path / "out", directory=True, marker="MARK"):
+            raise RuntimeError("this write fails too")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "MARK").read_text() == "previous"
+
+
+def test_outputs_may_not_overlap_each_other(tmp_path):
+    from hapi_onnx.files import check_outputs_apart
+
+    check_outputs_apart({"-o": tmp_path / "a.json", "--plot": tmp_path / "a.png"}, {"--in": tmp_path / "in"})
+    with pytest.raises(HapiError, match="output --plot .* is the same path as the output -o"):
+        check_outputs_apart({"--plot": tmp_path / "a.json", "-o": tmp_path / "x" / ".." / "a.json"}, {})
+    with pytest.raises(HapiError, match="is a folder holding the output"):
+        check_outputs_apart({"-o": tmp_path / "d", "--plot": tmp_path / "d" / "p.png"}, {})
