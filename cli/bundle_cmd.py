@@ -27,9 +27,13 @@ def command(model: str, design: str, output: str, as_zip: bool, labels: str | No
 
     extra = None
     if preprocessing is not None:
-        extra = parse_json(preprocessing, "--preprocessing")
+        expected = f"--preprocessing must be a JSON object {{...}}. Got {preprocessing[:200]!r}"
+        try:
+            extra = parse_json(preprocessing, "it")
+        except HapiError as err:
+            raise HapiError(f"{expected}: {err}") from None
         if not isinstance(extra, dict):
-            raise HapiError(f"--preprocessing must be a JSON object {{...}}. Got {preprocessing!r} instead.")
+            raise HapiError(f"{expected} instead.")
     names = None if labels is None else [s.strip() for s in labels.split(",")]
     path = bundle_from_design(model, design, output, labels=names, preprocessing=extra, zip=as_zip)
     manifest = read_bundle(path).manifest

@@ -27,7 +27,8 @@ def design_with(threshold) -> Design:
         predicted={"accuracy": 0.9, "mean_ms": 0.1, "p50_ms": 0.1, "p90_ms": 0.1, "p99_ms": 0.1,
                    "exit_distribution": [0.5, 0.5], "speedup_vs_full": 1.5, "accuracy_lower_bound": 0.88,
                    "accuracy_drop_bound_pp": 0.9},
-        reference={"accuracy": 0.91, "mean_ms": 0.15}, pareto_front=[], search={}, device="cpu-1t",
+        reference={"accuracy": 0.91, "mean_ms": 0.15, "no_exit_mean_ms": 0.16, "no_exit_p90_ms": 0.17},
+        pareto_front=[], search={"num_samples": 100}, device="cpu-1t",
         trace_fingerprint="t", latency_fingerprint="l", model_fingerprint="m",
     )
 
