@@ -285,7 +285,9 @@ def _check_inputs(config: BuildConfig, work: Path) -> dict[str, Any] | None:
                 )
         splits = {name: load_dataset(Path(config.data) / f"{name}.npz") for name in SPLITS}
         _check_disjoint(splits)
-    if config.factory is None:  # an ONNX model: it must load and take the data's images
+    from hapi_onnx.export import source_is_onnx
+
+    if source_is_onnx(config.model, config.factory, config.input_shape):  # it must load and fit the data
         from hapi_onnx.graph import input_spec, load_model
 
         model_shape = input_spec(load_model(config.model)).shape[1:]

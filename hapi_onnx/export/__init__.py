@@ -17,7 +17,27 @@ from hapi_onnx.export.torch_export import export_torch
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
-__all__ = ["MIN_OPSET", "ExportReport", "export_model", "export_onnx", "export_torch"]
+__all__ = ["MIN_OPSET", "ExportReport", "export_model", "export_onnx", "export_torch", "source_is_onnx"]
+
+
+def source_is_onnx(source: str | os.PathLike, factory: str | None, input_shape) -> bool:
+    """Whether ``source`` is an ONNX file (else a PyTorch checkpoint), checking that the options fit it.
+
+    Raises:
+        HapiError: for a factory with an ONNX file, or a checkpoint without a factory or input shape.
+    """
+    if Path(source).suffix.lower() == ".onnx":
+        if factory is not None:
+            raise HapiError("--factory is for PyTorch checkpoints; an .onnx source needs none.")
+        return True
+    if factory is None:
+        raise HapiError(
+            f"source {os.fspath(source)!r} is not an .onnx file; for a PyTorch checkpoint "
+            f"({', '.join(TORCH_SUFFIXES)}) give --factory path/to/model.py:build_model."
+        )
+    if input_shape is None:
+        raise HapiError("exporting from PyTorch needs --input-shape N,C,H,W (e.g. 1,1,28,28).")
+    return False
 
 
 def export_model(
@@ -45,18 +65,8 @@ def export_model(
     Raises:
         HapiError: when the source kind and options do not fit, or the export fails.
     """
-    suffix = Path(source).suffix.lower() if source is not None else ""
-    if suffix == ".onnx":
-        if factory is not None:
-            raise HapiError("--factory is for PyTorch checkpoints; an .onnx source needs none.")
+    if source_is_onnx(source, factory, input_shape):
         return export_onnx(source, output, tolerance=tolerance, opset=opset, input_shape=input_shape,
                            samples=samples)
-    if factory is None:
-        raise HapiError(
-            f"source {os.fspath(source)!r} is not an .onnx file; for a PyTorch checkpoint "
-            f"({', '.join(TORCH_SUFFIXES)}) give --factory path/to/model.py:build_model."
-        )
-    if input_shape is None:
-        raise HapiError("exporting from PyTorch needs --input-shape N,C,H,W (e.g. 1,1,28,28).")
     return export_torch(factory, source, input_shape, output, opset=17 if opset is None else opset,
                         tolerance=tolerance, samples=samples)
