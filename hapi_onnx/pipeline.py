@@ -267,6 +267,8 @@ def _check_inputs(config: BuildConfig, work: Path) -> dict[str, Any] | None:
         dict | None: The user's train/calib/test datasets, loaded; None for the demo digits.
     """
     from hapi_onnx.data import load_dataset
+    from hapi_onnx.export import source_is_onnx
+    from hapi_onnx.graph import input_spec, load_model
     from hapi_onnx.profile.presets import available_presets
 
     inputs = {"model": config.model, "factory": (_factory_files(config.factory) or [None])[0]}
@@ -285,11 +287,7 @@ def _check_inputs(config: BuildConfig, work: Path) -> dict[str, Any] | None:
                 )
         splits = {name: load_dataset(Path(config.data) / f"{name}.npz") for name in SPLITS}
         _check_disjoint(splits)
-    from hapi_onnx.export import source_is_onnx
-
     if source_is_onnx(config.model, config.factory, config.input_shape):  # it must load and fit the data
-        from hapi_onnx.graph import input_spec, load_model
-
         model_shape = input_spec(load_model(config.model)).shape[1:]
         images = MNIST_IMAGE if splits is None else splits["train"].image_shape
         if any(isinstance(m, int) and m != d for m, d in zip(model_shape, images, strict=True)):
