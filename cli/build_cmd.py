@@ -3,6 +3,7 @@
 import click
 from hapi_onnx_cli import console
 from hapi_onnx_cli.options import (
+    BuildData,
     Command,
     DevicePath,
     InputPath,
@@ -25,7 +26,7 @@ from hapi_onnx.pipeline import BuildConfig, build, build_report
               help="Where every step writes its output.")
 @click.option("--factory", help="PyTorch model factory, file.py:name or module:name (MODEL is a state dict).")
 @click.option("--input-shape", type=InputShape(), help="N,C,H,W for a PyTorch export, e.g. 1,1,28,28.")
-@click.option("--data", type=InputPath(), help="'mnist' (demo digits) or a folder with train.npz, calib.npz, test.npz.")
+@click.option("--data", type=BuildData(), help="'mnist' (demo digits) or a folder with train.npz, calib.npz, test.npz.")
 @click.option("--device", type=DevicePath(), metavar="NAME|PATH", help="Device preset name or file. [default: cpu-1t]")
 @constraint_options(defaults=False)
 @click.option("--exits", help="Comma-separated candidate tensors (default: all candidates).")

@@ -24,6 +24,13 @@ class InputPath(click.Path):
         return value
 
 
+class BuildData(InputPath):
+    """``mnist`` (the demo digits, no path) or a folder of train/calib/test .npz (an input)."""
+
+    def input_path(self, value: str) -> str | None:
+        return None if value == "mnist" else value
+
+
 class DevicePath(InputPath):
     """A device preset: a shipped preset's name, or the path of a preset JSON file (an input)."""
 

@@ -561,6 +561,8 @@ BUILD = [
     _build("build-workdir-holds-model", "is a folder holding", "{i}/model.onnx", "--max-accuracy-drop", "5",
            "--workdir", "{i}"),
     _build("build-config-missing", "does not exist", "--config", "{c}/nowhere.json", *QUICK),
+    _build("build-workdir-named-mnist", "Unknown device", "{i}/model.onnx", "--max-accuracy-drop", "5",
+           "--data", "mnist", "--device", "nosuch", "--workdir", "{c}/mnist"),
     _build("build-config-folder", "is a directory", "--config", "{i}/splits", *QUICK),
     _build("build-workdir-default-cwd", "Unknown device", "{i}/model.onnx", "--max-accuracy-drop", "5",
            "--device", "nosuch"),
