@@ -85,6 +85,16 @@ class Dequantizer:
         return [node], inits, out
 
 
+def float_view(model: onnx.ModelProto, tensor: str, prefix: str) -> tuple[list, list, str]:
+    """Nodes that read ``tensor`` as float: the model's own dequantization of an 8-bit tensor, else none.
+
+    Returns:
+        tuple: ``(nodes, initializers, float tensor name)``; ``([], [], tensor)`` for a float tensor.
+    """
+    found = dequantizer(model, tensor)
+    return ([], [], tensor) if found is None else found.nodes(prefix)
+
+
 def is_quantized(info: onnx.ValueInfoProto | None) -> bool:
     """Whether a tensor is int8 or uint8."""
     return info is not None and elem_type_of(info) in QUANT_TYPES
