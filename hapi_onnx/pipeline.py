@@ -309,6 +309,12 @@ def _build(config: BuildConfig, work: Path, log: Log) -> BuildResult:
         ),
     )
 
+    if "export" not in steps.reused:
+        from hapi_onnx.graph import load_model, load_notes
+
+        for note in load_notes(load_model(paths["model"])):
+            log(f"[export] note: {note}")
+
     paths["ee"] = work / "ee.onnx"
 
     def attach() -> None:

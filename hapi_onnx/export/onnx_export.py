@@ -98,8 +98,11 @@ def export_onnx(
 
 
 def _convert(model: onnx.ModelProto, current: int, target: int) -> onnx.ModelProto:
+    stale = onnx.ModelProto()
+    stale.CopyFrom(model)
+    del stale.graph.value_info[:]  # types may change across opsets (Dropout's mask became bool at 12)
     try:
-        return onnx.version_converter.convert_version(model, target)
+        return onnx.version_converter.convert_version(stale, target)
     except (RuntimeError, ValueError, onnx.checker.ValidationError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HapiError(

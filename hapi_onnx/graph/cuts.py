@@ -49,7 +49,6 @@ POINTWISE_OPS = frozenset({
 # Ops after which the feature map has no spatial extent left.
 GLOBAL_POOL_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}) | QUANT_GLOBAL_POOL_OPS
 CHANNELS_LAST_PERM = [0, 2, 3, 1]
-REDUCE_OPS = frozenset({"ReduceMean", "ReduceMax", "ReduceSum", "ReduceL2", "ReduceLogSumExp"})
 
 HINT = "List the candidate exits with `hapi-onnx exits MODEL`."
 
@@ -322,10 +321,8 @@ class _Analysis:
                 continue  # the image, quantized or transposed, before any layer
             if node.op_type in GLOBAL_POOL_OPS or not self.is_map(name):
                 return pos
-            if node.op_type in REDUCE_OPS:
-                dims = dims_of(self.infos[name]) or []
-                if dims[2:] == [1, 1]:
-                    return pos
+            if (dims_of(self.infos[name]) or [])[2:] == [1, 1]:
+                return pos  # pooled to 1 x 1 (ReduceMean, an AveragePool over the whole map)
         return len(self.model.graph.node)
 
     def only_pointwise_between(self, start: int, stop: int) -> bool:
