@@ -3,11 +3,10 @@
 The int8 model is ``examples/mnist/model.onnx`` quantized with
 ``onnxruntime.quantization.quantize_static`` (QDQ, int8 weights and activations, calibrated on the
 first 100 images of the train split). Both models go through the same ``build`` (the demo's
-config: cpu-1t, ``--max-accuracy-drop 0.5``, global thresholds; heads fitted on train,
-thresholds searched on calib) and are evaluated on the held-out test split. Each speed-up is a
-ratio measured in one run: the bundle and *its own* full model (float or int8) timed sample by
-sample, interleaved. The int8 bundle's stages stay int8 and carry int8 tensors; its heads are
-float32 on the dequantized cuts.
+config, ``examples/mnist/build.json``; heads fitted on train, thresholds searched on calib) and
+are evaluated on the held-out test split. Each speed-up is a ratio measured in one run: the
+bundle and *its own* full model (float or int8) timed sample by sample, interleaved. The int8
+bundle's stages stay int8 and carry int8 tensors; its heads are float32 on the dequantized cuts.
 
 Run: ``python bench/bench_int8.py [--workdir work/bench_int8]`` (about 3 minutes on a 2-core
 machine; a second run reuses every step).
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     reports = {}
     for name, model in models.items():
         print(f"[{name}] build of {model}", flush=True)
-        config = BuildConfig(model=str(model), data="mnist", device="cpu-1t", max_accuracy_drop=0.5)
+        config = BuildConfig.from_file(DEMO.parent / "build.json", model=str(model.resolve()))
         result = build(config, work / name.split()[0], log=lambda line: print(f"  {line}", flush=True))
         reports[name] = EvaluationReport.load(result.paths["report"])
     print()

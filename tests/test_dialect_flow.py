@@ -16,6 +16,7 @@ from dialect_models import DIALECTS, dialect
 
 from hapi_onnx.bundle import bundle_from_design, write_bundle
 from hapi_onnx.calibrate import calibrate
+from hapi_onnx.choice import FINAL, ExitChoice
 from hapi_onnx.data import Dataset, mnist_splits
 from hapi_onnx.evaluate import evaluate_bundle
 from hapi_onnx.exits.attach import attach_exits
@@ -25,6 +26,7 @@ from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.profile import profile_model
 from hapi_onnx.runtime import EarlyExitModel
 from hapi_onnx.search import search
+from hapi_onnx.search.constraints import Constraints
 
 INT8 = ("qdq", "qoperator")
 TIMING = {"warmup_runs": 2, "warmup_s": 0.0, "min_runs": 10, "max_runs": 50, "target_rel_precision": 0.5,
@@ -82,7 +84,7 @@ def test_whole_flow_on_each_dialect(name, splits, fast_preset, tmp_path):
 
     trace = calibrate(tmp_path / "ee.onnx", data["calib"])
     table = profile_model(tmp_path / "ee.onnx", fast_preset)
-    design = search(trace, table, max_accuracy_drop=2.0)
+    design = search(trace, table, Constraints(max_accuracy_drop=2.0))
     bundle = bundle_from_design(tmp_path / "ee.onnx", design, tmp_path / "model.hapi")
     report = evaluate_bundle(bundle, data["test"], device=fast_preset, full_model=source, warmup=5,
                              batch_size=32)
@@ -91,7 +93,8 @@ def test_whole_flow_on_each_dialect(name, splits, fast_preset, tmp_path):
     assert any("one sample per call" in line for line in report.lines()) == (name == "batch1")
 
     # Every threshold above 1: every sample runs every stage, and the bundle is the source model.
-    full_path = write_bundle(tmp_path / "ee.onnx", [e.name for e in layout.exits], [1.5] * 3, tmp_path / "all.hapi")
+    choices = [ExitChoice(e.name, 1.5) for e in layout.exits] + [ExitChoice(FINAL)]
+    full_path = write_bundle(tmp_path / "ee.onnx", choices, tmp_path / "all.hapi")
     manifest = json.loads((full_path / "manifest.json").read_text())
     assert (manifest["input"]["shape"][0] == 1) == (name == "batch1")
     assert ("precision" in manifest["provenance"]) == (name in INT8)
@@ -133,3 +136,34 @@ def test_fixed_batch_model_is_profiled_at_batch_1_only(splits, fast_preset, tmp_
     with pytest.raises(HapiError, match="fixes its batch at 1.*Got batch_size 4 instead"):
         profile_model(ee, fast_preset, batch_size=4)
     assert ExitLayout.from_model(ee).exits
+
+
+@pytest.mark.parametrize("name", ["batch1", "qoperator"])
+def test_node_runtime_gives_the_python_answers_on_dialect_bundles(name, splits, tmp_path):
+    """runtime-js runs a batch-1-only bundle one sample per call, and carries uint8 tensors, as Python does."""
+    from test_runtime_js import CLI, JS, _run_node
+
+    model, layout_of = dialect(name, splits["train"].x[:100], tmp_path)
+    result = attach_exits(model, splits["train"], max_candidates=2, pooling="gap")
+    result.save(tmp_path / "ee.onnx")
+    choices = [ExitChoice(e.name, 0.9) for e in result.layout.exits] + [ExitChoice(FINAL)]
+    bundle = write_bundle(tmp_path / "ee.onnx", choices, tmp_path / "model.hapi")
+    x = layout_of(splits["test"].x[:64])
+    np.save(tmp_path / "x.npy", x)
+    python = EarlyExitModel.load(bundle).predict(x)
+    assert 0 < (python.exit_index < 2).sum() < len(x)  # some samples leave early, some do not
+    for args in ([], ["--batch", "16"]):
+        done = _run_node(CLI, bundle, tmp_path / "x.npy", *args)
+        assert done.returncode == 0, done.stderr
+        answers = json.loads(done.stdout)
+        np.testing.assert_array_equal(answers["classes"], python.classes)
+        np.testing.assert_array_equal(answers["exits"], python.exit_index)
+    done = _run_node(JS / "test" / "api_check.mjs", bundle, tmp_path / "x.npy")  # probs and progressive
+    assert done.returncode == 0, done.stderr
+    api = json.loads(done.stdout)
+    reference = EarlyExitModel.load(bundle)
+    probs = reference.predict(x, return_probs=True).probs
+    np.testing.assert_allclose(api["predict"]["probs"], probs.ravel(), atol=1e-6)
+    for step, want in zip(api["progressive"], reference.progressive(x), strict=True):
+        np.testing.assert_array_equal(step["classes"], want.classes)
+        np.testing.assert_allclose(step["probs"], want.probs.ravel(), atol=1e-6)
