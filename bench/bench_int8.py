@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         ("full model p99 (ms)", lambda r: f"{r.full_latency.p99_ms:.3f}"),
         ("throughput x (batch 64)", lambda r: "-" if not r.throughput or not r.throughput.get("full_sps")
          else f"x{r.throughput['bundle_sps'] / r.throughput['full_sps']:.2f}"),
-        ("exits kept", lambda r: str(len(r.exit_names) - 1)),
+        ("exits kept", lambda r: str(len(r.exits) - 1)),
         ("early exits taken", lambda r: f"{100 * (1 - r.exit_counts[-1] / r.num_samples):.1f}%"),
     ]
     names = list(reports)
