@@ -18,16 +18,8 @@ from dataclasses import asdict, dataclass
 import onnx
 
 from hapi_onnx.errors import HapiError
+from hapi_onnx.graph import quant
 from hapi_onnx.graph.macs import node_macs
-from hapi_onnx.graph.quant import (
-    GLOBAL_POOL_OPS as QUANT_GLOBAL_POOL_OPS,
-)
-from hapi_onnx.graph.quant import (
-    MS_DOMAIN,
-    QUANT_POINTWISE_OPS,
-    dequantizer,
-    is_quantized,
-)
 from hapi_onnx.graph.tensors import Dim, describe, dims_of, elem_type_of, is_feature_map, value_infos
 from hapi_onnx.graph.topology import (
     constant_names,
@@ -47,7 +39,7 @@ POINTWISE_OPS = frozenset({
     "QuantizeLinear", "DequantizeLinear",
 })
 # Ops after which the feature map has no spatial extent left.
-GLOBAL_POOL_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}) | QUANT_GLOBAL_POOL_OPS
+GLOBAL_POOL_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}) | quant.GLOBAL_POOL_OPS
 CHANNELS_LAST_PERM = [0, 2, 3, 1]
 
 HINT = "List the candidate exits with `hapi-onnx exits MODEL`."
@@ -275,11 +267,11 @@ class _Analysis:
         if is_feature_map(info):
             return True
         dims = dims_of(info) if info is not None else None
-        return is_quantized(info) and dims is not None and len(dims) == 4 and self.dequantizer(name) is not None
+        return quant.is_quantized(info) and dims is not None and len(dims) == 4 and self.dequantizer(name) is not None
 
     def dequantizer(self, name: str):
         if name not in self._dequantizers:
-            self._dequantizers[name] = dequantizer(self.model, name)
+            self._dequantizers[name] = quant.dequantizer(self.model, name)
         return self._dequantizers[name]
 
     def quantized_side(self, pos: int, name: str) -> tuple[int, str]:
@@ -311,7 +303,7 @@ class _Analysis:
     def pointwise(node: onnx.NodeProto) -> bool:
         if node.domain in ("", "ai.onnx"):
             return node.op_type in POINTWISE_OPS
-        return node.domain == MS_DOMAIN and node.op_type in QUANT_POINTWISE_OPS
+        return node.domain == quant.MS_DOMAIN and node.op_type in quant.QUANT_POINTWISE_OPS
 
     def spatial_end(self) -> int:
         """Position of the first cut where the backbone stops being a spatial feature map."""
