@@ -41,12 +41,17 @@ def command(model, data_path, output, exits, max_candidates, pooling, exits_from
     Same as: hapi_onnx.exits.attach.attach(MODEL, DATA, from_outputs=..., final_output=..., ...)
     """
     from hapi_onnx.exits.attach import attach
+    from hapi_onnx.graph import load_notes
 
     result = attach(model, data_path, from_outputs=exits_from_outputs, final_output=final_output,
                     exits=comma_names(exits, "--exits"), pooling=pooling, max_candidates=max_candidates,
                     progress=progress("features"), batch_size=batch_size)
     result.save(output)
     layout = result.layout
+    for note in load_notes(result.model):
+        click.echo(f"note: {note}", err=True)
+    if layout.precision:
+        click.echo(f"note: backbone {layout.precision['backbone']}; heads {layout.precision['heads']}", err=True)
     if exits_from_outputs:
         rows = [[e.name, e.tensor, e.output] for e in layout.exits]
         rows.append(["final", layout.final_output, layout.final_output])

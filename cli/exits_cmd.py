@@ -5,7 +5,7 @@ import json
 import click
 from hapi_onnx_cli.options import Command, InputPath
 
-from hapi_onnx.graph import candidate_exits, load_model
+from hapi_onnx.graph import candidate_exits, load_model, load_notes
 
 
 @click.command("exits", cls=Command)
@@ -18,14 +18,18 @@ def command(model: str, as_json: bool, max_candidates: int | None) -> None:
 
     Same as ``candidate_exits(load_model(MODEL), max_candidates=K)`` in Python.
     """
-    candidates = candidate_exits(load_model(model), max_candidates=max_candidates)
+    loaded = load_model(model)
+    for note in load_notes(loaded):
+        click.echo(f"note: {note}", err=True)
+    candidates = candidate_exits(loaded, max_candidates=max_candidates)
     if as_json:
         click.echo(json.dumps([c.to_dict() for c in candidates], indent=2))
         return
     rows = [("#", "tensor", "shape", "MACs (cum.)", "fraction")]
     for k, cand in enumerate(candidates):
         shape = "x".join(str(d) for d in cand.shape)
-        rows.append((str(k), cand.tensor, shape, f"{cand.macs:,}", f"{cand.fraction:6.1%}"))
+        rows.append((str(k), cand.tensor, shape + ("" if cand.dtype == "float32" else f" {cand.dtype}"),
+                     f"{cand.macs:,}", f"{cand.fraction:6.1%}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     right = {0, 3, 4}
     for row in rows:

@@ -35,7 +35,8 @@ class Dataset:
     """Images with optional integer labels.
 
     Attributes:
-        x (np.ndarray): float32 ``N x C x H x W`` images.
+        x (np.ndarray): float32 images in the model's input layout: ``N x C x H x W``, or
+            ``N x H x W x C`` for a channels-last model.
         y (np.ndarray | None): int64 ``[N]`` labels in ``0..num_classes-1``, or None when unlabelled.
         classes (tuple[str, ...] | None): Human-readable label of each class index, if known.
     """
@@ -55,7 +56,7 @@ class Dataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of every image."""
+        """``(C, H, W)`` of every image (``(H, W, C)`` for channels-last data)."""
         return tuple(int(d) for d in self.x.shape[1:])
 
     def class_counts(self, num_classes: int | None = None) -> np.ndarray:
@@ -99,11 +100,6 @@ def _validated(x, y, classes, where: str):
         raise HapiError(f"{where}: x must be a 4-D array N x C x H x W. Got shape {x.shape} instead.{hint}")
     if x.shape[0] == 0:
         raise HapiError(f"{where}: x holds no samples (shape {x.shape}).")
-    if x.shape[1] not in (1, 3, 4) and x.shape[3] in (1, 3, 4):
-        raise HapiError(
-            f"{where}: x looks channels-last, shape {x.shape}; expected N x C x H x W. "
-            "Transpose it with x.transpose(0, 3, 1, 2)."
-        )
     if not np.issubdtype(x.dtype, np.floating):
         raise HapiError(
             f"{where}: x must be a float array scaled as the model expects. Got dtype {x.dtype} instead. "
@@ -288,10 +284,14 @@ def check_compatible(dataset: Dataset, input_shape, num_classes: int | None = No
     got = dataset.image_shape
     if any(w != "?" and w != g for w, g in zip(want, got, strict=True)):
         hint = ""
-        if want[0] != "?" and want[0] != got[0]:
+        if all(w in ("?", g) for w, g in zip(want, (got[2], got[0], got[1]), strict=True)):
+            hint = " The data is channels-last and the model channels-first: use x.transpose(0, 3, 1, 2)."
+        elif all(w in ("?", g) for w, g in zip(want, (got[1], got[2], got[0]), strict=True)):
+            hint = " The data is channels-first and the model channels-last: use x.transpose(0, 2, 3, 1)."
+        elif want[0] != "?" and want[0] != got[0]:
             hint = f" Use channels={want[0]} when loading an image folder."
         raise HapiError(
-            f"the dataset's images are C x H x W = {' x '.join(map(str, got))} but the model expects "
+            f"the dataset's images are {' x '.join(map(str, got))} but the model expects "
             f"{' x '.join(map(str, want))}. Resize or convert the data to the model's input.{hint}"
         )
     if num_classes is not None and dataset.y is not None:

@@ -46,6 +46,8 @@ class EvaluationReport(JsonArtifact):
         full_latency (TimingStats | None): Full model per-sample latency at batch 1.
         batch_size (int): Batch size of the throughput measurement (1: none).
         throughput (dict | None): ``bundle_sps`` and ``full_sps`` (samples/s) at ``batch_size``.
+        batch_fixed (bool): The model's graph fixes the batch at 1, so batches ran one sample per
+            call (no batch compaction).
     """
 
     KIND = "hapi-onnx evaluation"
@@ -63,6 +65,7 @@ class EvaluationReport(JsonArtifact):
     full_latency: TimingStats | None
     batch_size: int
     throughput: dict[str, float] | None
+    batch_fixed: bool = False
 
     @property
     def speedup(self) -> float | None:
@@ -132,6 +135,8 @@ class EvaluationReport(JsonArtifact):
                 + ("" if tp.get("full_sps") is None else
                    f", full {tp['full_sps']:.0f}/s (x{tp['bundle_sps'] / tp['full_sps']:.2f})")
             )
+        if self.batch_fixed:
+            out.append("  batch           fixed at 1 by the model's graph: batch compaction off, one sample per call")
         return out
 
 
@@ -312,6 +317,7 @@ def measure(
         full_latency=None if run_full is None else stats_from_samples(full_ns[warmup:], warmup),
         batch_size=batch_size,
         throughput=throughput,
+        batch_fixed=model.manifest.input.batch_fixed,
     )
 
 
@@ -323,8 +329,11 @@ def _full_runner(session: ort.InferenceSession, num_classes: int) -> Callable[[n
     """
     input_name = session.get_inputs()[0].name
     output = session.get_outputs()[0].name
+    one_per_call = session.get_inputs()[0].shape[0] == 1  # the graph fixes the batch at 1
 
     def run(x: np.ndarray) -> np.ndarray:
+        if one_per_call and len(x) > 1:
+            return np.concatenate([run(x[i : i + 1]) for i in range(len(x))])
         scores = session.run([output], {input_name: x})[0]
         if scores.ndim != 2 or scores.shape[1] != num_classes:
             raise HapiError(

@@ -344,6 +344,12 @@ def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | N
         ),
     )
 
+    if "export" not in steps.reused:
+        from hapi_onnx.graph import load_model, load_notes
+
+        for note in load_notes(load_model(paths["model"])):
+            log(f"[export] note: {note}")
+
     paths["ee"] = work / "ee.onnx"
 
     def attach() -> None:

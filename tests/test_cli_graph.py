@@ -40,7 +40,7 @@ def test_exits_json_with_max_candidates(run_cli, tmp_path):
     data = json.loads(result.stdout)
     expected = candidate_exits(load_model(path), max_candidates=3)
     assert [d["tensor"] for d in data] == [c.tensor for c in expected] and len(data) == 3
-    assert data[0]["shape"][0] == "N" and set(data[0]) == {"tensor", "shape", "index", "macs", "fraction"}
+    assert data[0]["shape"][0] == "N" and set(data[0]) == {"tensor", "shape", "index", "macs", "fraction", "dtype"}
     assert run_cli("exits", path, "--max-candidates", "0").exit_code == 2
 
 

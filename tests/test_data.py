@@ -50,7 +50,6 @@ def test_npz_without_labels_and_npy_load_unlabelled(tmp_path):
         ({"images": _images()}, "missing key 'x'"),
         ({"x": _images()[:, 0]}, r"x\[:, None\]"),
         ({"x": _images().reshape(6, -1)}, "reshape"),
-        ({"x": _images().transpose(0, 2, 3, 1)[:, :, :, :1].repeat(3, axis=3)}, "channels-last"),
         ({"x": (_images() * 255).astype(np.uint8)}, r"astype\('float32'\) / 255"),
         ({"x": np.full((2, 1, 4, 4), np.nan, np.float32)}, "NaN or infinite"),
         ({"x": _images(), "y": np.linspace(0, 1, 6)}, "integer class indices"),
@@ -63,6 +62,19 @@ def test_bad_npz_contents_raise_clear_errors(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(HapiError, match=message):
         load_dataset(tmp_path / "bad.npz")
+
+
+def test_channels_last_data_loads_and_is_checked_against_the_models_layout(tmp_path):
+    x = _images().transpose(0, 2, 3, 1).repeat(3, axis=3)  # N x H x W x C
+    np.savez(tmp_path / "nhwc.npz", x=x)
+    data = load_dataset(tmp_path / "nhwc.npz")
+    assert data.image_shape == (8, 8, 3)
+    check_compatible(data, ["N", 8, 8, 3])  # a channels-last model takes it as it is
+    with pytest.raises(HapiError, match=r"are 8 x 8 x 3 but the model expects 3 x 8 x 8.*x.transpose\(0, 3, 1, 2\)"):
+        check_compatible(data, ["N", 3, 8, 8])
+    nchw = Dataset(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    with pytest.raises(HapiError, match=r"channels-first and the model channels-last.*x.transpose\(0, 2, 3, 1\)"):
+        check_compatible(nchw, ["N", 8, 8, 3])
 
 
 def test_bad_files_raise_clear_errors(tmp_path):

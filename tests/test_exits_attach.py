@@ -110,7 +110,7 @@ def test_feature_progress_is_reported(net, train):
     (lambda m, d: attach_exits(m, d, exits=[], max_candidates=None), "No exits"),
     (lambda m, d: attach_exits(m, d, exits=["relu_9"], max_candidates=2), "not both"),
     (lambda m, d: attach_exits(m, d, pooling="max"), "pooling must be one of"),
-    (lambda m, d: attach_exits(m, Dataset(d.x[:, :1], d.y)), "C x H x W = 1 x 16 x 16"),
+    (lambda m, d: attach_exits(m, Dataset(d.x[:, :1], d.y)), "are 1 x 16 x 16 but the model expects 3 x 16 x 16"),
     (lambda m, d: attach_exits(m, Dataset(d.x)), "has no labels"),
     (lambda m, d: attach_exits(m, Dataset(d.x, np.where(d.y == 0, 12, d.y))), "label 12"),
     (lambda m, d: attach_exits(m, Dataset(d.x, d.y % 3, ("a", "b", "c"))), "names 3 classes"),

@@ -249,14 +249,17 @@ def test_export_onnx_errors_leave_no_output(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x00garbage" * 10)
     with pytest.raises(HapiError, match="not an ONNX model"):
         export_onnx(tmp_path / "junk.onnx", out)
-    onnx.save(_opset11_cnn(reshape_batch=True), str(tmp_path / "fixed.onnx"))
-    with pytest.raises(HapiError, match="hard-code the batch size"):
-        export_onnx(tmp_path / "fixed.onnx", out)
     with pytest.raises(HapiError, match="must be an .onnx file"):
         export_onnx(tmp_path / "old.onnx", tmp_path / "out.txt")
     with pytest.raises(HapiError, match=r"differs from the model's input"):
         export_onnx(tmp_path / "old.onnx", out, input_shape=(1, 1, 7, 7))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed.onnx", "junk.onnx", "old.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.onnx", "old.onnx"]
+
+
+def test_export_onnx_frees_a_batch_baked_into_a_constant_reshape_target(tmp_path):
+    onnx.save(_opset11_cnn(reshape_batch=True), str(tmp_path / "fixed.onnx"))
+    report = export_onnx(tmp_path / "fixed.onnx", tmp_path / "out.onnx")
+    assert report.input_shape[0] == "N" and report.max_abs_diff <= 1e-4
 
 
 def test_export_model_dispatches_by_source_kind(tmp_path):

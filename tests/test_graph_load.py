@@ -7,7 +7,7 @@ from graph_models import BUILDERS, plain_chain, resnet, run_model, shuffled
 from onnx import TensorProto, helper
 
 from hapi_onnx.errors import HapiError
-from hapi_onnx.graph import input_spec, load_model, model_fingerprint
+from hapi_onnx.graph import fixed_batch, input_spec, load_model, load_notes, model_fingerprint
 from hapi_onnx.graph.topology import is_topologically_sorted
 
 
@@ -132,17 +132,47 @@ def _fixed_batch_reshape_model(target_from_constant_node: bool) -> onnx.ModelPro
     return nb.build(out)
 
 
-def test_reshape_with_baked_in_batch_is_freed():
-    raw = _fixed_batch_reshape_model(target_from_constant_node=False)
+@pytest.mark.parametrize("constant_node", [False, True], ids=["initializer", "constant_node"])
+def test_reshape_with_baked_in_batch_is_freed(constant_node):
+    raw = _fixed_batch_reshape_model(target_from_constant_node=constant_node)
     model = load_model(raw)
     assert model.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "N"
-    assert len(model.graph.initializer) == len(raw.graph.initializer)  # the old target was replaced
+    assert len(model.graph.initializer) == len(raw.graph.initializer) + constant_node  # old target dropped
+    assert not any(n.op_type == "Constant" for n in model.graph.node)
+    assert fixed_batch(model) is None
+    assert any("batch made dynamic: 1 Reshape" in note for note in load_notes(model))
     x = np.random.default_rng(0).normal(size=(3, 3, 16, 16)).astype(np.float32)
     batched = run_model(model, {"image": x})[0]
     singles = np.concatenate([run_model(raw, {"image": x[i:i + 1]})[0] for i in range(3)])
     np.testing.assert_allclose(batched, singles, atol=1e-5)
+    assert load_notes(load_model(model)) == load_notes(model)  # recorded once, kept on reload
 
 
-def test_batch_fixed_where_it_cannot_be_freed_is_reported():
-    with pytest.raises(HapiError, match="hard-code the batch size in its graph: output 'gemm_.*'"):
-        load_model(_fixed_batch_reshape_model(target_from_constant_node=True))
+def _batch_mixing_model(batch: int) -> onnx.ModelProto:
+    """conv -> GAP -> Flatten(axis=0) -> Gemm: the whole batch is flattened into one row."""
+    from graph_models import NetBuilder
+
+    nb = NetBuilder(0)
+    pooled = nb.op("GlobalAveragePool", [nb.relu(nb.conv(nb.input, 3, 8))])
+    flat = nb.op("Flatten", [pooled], axis=0)
+    out = nb.op("Gemm", [flat, nb.const(np.ones((10, 8 * batch), np.float32))], transB=1)
+    model = nb.build(out)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = batch
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    return model
+
+
+def test_batch_fixed_at_1_where_it_cannot_be_freed_runs_at_batch_1():
+    raw = _batch_mixing_model(1)
+    model = load_model(raw)
+    assert fixed_batch(model) == 1 and input_spec(model).shape == [1, 3, 16, 16]
+    (note,) = load_notes(model)
+    assert "fixes the batch at 1 (output 'gemm_" in note and "batch compaction off" in note
+    assert load_model(model).SerializeToString() == model.SerializeToString()  # idempotent
+    x = np.random.default_rng(0).normal(size=(1, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(run_model(model, {"image": x})[0], run_model(raw, {"image": x})[0], atol=1e-6)
+
+
+def test_batch_fixed_above_1_is_refused():
+    with pytest.raises(HapiError, match=r"hard-codes the batch size in its graph .* Got batch 2 instead"):
+        load_model(_batch_mixing_model(2))

@@ -138,7 +138,8 @@ def write_bundle(
     stages = stage_graphs(model, layout, [c.name for c in exits[:-1]])
     contents = bundle_contents(
         stages, exits, layout.num_classes, labels=labels, preprocessing=preprocessing, design=design,
-        provenance={"source_fingerprint": layout.source_fingerprint, "ee_model_fingerprint": model_fingerprint(model)},
+        provenance={"source_fingerprint": layout.source_fingerprint, "ee_model_fingerprint": model_fingerprint(model),
+                    **({"precision": layout.precision} if layout.precision else {})},
     )
     out = Path(out_path)
     as_zip = zip or out.name.endswith(".zip")

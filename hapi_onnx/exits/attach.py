@@ -29,6 +29,7 @@ from hapi_onnx.graph import (
     validate_exit_tensors,
 )
 from hapi_onnx.graph.load import save_model
+from hapi_onnx.graph.quant import Dequantizer, dequantizer, quantization_format
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,12 @@ def head_model(
     prefix: str,
     output: str,
     opset_imports: Sequence[onnx.OperatorSetIdProto],
+    dequantize: Dequantizer | None = None,
 ) -> onnx.ModelProto:
     """A standalone head graph: cut tensor -> pooling -> Flatten -> Gemm -> Softmax -> ``output``.
+
+    A head on an int8/uint8 cut starts with the ``DequantizeLinear`` its backbone applies to that
+    tensor (same scale and zero point) and stays float from there.
 
     Args:
         tensor (str): The cut tensor (the head graph's input, same name).
@@ -198,28 +203,32 @@ def head_model(
         prefix (str): Prefix of the head's node, weight and intermediate tensor names.
         output (str): Name of the probability output ``[N, K]``.
         opset_imports (Sequence[onnx.OperatorSetIdProto]): The backbone's opsets.
+        dequantize (Dequantizer | None): How the backbone reads an 8-bit ``tensor`` as float.
+            Defaults to None: ``tensor`` is float.
 
     Returns:
         onnx.ModelProto: The head as its own model.
     """
-    pooled = pooled_features(tensor, shape, pooling, prefix)
+    entry, constants, source = ([], [], tensor) if dequantize is None else dequantize.nodes(prefix)
+    pooled = pooled_features(source, shape, pooling, prefix)
     if head.weight.shape[0] != pooled.dim:
         raise ValueError(f"head expects {head.weight.shape[0]} features, pooling gives {pooled.dim}")
     weights = head.weight
-    quadrants = quadrant_features(tensor, shape, prefix) if pooling == "gap+2x2" else None
+    quadrants = quadrant_features(source, shape, prefix) if pooling == "gap+2x2" else None
     if quadrants is not None:  # same logits with three fewer kernels per head call
         pooled, weights = quadrants, fold_gap_into_quadrants(head.weight, shape[1])
     weight, bias, logits = f"{prefix}weight", f"{prefix}bias", f"{prefix}logits"
-    nodes = list(pooled.nodes) + [
+    nodes = entry + list(pooled.nodes) + [
         helper.make_node("Gemm", [pooled.output, weight, bias], [logits], name=f"{prefix}gemm"),
         helper.make_node("Softmax", [logits], [output], axis=1, name=f"{prefix}softmax"),
     ]
+    elem = onnx.TensorProto.FLOAT if dequantize is None else dequantize.elem_type
     graph = helper.make_graph(
         nodes,
         f"{prefix}head",
-        [helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info(tensor, elem, list(shape))],
         [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, [shape[0], head.weight.shape[1]])],
-        initializer=[numpy_helper.from_array(weights, weight), numpy_helper.from_array(head.bias, bias)],
+        initializer=[*constants, numpy_helper.from_array(weights, weight), numpy_helper.from_array(head.bias, bias)],
     )
     return helper.make_model(graph, opset_imports=list(opset_imports))
 
@@ -338,7 +347,7 @@ def attach_exits(
         output = _unique(f"{name}_prob", taken)
         prefix = _unique(f"hapi_{name}", taken) + "/"
         head_models.append(head_model(candidate.tensor, list(candidate.shape), pooling, fit.head, prefix,
-                                      output, model.opset_import))
+                                      output, model.opset_import, dequantizer(model, candidate.tensor)))
         specs.append(ExitSpec(name=name, tensor=candidate.tensor, output=output))
         reports.append(HeadReport(
             name=name, tensor=candidate.tensor, shape=list(candidate.shape),
@@ -355,6 +364,7 @@ def attach_exits(
         num_classes=num_classes,
         exits=specs,
         source_fingerprint=model_fingerprint(model),
+        quantization=quantization_format(model),
     )
     layout.to_model(grafted)
     ee = load_model(grafted)  # normalised, so the saved file's fingerprint is what later steps compute

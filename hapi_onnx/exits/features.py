@@ -15,6 +15,7 @@ from onnx import helper
 from hapi_onnx.data import Dataset, check_compatible
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.pooling import pooled_features
+from hapi_onnx.graph.quant import float_view
 from hapi_onnx.graph.topology import node_inputs
 
 Progress = Callable[[int, int], None]
@@ -132,6 +133,9 @@ def feature_model(
 ) -> tuple[onnx.ModelProto, list[int]]:
     """The backbone up to the cuts, whose outputs are the pooled features at each cut.
 
+    An int8/uint8 cut (QDQ, QOperator) is pooled after the ``DequantizeLinear`` its model reads
+    it with (:func:`~hapi_onnx.graph.quant.float_view`), as its head will be.
+
     Args:
         model (onnx.ModelProto): The backbone (not modified).
         cuts (Sequence[tuple[str, Sequence]]): ``(tensor, shape)`` of each cut.
@@ -145,8 +149,11 @@ def feature_model(
     extended.CopyFrom(model)
     outputs, dims = [], []
     for k, (tensor, shape) in enumerate(cuts):
-        pooled = pooled_features(tensor, shape, pooling, prefix=f"hapi_features{k}/")
-        extended.graph.node.extend(pooled.nodes)
+        prefix = f"hapi_features{k}/"
+        nodes, inits, source = float_view(model, tensor, prefix)  # an 8-bit cut: the model's own DQ
+        pooled = pooled_features(source, shape, pooling, prefix=prefix)
+        extended.graph.node.extend(nodes + pooled.nodes)
+        extended.graph.initializer.extend(inits)
         outputs.append(helper.make_tensor_value_info(pooled.output, onnx.TensorProto.FLOAT, None))
         dims.append(pooled.dim)
     return prune_to_outputs(extended, outputs), dims

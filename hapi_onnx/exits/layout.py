@@ -42,6 +42,9 @@ class ExitLayout:
         num_classes (int): Number of classes.
         exits (list[ExitSpec]): Intermediate exits in graph order (final classifier excluded).
         source_fingerprint (str): sha256 of the backbone model the heads were attached to.
+        quantization (str | None): ``"QDQ"`` or ``"QOperator"`` for an int8 backbone: its exit
+            tensors (and a bundle's carried tensors) are int8/uint8, its heads stay float32 and
+            read them through the backbone's own DequantizeLinear. None for a float backbone.
     """
 
     input: str
@@ -50,6 +53,17 @@ class ExitLayout:
     num_classes: int
     exits: list[ExitSpec]
     source_fingerprint: str
+    quantization: str | None = None
+
+    @property
+    def precision(self) -> dict[str, str] | None:
+        """What runs in int8 and what in float, for an int8 backbone (None for a float one)."""
+        if self.quantization is None:
+            return None
+        return {
+            "backbone": f"int8 ({self.quantization}); bundle stages stay int8 and carry int8/uint8 tensors",
+            "heads": "float32, reading each cut through the backbone's own DequantizeLinear",
+        }
 
     @property
     def exit_names(self) -> list[str]:

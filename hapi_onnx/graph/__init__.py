@@ -5,7 +5,7 @@ profiler can split models with the runtime dependencies alone.
 """
 
 from hapi_onnx.graph.cuts import Candidate, candidate_exits, cut_points, validate_exit_tensors
-from hapi_onnx.graph.load import InputSpec, input_spec, load_model, model_fingerprint
+from hapi_onnx.graph.load import InputSpec, fixed_batch, input_spec, load_model, load_notes, model_fingerprint
 from hapi_onnx.graph.macs import count_macs, total_macs
 from hapi_onnx.graph.outputs import SHAPE_ONLY_OPS, is_probability_output, softmax_source
 from hapi_onnx.graph.segment import add_outputs, extract_segment, split_model
@@ -22,9 +22,11 @@ __all__ = [
     "count_macs",
     "cut_points",
     "extract_segment",
+    "fixed_batch",
     "input_spec",
     "is_probability_output",
     "load_model",
+    "load_notes",
     "model_fingerprint",
     "softmax_source",
     "split_model",

@@ -5,6 +5,12 @@ it is computed, nothing else computed from the input is still needed. In a topol
 graph with dead nodes ignored, that is a tensor whose producer leaves exactly one live tensor
 (itself). Tensors that do not depend on the input (weights, Constant nodes, shapes of
 initializers) are constants and never count as live. One linear pass finds them all.
+
+A feature map that can carry an exit is a rank-4 (N,C,H,W) tensor, float, or int8/uint8 with
+the scale and zero point its model dequantizes it with (QDQ and QOperator graphs, see
+:mod:`hapi_onnx.graph.quant`). In a QDQ graph the 8-bit tensor between a ``QuantizeLinear`` and
+its ``DequantizeLinear`` is offered rather than the float one after it, so the stages of a
+bundle carry int8 and stay int8 on both sides of every cut.
 """
 
 from dataclasses import asdict, dataclass
@@ -12,8 +18,9 @@ from dataclasses import asdict, dataclass
 import onnx
 
 from hapi_onnx.errors import HapiError
+from hapi_onnx.graph import quant
 from hapi_onnx.graph.macs import node_macs
-from hapi_onnx.graph.tensors import Dim, describe, dims_of, is_feature_map, value_infos
+from hapi_onnx.graph.tensors import Dim, describe, dims_of, elem_type_of, is_feature_map, value_infos
 from hapi_onnx.graph.topology import (
     constant_names,
     is_topologically_sorted,
@@ -32,8 +39,8 @@ POINTWISE_OPS = frozenset({
     "QuantizeLinear", "DequantizeLinear",
 })
 # Ops after which the feature map has no spatial extent left.
-GLOBAL_POOL_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
-REDUCE_OPS = frozenset({"ReduceMean", "ReduceMax", "ReduceSum", "ReduceL2", "ReduceLogSumExp"})
+GLOBAL_POOL_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}) | quant.GLOBAL_POOL_OPS
+CHANNELS_LAST_PERM = [0, 2, 3, 1]
 
 HINT = "List the candidate exits with `hapi-onnx exits MODEL`."
 
@@ -48,6 +55,8 @@ class Candidate:
         index (int): Position of its producing node in the model's topological order.
         macs (int): Cumulative multiply-accumulates per sample up to and including that node.
         fraction (float): ``macs`` over the model's total MACs.
+        dtype (str): Its element type (``float32``; ``int8``/``uint8`` for a quantized map,
+            which heads read through the model's own ``DequantizeLinear``).
     """
 
     tensor: str
@@ -55,6 +64,7 @@ class Candidate:
     index: int
     macs: int
     fraction: float
+    dtype: str = "float32"
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of the fields."""
@@ -82,10 +92,13 @@ def cut_points(model: onnx.ModelProto) -> list[str]:
 def candidate_exits(model: onnx.ModelProto, max_candidates: int | None = None) -> list[Candidate]:
     """The cut points worth an early exit, in graph order.
 
-    Only rank-4 float feature maps qualify; the model's outputs and everything from the global
-    pooling (or flattening) of the backbone on are left out. Of a run of cuts joined only by
-    elementwise ops (Conv -> BatchNormalization -> Relu, Add -> Relu, x * Sigmoid(x)) only the last
-    is offered, so no pre-activation tensor is a candidate.
+    Only rank-4 feature maps qualify (float, or 8-bit with known dequantization); the model's
+    outputs, everything from the global pooling (or flattening) of the backbone on, maps computed
+    before any multiply-accumulate (the image itself, transposed or quantized) and channels-last
+    maps (after a ``Transpose`` to N,H,W,C) are left out. Of a run of cuts joined only by
+    elementwise ops (Conv -> BatchNormalization -> Relu, Add -> Relu, x * Sigmoid(x), Q -> DQ)
+    only the last is offered, so no pre-activation tensor is a candidate; in a QDQ graph that is
+    the 8-bit tensor the run's last ``DequantizeLinear`` reads.
 
     Args:
         model (onnx.ModelProto): The model (shape-inferred, e.g. from :func:`load_model`, or it is
@@ -107,10 +120,13 @@ def candidate_exits(model: onnx.ModelProto, max_candidates: int | None = None) -
     end = analysis.spatial_end()
     picked = []
     for k, (pos, name) in enumerate(cuts):
-        if pos >= end or name in analysis.outputs or not is_feature_map(analysis.infos.get(name)):
+        if pos >= end or name in analysis.outputs or not analysis.is_map(name):
             continue
         next_pos = cuts[k + 1][0] if k + 1 < len(cuts) else None
         if next_pos is not None and analysis.only_pointwise_between(pos, next_pos):
+            continue
+        pos, name = analysis.quantized_side(pos, name)
+        if analysis.cumulative[pos] == 0 or analysis.channels_last(pos):
             continue
         picked.append(analysis.candidate(pos, name))
     if max_candidates is not None and len(picked) > max_candidates:
@@ -121,17 +137,17 @@ def candidate_exits(model: onnx.ModelProto, max_candidates: int | None = None) -
 def validate_exit_tensors(model: onnx.ModelProto, names: list[str]) -> list[Candidate]:
     """Check tensors a user named as exits; return them as candidates, in graph order.
 
-    Any rank-4 float single-tensor cut point is accepted, including ones :func:`candidate_exits`
-    leaves out (pre-activation tensors).
+    Any rank-4 single-tensor cut point that is float, or 8-bit with known dequantization, is
+    accepted, including ones :func:`candidate_exits` leaves out (pre-activation tensors).
 
     Raises:
         HapiError: naming the first tensor that is unknown, repeated, the model's input or output,
-            not a single-tensor cut point, or not a rank-4 float feature map.
+            not a single-tensor cut point, or not a rank-4 float (or dequantizable 8-bit) feature map.
     """
     if isinstance(names, str):
         raise HapiError(f"exit tensors must be a list of names. Got the string {names!r} instead.")
     analysis = _Analysis(model)
-    cut_at = {name: pos for pos, name in analysis.cuts}
+    cut_at = analysis.cut_at
     seen: set[str] = set()
     found = []
     for name in names:
@@ -152,10 +168,11 @@ def validate_exit_tensors(model: onnx.ModelProto, names: list[str]) -> list[Cand
                 f"split there. {HINT}"
             )
         info = analysis.infos.get(name)
-        if not is_feature_map(info):
+        if not analysis.is_map(name):
             got = describe(info) if info is not None else f"{name!r} of unknown type"
             raise HapiError(
-                f"exit tensor {name!r} must be a rank-4 float (N,C,H,W) feature map. Got {got}. {HINT}"
+                f"exit tensor {name!r} must be a rank-4 float (N,C,H,W) feature map, or an int8/uint8 one with "
+                f"a known scale and zero point. Got {got}. {HINT}"
             )
         found.append(analysis.candidate(cut_at[name], name))
     return sorted(found, key=lambda c: c.index)
@@ -227,6 +244,8 @@ class _Analysis:
             for out in node.output
             if out in self.intervals and self.intervals[out][1] > idx
         ]
+        self.cut_at = {name: pos for pos, name in self.cuts}
+        self._dequantizers: dict = {}
         macs = node_macs(self.model)
         self.cumulative, total = [], 0
         for idx in range(n):
@@ -235,31 +254,73 @@ class _Analysis:
         self.total = total
 
     def candidate(self, pos: int, name: str) -> Candidate:
-        dims = dims_of(self.infos[name]) or []
+        info = self.infos[name]
+        dims = dims_of(info) or []
         shape = ["N" if k == 0 and not isinstance(d, int) else d for k, d in enumerate(dims)]
         macs = self.cumulative[pos]
-        return Candidate(name, shape, pos, macs, macs / self.total if self.total else 0.0)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type_of(info)).name
+        return Candidate(name, shape, pos, macs, macs / self.total if self.total else 0.0, dtype)
+
+    def is_map(self, name: str) -> bool:
+        """Whether ``name`` is a rank-4 float feature map, or an 8-bit one the model dequantizes."""
+        info = self.infos.get(name)
+        if is_feature_map(info):
+            return True
+        dims = dims_of(info) if info is not None else None
+        return quant.is_quantized(info) and dims is not None and len(dims) == 4 and self.dequantizer(name) is not None
+
+    def dequantizer(self, name: str):
+        if name not in self._dequantizers:
+            self._dequantizers[name] = quant.dequantizer(self.model, name)
+        return self._dequantizers[name]
+
+    def quantized_side(self, pos: int, name: str) -> tuple[int, str]:
+        """The 8-bit cut a QDQ ``DequantizeLinear`` at ``pos`` reads, else ``(pos, name)`` itself."""
+        node = self.model.graph.node[pos]
+        if node.op_type == "DequantizeLinear" and node.input[0] in self.cut_at and self.is_map(node.input[0]):
+            return self.cut_at[node.input[0]], node.input[0]
+        return pos, name
+
+    def channels_last(self, pos: int) -> bool:
+        """Whether the map made at ``pos`` comes, through elementwise ops, from a Transpose to N,H,W,C."""
+        nodes = self.model.graph.node
+        seen = set()
+        while pos not in seen:
+            seen.add(pos)
+            node = nodes[pos]
+            if node.op_type == "Transpose":
+                perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+                return perm == CHANNELS_LAST_PERM
+            if not self.pointwise(node):
+                return False
+            sources = [self.made_by[n] for n in node.input if n in self.made_by and self.active[self.made_by[n]]]
+            if len(sources) != 1:
+                return False
+            pos = sources[0]
+        return False
+
+    @staticmethod
+    def pointwise(node: onnx.NodeProto) -> bool:
+        if node.domain in ("", "ai.onnx"):
+            return node.op_type in POINTWISE_OPS
+        return node.domain == quant.MS_DOMAIN and node.op_type in quant.QUANT_POINTWISE_OPS
 
     def spatial_end(self) -> int:
         """Position of the first cut where the backbone stops being a spatial feature map."""
         for pos, name in self.cuts:
             node = self.model.graph.node[pos]
-            if node.op_type in GLOBAL_POOL_OPS or not is_feature_map(self.infos.get(name)):
+            if self.cumulative[pos] == 0:
+                continue  # the image, quantized or transposed, before any layer
+            if node.op_type in GLOBAL_POOL_OPS or not self.is_map(name):
                 return pos
-            if node.op_type in REDUCE_OPS:
-                dims = dims_of(self.infos[name]) or []
-                if dims[2:] == [1, 1]:
-                    return pos
+            if (dims_of(self.infos[name]) or [])[2:] == [1, 1]:
+                return pos  # pooled to 1 x 1 (ReduceMean, an AveragePool over the whole map)
         return len(self.model.graph.node)
 
     def only_pointwise_between(self, start: int, stop: int) -> bool:
         """Whether every input-dependent node in positions (start, stop] is elementwise."""
         nodes = self.model.graph.node
-        return all(
-            nodes[i].op_type in POINTWISE_OPS and nodes[i].domain in ("", "ai.onnx")
-            for i in range(start + 1, stop + 1)
-            if self.active[i]
-        )
+        return all(self.pointwise(nodes[i]) for i in range(start + 1, stop + 1) if self.active[i])
 
     def other_live_tensor(self, name: str) -> str | None:
         """Another tensor still needed after ``name`` is produced, if any."""

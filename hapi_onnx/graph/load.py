@@ -1,20 +1,35 @@
 """Load an ONNX CNN and normalise it: checked, shape-inferred, dynamic batch, topologically sorted."""
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output
+from hapi_onnx.graph.quant import ms_output_types
 from hapi_onnx.graph.tensors import FLOAT_TYPES, Dim, describe, dims_of, elem_type_of, value_infos
-from hapi_onnx.graph.topology import constant_names, is_topologically_sorted, node_inputs, sort_graph
+from hapi_onnx.graph.topology import (
+    constant_names,
+    is_topologically_sorted,
+    node_inputs,
+    producers,
+    sort_graph,
+    subgraphs,
+)
 
 BATCH_DIM = "N"
+NOTES_KEY = "hapi_onnx.load_notes"
+MIN_IR_VERSION = 4  # the first IR version whose initializers need not be graph inputs
+# Ops that hold a network's weights: a control-flow body holding one of them holds layers.
+LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                       "MatMulInteger", "QGemm"})
 
 
 @dataclass(frozen=True)
@@ -36,8 +51,16 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     """Load and normalise an ONNX image classifier.
 
     The result is a new model (the caller's is never changed) that passes ``onnx.checker``,
-    stores its nodes in topological order, has a dynamic batch dimension (``"N"``) on its
-    single rank-4 float input, and carries inferred shapes for every tensor in ``value_info``.
+    stores its nodes in topological order, treats every initializer as a constant (old graphs,
+    IR version 3, also list them as graph inputs: they are dropped from the inputs), carries
+    inferred shapes for every tensor in ``value_info`` (``com.microsoft`` quantized ops
+    included), and returns classifier scores ``[N, K, 1, 1]`` (old Caffe2 graphs) as ``[N, K]``.
+
+    Its single rank-4 image input (N,C,H,W or channels-last N,H,W,C) gets a dynamic batch
+    (``"N"``). Reshapes whose constant target bakes in the batch are rewritten to copy it (0),
+    and the result is checked with ONNX Runtime against the original at batch 1 and 2. Where the
+    batch cannot be freed that way and the graph fixes it at 1, the model keeps batch 1 and runs
+    one sample per call. What was changed is recorded once in the model (see :func:`load_notes`).
 
     Args:
         source (str | PathLike | onnx.ModelProto): A path to a ``.onnx`` file, or a model.
@@ -47,7 +70,8 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
 
     Raises:
         HapiError: when the file is missing, is not ONNX (or is truncated), fails the checker,
-            or does not have exactly one rank-4 (N,C,H,W) float input.
+            does not have exactly one rank-4 float input, runs its layers inside a control-flow
+            node (``If``/``Loop``/``Scan``), or fixes a batch size other than 1 in its graph.
     """
     model, label = _read(source)
     if not is_topologically_sorted(model.graph):
@@ -57,26 +81,31 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HapiError(f"{label} is not a valid ONNX model: {first}") from None
+    record = _LoadRecord.from_model(model)
+    _initializers_as_constants(model, record)
+    _refuse_control_flow(model, label)
     image = _image_input(model, label)
-    batch = _make_batch_dynamic(model, image)
-    if batch is None:
-        return _infer_shapes(model, label)
-    del model.graph.value_info[:]
-    inferred = _infer_shapes(model, label)
-    if _free_reshape_batch(inferred, batch):
-        del inferred.graph.value_info[:]
-        for out in inferred.graph.output:
-            _set_batch_param(out, batch)
-        inferred = _infer_shapes(inferred, label)
-    for out in inferred.graph.output:
-        dims = dims_of(out)
-        if dims and isinstance(dims[0], int):
-            raise HapiError(
-                f"{label} seems to hard-code the batch size in its graph: output {out.name!r} has batch "
-                f"{dims[0]} even with a dynamic input batch. Re-export it with a dynamic batch axis "
-                "(e.g. torch.onnx.export(..., dynamic_axes={'input': {0: 'N'}}))."
-            )
-    return inferred
+    model = _with_free_batch(model, image, label, record)
+    if _flatten_score_outputs(model, record):
+        del model.graph.value_info[:]
+        model = _infer_shapes(model, label)
+    record.to_model(model)
+    return model
+
+
+def load_notes(model: onnx.ModelProto) -> list[str]:
+    """What :func:`load_model` changed in a model, one sentence each (empty for none).
+
+    Read from the model's metadata, so it survives saving and ``attach`` (the EE model keeps the
+    backbone's metadata).
+    """
+    return list(_LoadRecord.from_model(model).notes)
+
+
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The batch size a loaded model's graph fixes (1), or None when its batch is dynamic."""
+    first = input_spec(model).shape[0]
+    return first if isinstance(first, int) else None
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
@@ -166,19 +195,125 @@ def _image_input(model: onnx.ModelProto, label: str) -> onnx.ValueInfoProto:
     )
 
 
-def _make_batch_dynamic(model: onnx.ModelProto, image: onnx.ValueInfoProto) -> int | None:
-    """Turn a fixed batch size on the image input (and matching outputs) into ``"N"``, in place.
+@dataclass
+class _LoadRecord:
+    """Notes on what load_model changed, kept in the model's metadata (``NOTES_KEY``)."""
 
-    Returns the fixed batch size it replaced, or None when the batch was already dynamic.
-    """
+    notes: list[str]
+    batch_fixed: bool = False
+
+    @classmethod
+    def from_model(cls, model: onnx.ModelProto) -> "_LoadRecord":
+        for prop in model.metadata_props:
+            if prop.key == NOTES_KEY:
+                try:
+                    data = json.loads(prop.value)
+                    return cls([str(n) for n in data["notes"]], bool(data["batch_fixed"]))
+                except (ValueError, KeyError, TypeError):
+                    break  # not ours to trust: load afresh
+        return cls([])
+
+    def add(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def to_model(self, model: onnx.ModelProto) -> None:
+        keep = [p for p in model.metadata_props if p.key != NOTES_KEY]
+        del model.metadata_props[:]
+        model.metadata_props.extend(keep)
+        if self.notes:
+            value = json.dumps({"notes": self.notes, "batch_fixed": self.batch_fixed})
+            model.metadata_props.add(key=NOTES_KEY, value=value)
+
+
+def _initializers_as_constants(model: onnx.ModelProto, record: _LoadRecord) -> None:
+    """Drop initializers from the graph inputs (IR < 4 lists every weight there), in place."""
+    graph = model.graph
+    inits = constant_names(graph)
+    listed = [vi for vi in graph.input if vi.name in inits]
+    if listed:
+        keep = [vi for vi in graph.input if vi.name not in inits]
+        del graph.input[:]
+        graph.input.extend(keep)
+        record.add(f"{len(listed)} initializer(s) listed as graph inputs (IR version {model.ir_version} style) "
+                   "are treated as constants")
+    model.ir_version = max(model.ir_version, MIN_IR_VERSION)
+
+
+def _refuse_control_flow(model: onnx.ModelProto, label: str) -> None:
+    """Refuse a model whose layers (Conv, Gemm, ...) run inside an If/Loop/Scan body."""
+    for node in model.graph.node:
+        layers = sum(_layer_count(sub) for sub in subgraphs(node))
+        if layers:
+            raise HapiError(
+                f"{label}: its layers run inside a control-flow node, which hapi-onnx cannot cut into exits. "
+                f"Expected the backbone in the top-level graph. Got {node.op_type} node {node.name!r} holding "
+                f"{layers} layer(s) instead. Re-export it without control flow (e.g. trace it rather than "
+                "script it: torch.onnx.export of the traced module)."
+            )
+
+
+def _layer_count(graph: onnx.GraphProto) -> int:
+    count = 0
+    for node in graph.node:
+        count += node.op_type in LAYER_OPS
+        count += sum(_layer_count(sub) for sub in subgraphs(node))
+    return count
+
+
+def _with_free_batch(
+    model: onnx.ModelProto, image: onnx.ValueInfoProto, label: str, record: _LoadRecord
+) -> onnx.ModelProto:
+    """The shape-inferred model with a dynamic batch, or with its fixed batch of 1 where none can be had."""
     first = image.type.tensor_type.shape.dim[0]
-    if not first.HasField("dim_value"):
-        return None
+    if not first.HasField("dim_value") or record.batch_fixed:
+        return _infer_shapes(model, label)
     batch = first.dim_value
-    first.dim_param = BATCH_DIM
-    for out in model.graph.output:
+    free = onnx.ModelProto()
+    free.CopyFrom(model)
+    _set_input_batch(free, image.name)
+    for out in free.graph.output:
         _set_batch_param(out, batch)
-    return batch
+    del free.graph.value_info[:]
+    free = _infer_shapes(free, label)
+    rewritten = 0
+    for _ in range(len(free.graph.node)):  # a freed Reshape may free the batch of the next one
+        count = _free_reshape_batch(free, batch)
+        if not count:
+            break
+        rewritten += count
+        del free.graph.value_info[:]
+        for out in free.graph.output:
+            _set_batch_param(out, batch)
+        free = _infer_shapes(free, label)
+    fixed = [(o.name, dims_of(o)[0]) for o in free.graph.output if dims_of(o) and isinstance(dims_of(o)[0], int)]
+    if fixed:
+        problem = f"output {fixed[0][0]!r} keeps batch {fixed[0][1]} even with a dynamic input batch"
+    else:
+        problem = _batch_mismatch(model, free, image.name, batch) if rewritten else None
+    if problem is None:
+        if rewritten:
+            record.add(
+                f"batch made dynamic: {rewritten} Reshape target(s) with the batch {batch} baked in now copy the "
+                f"input's batch (0), checked with ONNX Runtime: batch {2 * batch} gives the original's "
+                f"batch-{batch} outputs"
+            )
+        return free
+    if batch != 1:
+        raise HapiError(
+            f"{label} hard-codes the batch size in its graph ({problem}), and only a fixed batch of 1 can run "
+            f"sample by sample. Got batch {batch} instead. Re-export it with a dynamic batch axis "
+            "(e.g. torch.onnx.export(..., dynamic_axes={'input': {0: 'N'}}))."
+        )
+    record.batch_fixed = True
+    record.add(f"the graph fixes the batch at 1 ({problem}): it runs at batch 1, one sample per call "
+               "(batch compaction off)")
+    return _infer_shapes(model, label)
+
+
+def _set_input_batch(model: onnx.ModelProto, name: str) -> None:
+    info = next(vi for vi in model.graph.input if vi.name == name)
+    info.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
 
 
 def _set_batch_param(info: onnx.ValueInfoProto, batch: int) -> None:
@@ -188,15 +323,18 @@ def _set_batch_param(info: onnx.ValueInfoProto, batch: int) -> None:
             dims[0].dim_param = BATCH_DIM
 
 
-def _free_reshape_batch(model: onnx.ModelProto, batch: int) -> bool:
-    """Make Reshapes with a constant target shape that hard-codes the batch copy it instead, in place.
+def _free_reshape_batch(model: onnx.ModelProto, batch: int) -> int:
+    """Make Reshapes with a constant target that hard-codes the batch copy it instead, in place.
 
     ``Reshape(x, [1, -1])`` on an ``x`` of batch ``"N"`` becomes ``Reshape(x, [0, -1])`` (0 copies
-    the input's dim). Returns whether anything changed.
+    the input's dim); the target may be an initializer or a ``Constant`` node. Targets and
+    Constant nodes nothing reads any more are dropped. Returns how many Reshapes changed.
     """
     graph = model.graph
     infos = value_infos(graph)
     inits = {t.name: t for t in graph.initializer}
+    made_by = producers(graph)
+    names = {vi.name for vi in graph.input} | set(inits) | set(made_by)
     replaced = []
     for node in graph.node:
         if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
@@ -205,37 +343,133 @@ def _free_reshape_batch(model: onnx.ModelProto, batch: int) -> bool:
             continue
         data = infos.get(node.input[0])
         dims = dims_of(data) if data is not None else None
-        target = inits.get(node.input[1])
+        target = _constant_value(graph, node.input[1], inits, made_by)
         if not dims or dims[0] != BATCH_DIM or target is None:
             continue
-        shape = onnx.numpy_helper.to_array(target).copy()
-        if shape.ndim != 1 or len(shape) == 0 or shape[0] != batch:
+        if target.ndim != 1 or len(target) == 0 or target[0] != batch:
             continue
+        shape = target.astype(np.int64).copy()
         shape[0] = 0
         name = f"{node.input[1]}_batch_free"
-        while name in inits:
+        while name in names:
             name += "_"
+        names.add(name)
         new = onnx.numpy_helper.from_array(shape, name)
         graph.initializer.append(new)
-        if model.ir_version < 4:  # old IR lists every initializer among the graph inputs
-            graph.input.append(onnx.helper.make_tensor_value_info(name, new.data_type, new.dims))
         inits[name] = new
         replaced.append(node.input[1])
         node.input[1] = name
+    _drop_unread(graph, replaced)
+    return len(replaced)
+
+
+def _constant_value(graph: onnx.GraphProto, name: str, inits: dict, made_by: dict) -> np.ndarray | None:
+    if name in inits:
+        return onnx.numpy_helper.to_array(inits[name])
+    if name in made_by:
+        node = graph.node[made_by[name]]
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return onnx.numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def _drop_unread(graph: onnx.GraphProto, names: list[str]) -> None:
+    """Remove the initializers and Constant nodes among ``names`` that nothing reads any more."""
     still_read = {name for node in graph.node for name in node_inputs(node)}
     still_read.update(o.name for o in graph.output)
-    unused = {name for name in replaced if name not in still_read}
-    if unused:
-        keep = [t for t in graph.initializer if t.name not in unused]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
-        keep_inputs = [vi for vi in graph.input if vi.name not in unused]
-        del graph.input[:]
-        graph.input.extend(keep_inputs)
-    return bool(replaced)
+    unused = {name for name in names if name not in still_read}
+    if not unused:
+        return
+    keep = [t for t in graph.initializer if t.name not in unused]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.output[0] in unused)]
+    if len(nodes) != len(graph.node):
+        kept = [onnx.NodeProto() for _ in nodes]
+        for new, old in zip(kept, nodes, strict=True):
+            new.CopyFrom(old)
+        del graph.node[:]
+        graph.node.extend(kept)
+
+
+def _batch_mismatch(original: onnx.ModelProto, free: onnx.ModelProto, name: str, batch: int) -> str | None:
+    """Why ``free`` (dynamic batch) does not compute what ``original`` (fixed batch) does, or None.
+
+    Both run with ONNX Runtime on seeded random inputs: ``free`` on ``2 * batch`` samples at once
+    must give what the original gives on each ``batch`` of them.
+    """
+    import onnxruntime as ort  # a runtime dependency; imported here so `import hapi_onnx.graph` stays light
+
+    info = next(vi for vi in original.graph.input if vi.name == name)
+    rest = dims_of(info)[1:]
+    if not all(isinstance(d, int) and d > 0 for d in rest):
+        return f"the input's other dims {rest} are not fixed, so the rewrite cannot be checked"
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type_of(info))
+    x = np.random.default_rng(0).standard_normal((2 * batch, *rest)).astype(dtype)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        before = ort.InferenceSession(original.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        after = ort.InferenceSession(free.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        want = [before.run(None, {name: x[i:i + batch]}) for i in (0, batch)]
+        got = after.run(None, {name: x})
+    except Exception as err:  # ORT raises several pybind types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"ONNX Runtime cannot run it with a dynamic batch: {first}"
+    for k, out in enumerate(original.graph.output):
+        if not _close(got[k], np.concatenate([w[k] for w in want])):
+            return f"output {out.name!r} changes when the batch is made dynamic"
+    return None
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    if not np.issubdtype(a.dtype, np.floating):
+        return bool(np.array_equal(a, b))
+    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1.0)))
+
+
+def _flatten_score_outputs(model: onnx.ModelProto, record: _LoadRecord) -> bool:
+    """Return ``[N, K, 1, ..., 1]`` outputs as ``[N, K]`` through a Flatten (same name), in place."""
+    graph = model.graph
+    taken = {vi.name for vi in graph.input} | constant_names(graph) | set(producers(graph))
+    changed = False
+    for out in graph.output:
+        dims = dims_of(out)
+        if not dims or len(dims) <= 2 or not isinstance(dims[1], int) or any(d != 1 for d in dims[2:]):
+            continue
+        inner = f"{out.name}_hapi_unflattened"
+        while inner in taken:
+            inner += "_"
+        taken.add(inner)
+        for node in graph.node:
+            node.input[:] = [inner if i == out.name else i for i in node.input]
+            node.output[:] = [inner if o == out.name else o for o in node.output]
+        graph.node.append(onnx.helper.make_node("Flatten", [inner], [out.name], axis=1,
+                                                name=f"{out.name}_hapi_flatten"))
+        shape = out.type.tensor_type.shape
+        del shape.dim[2:]
+        record.add(f"classifier output {out.name!r} of shape {dims} is returned as {dims[:2]}")
+        changed = True
+    return changed
 
 
 def _infer_shapes(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """onnx's shape inference, completed with the outputs of ``com.microsoft`` quantized ops."""
+    inferred = _onnx_infer(model, label)
+    for _ in range(len(inferred.graph.node)):
+        found = ms_output_types(inferred)
+        if not found:
+            break
+        inferred.graph.value_info.extend(found.values())
+        inferred = _onnx_infer(inferred, label)
+    return inferred
+
+
+def _onnx_infer(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):

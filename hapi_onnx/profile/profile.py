@@ -27,7 +27,7 @@ from hapi_onnx.choice import FINAL, ExitChoice
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.cut import ExitCut, Piece, cut_at_exits, full_model
 from hapi_onnx.exits.layout import ExitLayout
-from hapi_onnx.graph import input_spec, load_model, model_fingerprint
+from hapi_onnx.graph import fixed_batch, input_spec, load_model, model_fingerprint
 from hapi_onnx.graph.decision import DECISION_OUTPUTS, with_decision
 from hapi_onnx.profile.environment import environment
 from hapi_onnx.profile.presets import load_preset
@@ -194,6 +194,12 @@ def profile_model(
         preset = dataclasses.replace(preset, timing=policy)  # the table records what was used
 
     model = load_model(model_or_path)
+    fixed = fixed_batch(model)
+    if fixed is not None and batch != fixed:
+        raise HapiError(
+            f"The model's graph fixes its batch at {fixed}, so it can only be profiled at that batch size. "
+            f"Got batch_size {batch} instead; profile with batch size {fixed}."
+        )
     fingerprint = model_fingerprint(model)
     layout = ExitLayout.from_model(model)
     pieces = cut_at_exits(model, layout)

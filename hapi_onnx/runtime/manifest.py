@@ -88,7 +88,8 @@ class InputSpec:
 
     Attributes:
         name (str): Input tensor name.
-        shape (tuple): Dimensions; ``None`` where any size is accepted (always the batch axis).
+        shape (tuple): Dimensions; ``None`` where any size is accepted. The batch axis is ``None``,
+            or 1 where the model's graph fixes it: such a bundle runs one sample per stage call.
         dtype (str): numpy dtype name; ``float32``.
     """
 
@@ -113,7 +114,12 @@ class InputSpec:
         dtype = _get(data, "dtype", (str,), "a dtype name", where)
         if dtype not in SUPPORTED_DTYPES:
             raise _fail(where, f"'dtype' must be one of {SUPPORTED_DTYPES}. Got {dtype!r} instead.")
-        return cls(name=name, shape=(None, *shape[1:]), dtype=dtype)
+        return cls(name=name, shape=(None if shape[0] != 1 else 1, *shape[1:]), dtype=dtype)
+
+    @property
+    def batch_fixed(self) -> bool:
+        """Whether the stages take one sample per call (the model's graph fixes its batch at 1)."""
+        return self.shape[0] == 1
 
 
 @dataclass(frozen=True)

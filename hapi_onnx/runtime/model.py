@@ -14,7 +14,8 @@ Hot paths:
   one ``run_with_iobinding`` (about 7 us of overhead here, against about 17 us for
   ``session.run`` with numpy feeds; see ``bench/bench_runtime.py``).
 - batch N: ``session.run`` per stage on the samples still undecided only (compaction); results
-  come back in input order.
+  come back in input order. A bundle whose graph fixes the batch at 1 (manifest input shape
+  ``[1, ...]``) runs a batch one sample at a time instead (no compaction).
 
 Sessions are shared and ``run`` is thread-safe; bound buffers live in thread-local storage, so
 concurrent ``predict`` calls from several threads are safe. Large batches run in chunks of
@@ -341,15 +342,10 @@ class EarlyExitModel:
             return self._predict_one(x, return_probs)  # copies x into a bound buffer: any layout
         if n == 0:
             x = self._check_input(x)  # raises
+        if n > 1 and self._manifest.input.batch_fixed:  # the graph takes one sample per call
+            return _joined([self.predict(x[i : i + 1], return_probs) for i in range(n)])
         parts = [self._predict_batch(x[i : i + MAX_CHUNK], return_probs) for i in range(0, n, MAX_CHUNK)]
-        if len(parts) == 1:
-            return parts[0]
-        return Prediction(
-            classes=np.concatenate([p.classes for p in parts]),
-            confidences=np.concatenate([p.confidences for p in parts]),
-            exit_index=np.concatenate([p.exit_index for p in parts]),
-            probs=np.concatenate([p.probs for p in parts]) if return_probs else None,
-        )
+        return parts[0] if len(parts) == 1 else _joined(parts)
 
     def progressive(self, x: np.ndarray) -> Iterator[Prediction]:
         """Yield the refined prediction after each stage, all samples running to the final one.
@@ -365,6 +361,11 @@ class EarlyExitModel:
             exit ``j`` (``exit_index`` is ``j`` for all).
         """
         x = _finite(self._check_input(x))
+        if len(x) > 1 and self._manifest.input.batch_fixed:  # one sample per call, joined per stage
+            runs = [list(self.progressive(x[i : i + 1])) for i in range(len(x))]
+            for stage_predictions in zip(*runs, strict=True):
+                yield _joined(list(stage_predictions))
+            return
         current = x
         for j, stage in enumerate(self._pipeline.stages):
             outs = stage.session.run(stage.names_probs, {stage.spec.input: current})
@@ -449,7 +450,7 @@ class EarlyExitModel:
                 f"predict expects {spec.dtype} input. Got {x.dtype} instead. "
                 f"Convert with x.astype(np.{spec.dtype})."
             )
-        bad = [i for i, d in enumerate(spec.shape) if d is not None and x.shape[i] != d]
+        bad = [i for i, d in enumerate(spec.shape) if i > 0 and d is not None and x.shape[i] != d]
         if bad or x.shape[0] == 0:
             raise HapiError(
                 f"predict expects input of shape {expected} with N >= 1. Got shape {x.shape} instead."
@@ -466,6 +467,17 @@ def _finite(x: np.ndarray) -> np.ndarray:
             "Clean or drop those samples."
         )
     return x
+
+
+def _joined(predictions: list[Prediction]) -> Prediction:
+    """One prediction of all samples of ``predictions``, in order."""
+    probs = [p.probs for p in predictions]
+    return Prediction(
+        classes=np.concatenate([p.classes for p in predictions]),
+        confidences=np.concatenate([p.confidences for p in predictions]),
+        exit_index=np.concatenate([p.exit_index for p in predictions]),
+        probs=None if probs[0] is None else np.concatenate(probs),
+    )
 
 
 # Manifest dtype name -> ONNX Runtime's element type string.

@@ -26,6 +26,7 @@ const REBUILD = 'The bundle is malformed; rebuild it with `hapi-onnx bundle`.';
  * @typedef {object} InputSpec The image input of stage 0.
  * @property {string} name Input tensor name.
  * @property {ReadonlyArray<number | null>} shape `[null, C, H, W]`; null where any size is accepted.
+ *   The batch is null, or 1 where the model's graph fixes it: such a bundle runs one sample per call.
  * @property {string} dtype Element type, `float32`.
  *
  * @typedef {object} StageSpec One stage file and how the runtime wires it.
@@ -102,7 +103,8 @@ function inputSpec(data) {
   if (!SUPPORTED_DTYPES.includes(dtype)) {
     throw fail(where, `'dtype' must be one of ${show(SUPPORTED_DTYPES)}. Got ${show(dtype)} instead.`);
   }
-  return Object.freeze({ name: inputName, shape: Object.freeze([null, ...shape.slice(1)]), dtype });
+  const batch = shape[0] === 1 ? 1 : null;
+  return Object.freeze({ name: inputName, shape: Object.freeze([batch, ...shape.slice(1)]), dtype });
 }
 
 /**

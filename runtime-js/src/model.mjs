@@ -11,7 +11,8 @@
  *   float32 (confidences come out of ORT as float32, thresholds are float32 values); the last
  *   stage decides every sample still running;
  * - a batch runs each stage on the samples still undecided only (compaction); results come back
- *   in input order; batches run in chunks of {@link MAX_CHUNK} samples.
+ *   in input order; batches run in chunks of {@link MAX_CHUNK} samples (of 1 where the model's graph
+ *   fixes its batch at 1: manifest input shape [1, ...]).
  */
 import { BundleError } from './errors.mjs';
 import { MANIFEST_NAME, parseManifest } from './manifest.mjs';
@@ -189,8 +190,9 @@ export class EarlyExitModel {
       exitIndex: new Int32Array(n),
       probs: returnProbs ? new Float32Array(n * c) : null,
     };
-    for (let start = 0; start < n; start += MAX_CHUNK) {
-      const rows = Math.min(MAX_CHUNK, n - start);
+    const chunk = this.#perCall(n);
+    for (let start = 0; start < n; start += chunk) {
+      const rows = Math.min(chunk, n - start);
       const data = input.data.subarray(start * size, (start + rows) * size);
       await this.#predictChunk(new this.#ort.Tensor('float32', data, [rows, ...sample]), start, result);
     }
@@ -209,25 +211,42 @@ export class EarlyExitModel {
   async *progressive(input) {
     const dims = this.#checkInput(input);
     const n = dims[0];
-    let current = new this.#ort.Tensor('float32', input.data, dims);
+    const rows = this.#manifest.input.shape[0] === 1 ? 1 : n; // a graph fixing its batch at 1: one per call
+    const size = input.data.length / n;
+    /** @type {any[]} */
+    let current = [];
+    for (let start = 0; start < n; start += rows) {
+      const data = input.data.subarray(start * size, (start + rows) * size);
+      current.push(new this.#ort.Tensor('float32', data, [rows, ...dims.slice(1)]));
+    }
     for (const [j, session] of this.#sessions.entries()) {
       const stage = this.#manifest.stages[j];
       const last = j === this.#sessions.length - 1;
       const fetches = [stage.outputs.class, stage.outputs.confidence, stage.outputs.probs];
-      const out = await session.run({ [stage.input]: current }, last ? fetches : [...fetches, stage.carried]);
-      const confidences = Float32Array.from(out[stage.outputs.confidence].data);
+      /** @type {any[]} */
+      const outs = [];
+      for (const part of current) {
+        outs.push(await session.run({ [stage.input]: part }, last ? fetches : [...fetches, stage.carried]));
+      }
+      const joined = (/** @type {string} */ name) => outs.flatMap((out) => Array.from(out[name].data));
+      const confidences = Float32Array.from(joined(stage.outputs.confidence));
       const leaves = new Uint8Array(n);
       for (let r = 0; r < n; r++) leaves[r] = last || confidences[r] >= this.#thresholds[j] ? 1 : 0;
       yield {
         stage: j,
-        classes: Int32Array.from(out[stage.outputs.class].data, Number),
+        classes: Int32Array.from(joined(stage.outputs.class), Number),
         confidences,
         exitIndex: new Int32Array(n).fill(j),
-        probs: Float32Array.from(out[stage.outputs.probs].data),
+        probs: Float32Array.from(joined(stage.outputs.probs)),
         leaves,
       };
-      if (!last) current = out[/** @type {string} */ (stage.carried)];
+      if (!last) current = outs.map((out) => out[/** @type {string} */ (stage.carried)]);
     }
+  }
+
+  /** Samples per session call: 1 where the model's graph fixes the batch at 1. @param {number} n */
+  #perCall(n) {
+    return this.#manifest.input.shape[0] === 1 ? 1 : Math.min(n, MAX_CHUNK);
   }
 
   /**
@@ -298,7 +317,7 @@ export class EarlyExitModel {
       );
     }
     const bad = dims.length !== spec.shape.length
-      || dims.some((d, i) => !Number.isInteger(d) || (spec.shape[i] !== null && d !== spec.shape[i]));
+      || dims.some((d, i) => !Number.isInteger(d) || (i > 0 && spec.shape[i] !== null && d !== spec.shape[i]));
     if (bad || dims[0] < 1) {
       throw new BundleError(`predict expects input of shape ${expected} with N >= 1. Got shape (${show(dims)}) instead.`);
     }
