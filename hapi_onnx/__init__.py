@@ -6,5 +6,5 @@ edge device) pulls in nothing beyond the standard library.
 
 from hapi_onnx.errors import HapiError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["HapiError", "__version__"]

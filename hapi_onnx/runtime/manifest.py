@@ -22,7 +22,7 @@ Example (format_version 2)::
         {"name": "final", ..., "carried": null, "threshold": null}
       ],
       "design": {"predicted": {...}, "constraints": {...}, ...} | null,
-      "provenance": {"source_fingerprint": "...", "hapi_onnx_version": "0.1.0", "created": "..."}
+      "provenance": {"source_fingerprint": "...", "hapi_onnx_version": "0.2.0", "created": "..."}
     }
 
 A stage's ``size`` (bytes of its file) is optional (bundles written before it was recorded have
