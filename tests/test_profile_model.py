@@ -262,7 +262,8 @@ def test_cli_writes_the_table_and_prints_it(run_cli, ee_path, fast_preset, tmp_p
     table = LatencyTable.load(out)
     assert table.preset["timing"]["time_budget_s"] == 0.02
     assert "segment2" in result.stdout and "monolithic" in result.stdout
-    assert "[7/7]" in result.stderr and "[2/2] runtime" in result.stderr  # pieces, then the runtime
+    assert "[6/6]" in result.stderr and "[1/1] monolithic" in result.stderr  # pieces, the full model
+    assert "[2/2] runtime" in result.stderr  # then the runtime
     assert "runtime stage" in result.stderr and "runtime predict" in result.stderr
 
 
