@@ -3,15 +3,22 @@
 import click
 from hapi_onnx_cli.options import Command, InputPath, OutputPath, constraint_options, constraint_values
 
+from hapi_onnx.search.design_search import EXACT_CANDIDATES, OPTIMISERS
+
 
 @click.command("search", cls=Command)
 @click.option("--trace", "trace_path", required=True, type=InputPath(), help="Trace .npz from calibrate.")
 @click.option("--latency", "latency_path", required=True, type=InputPath(), help="Latency table .json from profile.")
 @click.option("-o", "--output", required=True, type=OutputPath(dir_okay=False), help="Design .json to write.")
 @constraint_options(defaults=True)
+@click.option("--candidates", default=None,
+              help="Comma-separated exits the search may keep (default: every exit of the trace).")
+@click.option("--optimiser", type=click.Choice(OPTIMISERS), default="auto", show_default=True,
+              help="fast: exact (up to 20 candidates); local: local search, any number; auto: fast up to "
+              f"{EXACT_CANDIDATES} candidates, else local.")
 @click.option("--plot", type=OutputPath(dir_okay=False), default=None,
               help="Also draw accuracy vs latency to this .png.")
-def command(trace_path, latency_path, output, plot, **options) -> None:
+def command(trace_path, latency_path, output, plot, candidates, optimiser, **options) -> None:
     """Choose exits and thresholds under a latency SLA and/or an accuracy floor.
 
     With only --latency-sla: the most accurate design within it. With --min-accuracy and/or
@@ -27,7 +34,8 @@ def command(trace_path, latency_path, output, plot, **options) -> None:
     With --reference final the trace may be unlabelled and a loss is any disagreement with the
     full model.
 
-    Same as: hapi_onnx.search.search(Trace.load(TRACE), LatencyTable.load(LATENCY), Constraints(...))
+    Same as: hapi_onnx.search.search(Trace.load(TRACE), LatencyTable.load(LATENCY), Constraints(...),
+    candidates=[...], optimiser=...)
     """
     from hapi_onnx.profile.table import LatencyTable
     from hapi_onnx.search import Constraints, search
@@ -35,7 +43,9 @@ def command(trace_path, latency_path, output, plot, **options) -> None:
     from hapi_onnx.trace import Trace
 
     constraints = Constraints(**constraint_values(options))
-    design = search(Trace.load(trace_path), LatencyTable.load(latency_path), constraints)
+    names = None if candidates is None else [c.strip() for c in candidates.split(",") if c.strip()]
+    design = search(Trace.load(trace_path), LatencyTable.load(latency_path), constraints, candidates=names,
+                    optimiser=optimiser)
     if plot:
         plot_front(design, plot)  # drawn first: a missing matplotlib leaves no design.json behind
     design.save(output)

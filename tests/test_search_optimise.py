@@ -310,9 +310,10 @@ def test_a_model_without_intermediate_exits_has_one_design():
 
 def test_too_many_candidates_is_a_clear_error():
     trace, table, problem = problem_for(21, 30, 0)
-    with pytest.raises(HapiError, match="at most 20"):
-        search(trace, table, PerDesign(latency_sla_ms=1.0))
+    with pytest.raises(HapiError, match="at most 20 .*--candidates") as error:
+        search(trace, table, PerDesign(latency_sla_ms=1.0), optimiser="fast")
+    assert "--optimiser local" in str(error.value) and "candidates=[" not in str(error.value)
     every_other = [f"exit{i}" for i in range(0, 21, 2)]
-    assert search(trace, table, PerDesign(latency_sla_ms=10.0), candidates=every_other).exits
+    assert search(trace, table, PerDesign(latency_sla_ms=10.0), candidates=every_other, optimiser="fast").exits
     with pytest.raises(HapiError, match="Exhaustive search over 21"):
         optimise_exhaustive(problem, threshold_grid(problem, 5), resolve_goal(problem, PerDesign(latency_sla_ms=1.0)))

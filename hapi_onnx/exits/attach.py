@@ -272,8 +272,8 @@ def _chosen_candidates(model: onnx.ModelProto, exits: Sequence[str] | None, max_
         chosen = candidate_exits(model, max_candidates=max_candidates)
     else:
         if max_candidates is not None:
-            raise HapiError("Give either exits or max_candidates, not both: max_candidates only caps the "
-                            "automatic choice.")
+            raise HapiError("Give either --exits or --max-candidates, not both: --max-candidates only thins the "
+                            f"automatic choice. Got both: {list(exits)!r} and {max_candidates!r}.")
         chosen = validate_exit_tensors(model, list(exits))
     if not chosen:
         raise HapiError(

@@ -17,6 +17,7 @@ from hapi_onnx.search.constraints import Constraints
 from hapi_onnx.search.design import Design, FrontPoint
 from hapi_onnx.search.guarantee import certification_path, certify, split_indices, statement
 from hapi_onnx.search.latency import LatencyModel
+from hapi_onnx.search.local_search import SEED_CANDIDATES, optimise_local
 from hapi_onnx.search.optimise import (
     GRID_SIZE,
     Candidate,
@@ -33,7 +34,12 @@ from hapi_onnx.search.refine import refine_per_exit
 from hapi_onnx.search.score import Score, score_problem
 from hapi_onnx.trace import Trace
 
-OPTIMISERS = ("fast", "exhaustive")
+OPTIMISERS = ("auto", "fast", "local", "exhaustive")
+EXACT_CANDIDATES = 16  # auto: the exact subset-sum optimiser up to here (2^16 subsets, under a second)
+LOCAL_OPTIMALITY = (
+    f"local search, not proven optimal: never worse than the exact optimum over {SEED_CANDIDATES} thinned "
+    "candidates, and no single-exit, block or window move improves it (hapi_onnx.search.local_search)"
+)
 MAX_SLA_ROUNDS = 8
 
 
@@ -43,7 +49,7 @@ def search(
     constraints: Constraints,
     *,
     candidates: Sequence[str | int] | None = None,
-    optimiser: str = "fast",
+    optimiser: str = "auto",
     grid_size: int = GRID_SIZE,
 ) -> Design:
     """Choose exits and thresholds for the user's constraints.
@@ -60,8 +66,11 @@ def search(
         constraints (Constraints): SLA, accuracy floor / drop budget, bound level, threshold space.
         candidates (Sequence[str | int] | None): Intermediate exits the search may keep. Defaults
             to None: all.
-        optimiser (str): ``fast`` or ``exhaustive`` (reference; same result, small problems only).
-            Defaults to fast.
+        optimiser (str): ``fast`` (exact, by subset sums; up to 20 candidates), ``local`` (local
+            search from a thinned exact optimum, any number of candidates; see
+            :mod:`hapi_onnx.search.local_search`), ``exhaustive`` (exact reference, small problems
+            only) or ``auto``: ``fast`` up to ``EXACT_CANDIDATES`` (16) candidates, else ``local``.
+            Defaults to auto. The design records which ran and whether its answer is exact.
         grid_size (int): Quantile levels of the global threshold grid. Defaults to 100.
 
     Returns:
@@ -74,10 +83,14 @@ def search(
     if not isinstance(constraints, Constraints):
         raise HapiError(f"constraints must be a hapi_onnx.search.Constraints. Got {constraints!r} instead.")
     if optimiser not in OPTIMISERS:
-        raise HapiError(f"optimiser must be one of {', '.join(OPTIMISERS)}. Got {optimiser!r} instead.")
+        raise HapiError(
+            f"--optimiser: the search optimiser must be one of {', '.join(OPTIMISERS)}. Got {optimiser!r} instead."
+        )
     problem = SearchProblem.from_artifacts(trace, table, candidates, reference=constraints.reference)
     goal = resolve_goal(problem, constraints)
-    optimise = optimise_fast if optimiser == "fast" else optimise_exhaustive
+    if optimiser == "auto":
+        optimiser = "fast" if len(problem.candidates) <= EXACT_CANDIDATES else "local"
+    optimise = {"fast": optimise_fast, "local": optimise_local, "exhaustive": optimise_exhaustive}[optimiser]
     if constraints.certified:
         return _certified_search(problem, goal, optimise, optimiser=optimiser, grid_size=grid_size)
     grid = threshold_grid(problem, grid_size)
@@ -290,6 +303,7 @@ def _design(
     ev = score_problem(problem, chosen.exits, chosen.thresholds)
     full = score_problem(problem, (), ())
     model = problem.latency_model
+    exact = optimiser != "local" or len(problem.candidates) <= SEED_CANDIDATES  # local then solved it whole
     return Design(
         exits=_choices(problem, chosen),
         constraints=goal.constraints,
@@ -317,6 +331,8 @@ def _design(
         ),
         search={
             "optimiser": optimiser,
+            "exact": exact,
+            "optimality": "exact" if exact else LOCAL_OPTIMALITY,
             "grid_size": grid_size,
             "num_samples": problem.num_samples,
             "candidates": [problem.exit_names[i] for i in problem.candidates],

@@ -267,8 +267,8 @@ def optimise_exhaustive(problem: SearchProblem, grid: np.ndarray, goal: Goal) ->
     if e > MAX_EXHAUSTIVE_CANDIDATES:
         raise HapiError(
             f"Exhaustive search over {e} candidate exits scores {2**e} subsets x {len(grid)} thresholds "
-            f"one by one; it allows at most {MAX_EXHAUSTIVE_CANDIDATES}. Use optimiser='fast' (exact, same "
-            "result) or restrict the candidates."
+            f"one by one; it allows at most {MAX_EXHAUSTIVE_CANDIDATES}. Use --optimiser fast (exact, same "
+            "result) or restrict the candidates (--candidates)."
         )
     subsets = sorted(
         (s for r in range(e + 1) for s in itertools.combinations(problem.candidates, r)),

@@ -53,8 +53,10 @@ class SubsetSpace:
         e = len(problem.candidates)
         if e > MAX_CANDIDATES:
             raise HapiError(
-                f"The global search scores all 2^E subsets of the candidate exits; E = {e} is more than "
-                f"{MAX_CANDIDATES}. Restrict the candidates (candidates=[...]) to at most {MAX_CANDIDATES}."
+                f"The exact optimiser scores all 2^E subsets of the candidate exits; E = {e} is more than "
+                f"{MAX_CANDIDATES}. Use the local search (--optimiser local, or auto, the default), or restrict "
+                f"the candidates to at most {MAX_CANDIDATES} (hapi-onnx search --candidates, or --exits / "
+                "--max-candidates on attach and build)."
             )
         cand = list(problem.candidates)
         self.problem = problem
