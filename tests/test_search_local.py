@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from hapi_onnx_cli.main import cli
 
-from hapi_onnx.search import search
+from hapi_onnx.search import Design, search
 from hapi_onnx.search.constraints import Constraints
 from hapi_onnx.search.design_search import EXACT_CANDIDATES
 from hapi_onnx.search.local_search import _Archive, _Space, optimise_local, thinned
@@ -174,3 +176,50 @@ def test_per_exit_refinement_from_the_local_optimum_never_worsens_the_search_dat
             assert q["mean_ms"] <= p["mean_ms"] + 1e-12 and q["accuracy_drop_bound_pp"] <= 1.5 + 1e-9
         else:
             assert q["accuracy"] >= p["accuracy"] and q["p90_ms"] <= 1.4 + 1e-9
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("search23")
+    synthetic_trace(23, 400, seed=9).save(folder / "trace.npz")
+    synthetic_table(23, seed=9).save(folder / "latency.json")
+    return folder
+
+
+def run_search(folder, *extra):
+    args = ["search", "--trace", folder / "trace.npz", "--latency", folder / "latency.json",
+            "-o", folder / "design.json", "--max-accuracy-drop", "1", *extra]
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_cli_searches_23_candidates_by_default_and_says_how(many):
+    result = run_search(many)
+    assert result.exit_code == 0, result.output
+    assert "search: local optimiser over 23 candidate exits (local search, not proven optimal" in result.output
+    design = Design.load(many / "design.json")
+    assert design.search["optimiser"] == "local" and len(design.search["candidates"]) == 23
+
+
+def test_cli_candidates_and_optimiser_restrict_the_search(many):
+    result = run_search(many, "--candidates", "exit0, exit3,exit12", "--optimiser", "fast")
+    assert result.exit_code == 0, result.output
+    design = Design.load(many / "design.json")
+    assert design.search["candidates"] == ["exit0", "exit3", "exit12"] and design.search["optimiser"] == "fast"
+    assert set(design.exit_names[:-1]) <= {"exit0", "exit3", "exit12"}
+    assert "search: fast optimiser over 3 candidate exits (exact)" in result.output
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--optimiser", "fast"], "Use the local search (--optimiser local, or auto, the default), or restrict"),
+        (["--candidates", "exit0,nope"], "Unknown exit 'nope'"),
+        (["--candidates", "exit1,exit1"], "Candidate exits must be distinct"),
+    ],
+)
+def test_cli_search_errors_name_flags_on_one_line(many, extra, message):
+    result = run_search(many, *extra)
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert "candidates=[" not in result.output and "max_candidates" not in result.output

@@ -43,6 +43,8 @@ def summary_lines(design: Design) -> list[str]:
         f"speed-up {p['speedup_vs_full']:.2f}x vs the full model ({ref['mean_ms']:.3f} ms measured; "
         f"staged without early exit {ref['no_exit_mean_ms']:.3f} ms predicted)",
         f"exit distribution: {dist}",
+        f"search: {design.search['optimiser']} optimiser over {len(design.search['candidates'])} candidate exits "
+        f"({design.search.get('optimality', 'exact')})",
     ]
     guarantee = design.search.get("guarantee")
     if guarantee:
