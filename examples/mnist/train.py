@@ -15,29 +15,33 @@ Outputs, next to this file by default:
 Run (CPU, about 4 minutes on 2 cores)::
 
     .venv/bin/python examples/mnist/train.py
+
+Another model, trained and exported the same way (``examples/mnist_mbv2``)::
+
+    .venv/bin/python examples/mnist/train.py --factory examples/mnist_mbv2/model.py:build_model \
+        --weights mbv2_mnist.pt --out-dir examples/mnist_mbv2 --threads 1
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from hapi_onnx.data import Dataset, load_dataset, mnist_splits
+from hapi_onnx.export.factory import resolve_factory
+from hapi_onnx.files import atomic_output
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from model import build_model  # noqa: E402
-
-from hapi_onnx.data import Dataset, load_dataset, mnist_splits  # noqa: E402
-from hapi_onnx.files import atomic_output  # noqa: E402
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="folder with train/calib/test.npz [default: in memory]")
     parser.add_argument("--out-dir", type=Path, default=HERE, help="where to write weights and model.onnx")
+    parser.add_argument("--factory", default=f"{HERE / 'model.py'}:build_model", help="file.py:name of the model")
+    parser.add_argument("--weights", default="resnet_mnist.pt", help="file name of the state dict")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.1)
@@ -71,7 +75,7 @@ def accuracy(model: torch.nn.Module, data: Dataset, batch_size: int = 500) -> fl
 def train(args: argparse.Namespace, train_set: Dataset, calib_set: Dataset) -> torch.nn.Module:
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    model = build_model()
+    model = resolve_factory(args.factory)()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4
     )
@@ -116,14 +120,14 @@ def main(argv=None) -> None:
           f"{args.threads} threads); test accuracy {test_acc:.4f} on {len(splits['test'])} held-out images")
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    weights = args.out_dir / "resnet_mnist.pt"
+    weights = args.out_dir / args.weights
     with atomic_output(weights) as tmp, open(tmp, "wb") as f:
         torch.save(model.state_dict(), f)
 
     from hapi_onnx.export import export_torch
 
     samples = splits["test"].x[:64]
-    report = export_torch(f"{HERE / 'model.py'}:build_model", weights, (1, 1, 28, 28),
+    report = export_torch(args.factory, weights, (1, 1, 28, 28),
                           args.out_dir / "model.onnx", opset=17, samples=samples)
     print(f"wrote {weights} and {report.output}; ONNX Runtime vs PyTorch max |diff| "
           f"{report.max_abs_diff:.2e} on {report.samples} test images")
