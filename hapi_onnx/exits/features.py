@@ -114,11 +114,10 @@ def prune_to_outputs(model: onnx.ModelProto, outputs: Sequence[onnx.ValueInfoPro
             kept.append(node)
             needed.update(node_inputs(node))
     graph = model.graph
-    dropped = {init.name for init in graph.initializer} - needed  # IR < 4 lists initializers as inputs too
     pruned = helper.make_graph(
         nodes=list(reversed(kept)),
         name=graph.name,
-        inputs=[i for i in graph.input if i.name not in dropped],
+        inputs=list(graph.input),
         outputs=list(outputs),
         initializer=[init for init in graph.initializer if init.name in needed],
         value_info=[vi for vi in graph.value_info if vi.name in needed],
