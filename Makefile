@@ -13,7 +13,7 @@ PORT   ?= 8000
 JS_STAMP := runtime-js/node_modules/.installed
 JS_DEPS  := $(if $(shell command -v npm),$(JS_STAMP))
 
-.PHONY: install demo test lint bench web clean
+.PHONY: install demo demo-mbv2 test lint bench web clean
 
 install: $(STAMP) $(JS_DEPS)
 
@@ -32,6 +32,10 @@ $(JS_STAMP): runtime-js/package.json runtime-js/package-lock.json
 
 demo: $(STAMP)
 	$(VENV)/bin/hapi-onnx build --config examples/mnist/build.json --workdir $(WORK)
+
+# The same recipe on a MobileNetV2-style model: 32 candidate exits, all of them searched.
+demo-mbv2: $(STAMP)
+	$(VENV)/bin/hapi-onnx build --config examples/mnist_mbv2/build.json --workdir work/demo-mbv2
 
 test: $(STAMP) $(JS_DEPS)
 	$(PY) -m pytest -q

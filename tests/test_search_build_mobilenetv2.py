@@ -66,3 +66,17 @@ def test_build_keeps_every_candidate_and_searches_them_all(built):
     assert report["num_samples"] == 200
     lines = "\n".join(build_report(result))
     assert "speed-up" in lines and "held-out test split" in lines
+
+
+def test_grafting_heads_leaves_a_model_with_constant_nodes_unchanged():
+    """torch exports ReLU6 as Clip with Constant bounds; onnx-graphsurgeon's import names their
+    tensors in place, which changed the source model's fingerprint and made the build's evaluate
+    step refuse the full model."""
+    from hapi_onnx.exits.attach import graft_heads
+    from hapi_onnx.graph.load import model_fingerprint
+
+    model = load_model(Path(__file__).resolve().parents[1] / "examples" / "mnist_mbv2" / "model.onnx")
+    assert any(node.op_type == "Constant" for node in model.graph.node)
+    before = model_fingerprint(model)
+    graft_heads(model, [])
+    assert model_fingerprint(model) == before

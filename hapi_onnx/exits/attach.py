@@ -246,7 +246,9 @@ def graft_heads(model: onnx.ModelProto, heads: Sequence[onnx.ModelProto]) -> onn
     Returns:
         onnx.ModelProto: The grafted model.
     """
-    graph = gs.import_onnx(model)
+    source = onnx.ModelProto()
+    source.CopyFrom(model)  # GS import rewrites Constant nodes' tensors in place (it names them)
+    graph = gs.import_onnx(source)
     tensors = graph.tensors()
     for head in heads:
         head_graph = gs.import_onnx(head)
