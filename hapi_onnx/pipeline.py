@@ -512,6 +512,8 @@ def build_report(result: BuildResult) -> list[str]:
         f"  exits      {chosen}",
         f"  predicted  accuracy {pred['accuracy']:.4f}, mean {pred['mean_ms']:.3f} ms, "
         f"p90 {pred['p90_ms']:.3f} ms  [on the calibration split]",
+        f"  search     {design.search['optimiser']} optimiser over {len(design.search['candidates'])} candidate "
+        f"exits ({'exact' if design.search.get('exact', True) else 'local search, not proven optimal'})",
         "",
         f"Measured on the held-out test split ({report.num_samples} images):",
         *report.lines()[1:],

@@ -66,6 +66,7 @@ def test_build_keeps_every_candidate_and_searches_them_all(built):
     assert report["num_samples"] == 200
     lines = "\n".join(build_report(result))
     assert "speed-up" in lines and "held-out test split" in lines
+    assert "search     local optimiser over" in lines and "not proven optimal" in lines
 
 
 def test_grafting_heads_leaves_a_model_with_constant_nodes_unchanged():
