@@ -486,6 +486,7 @@ def build_report(result: BuildResult) -> list[str]:
     from hapi_onnx.evaluate import EvaluationReport
     from hapi_onnx.graph import load_model
     from hapi_onnx.search.design import Design
+    from hapi_onnx.search.report import search_text
     from hapi_onnx.trace import Trace
 
     paths = result.paths
@@ -512,8 +513,7 @@ def build_report(result: BuildResult) -> list[str]:
         f"  exits      {chosen}",
         f"  predicted  accuracy {pred['accuracy']:.4f}, mean {pred['mean_ms']:.3f} ms, "
         f"p90 {pred['p90_ms']:.3f} ms  [on the calibration split]",
-        f"  search     {design.search['optimiser']} optimiser over {len(design.search['candidates'])} candidate "
-        f"exits ({'exact' if design.search.get('exact', True) else 'local search, not proven optimal'})",
+        f"  search     {search_text(design)}",
         "",
         f"Measured on the held-out test split ({report.num_samples} images):",
         *report.lines()[1:],

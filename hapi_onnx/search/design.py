@@ -78,7 +78,9 @@ class Design(JsonArtifact):
         reference (dict): ``accuracy``, ``mean_ms`` (measured monolithic), ``no_exit_mean_ms``,
             ``no_exit_p90_ms`` (predicted, staged model without early exits).
         pareto_front (tuple[FrontPoint, ...]): The front, by increasing latency.
-        search (dict): ``optimiser``, ``grid_size``, ``num_samples``, ``candidates``.
+        search (dict): ``optimiser``, ``exact`` (whether that optimiser's answer is the exact
+            optimum), ``optimality`` (what it guarantees), ``grid_size``, ``num_samples``,
+            ``candidates``.
         device (str): Device preset of the latency table.
         trace_fingerprint (str): Of the trace searched on.
         latency_fingerprint (str): Of the latency table used.
@@ -156,6 +158,14 @@ def _validate(d: Design) -> None:
     samples = d.search.get("num_samples")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise HapiError(f"search must record num_samples, the number of samples searched on. Got {samples!r}.")
+    optimiser, candidates = d.search.get("optimiser", ""), d.search.get("candidates", [])
+    names = isinstance(candidates, list) and all(isinstance(c, str) for c in candidates)
+    if not isinstance(optimiser, str) or not names:
+        raise HapiError(
+            f"search optimiser must be a name and candidates a list of exit names. Got {optimiser!r}, {candidates!r}."
+        )
+    if not isinstance(d.search.get("exact", True), bool) or not isinstance(d.search.get("optimality", ""), str):
+        raise HapiError(f"search 'exact' must be true or false and 'optimality' a text. Got {d.search!r}.")
     guarantee = d.search.get("guarantee")
     if guarantee is not None and not (
         isinstance(guarantee, dict) and isinstance(guarantee.get("statement"), str)

@@ -43,13 +43,23 @@ def summary_lines(design: Design) -> list[str]:
         f"speed-up {p['speedup_vs_full']:.2f}x vs the full model ({ref['mean_ms']:.3f} ms measured; "
         f"staged without early exit {ref['no_exit_mean_ms']:.3f} ms predicted)",
         f"exit distribution: {dist}",
-        f"search: {design.search['optimiser']} optimiser over {len(design.search['candidates'])} candidate exits "
-        f"({design.search.get('optimality', 'exact')})",
     ]
+    if search_text(design):
+        lines.append(f"search: {search_text(design)}")
     guarantee = design.search.get("guarantee")
     if guarantee:
         lines.append(f"guarantee: {guarantee['statement']}; {guarantee['certified']} design(s) certified")
     return lines
+
+
+def search_text(design: Design) -> str:
+    """Which optimiser chose the design, over how many candidate exits, and whether its choice is the
+    exact optimum (empty when the design does not record it)."""
+    search = design.search
+    if "optimiser" not in search:
+        return ""
+    exact = "exact" if search.get("exact", True) else "local search, not proven optimal: see search.optimality"
+    return f"{search['optimiser']} optimiser over {len(search.get('candidates', []))} candidate exits ({exact})"
 
 
 def front_lines(design: Design, max_rows: int = 25) -> list[str]:
