@@ -26,13 +26,17 @@ from hapi_onnx.pipeline import BuildConfig, build, build_report
               help="Where every step writes its output.")
 @click.option("--factory", help="PyTorch model factory, file.py:name or module:name (MODEL is a state dict).")
 @click.option("--input-shape", type=InputShape(), help="N,C,H,W for a PyTorch export, e.g. 1,1,28,28.")
-@click.option("--data", type=BuildData(), help="'mnist' (demo digits) or a folder with train.npz, calib.npz, test.npz.")
+@click.option("--data", type=BuildData(), help="'mnist' (demo digits) or a folder with the splits train, calib, "
+              "test: each an .npz or a folder of class subfolders of images.")
 @click.option("--device", type=DevicePath(), metavar="NAME|PATH", help="Device preset name or file. [default: cpu-1t]")
 @constraint_options(defaults=False)
 @click.option("--exits", help="Comma-separated candidate tensors (default: all candidates).")
 @click.option("--max-candidates", type=click.IntRange(min=1), help="Thin the candidates to this many.")
 @click.option("--profile-budget", "profile_budget_s", type=click.FloatRange(min=0, min_open=True),
               help="Seconds of timed runs per piece.")
+@click.option("--preprocess", metavar="PRESET|JSON|FILE",
+              help="How images become the model's input: none, imagenet, inception, a JSON object or file. "
+              "Applied to image folders, recorded with arrays. [default: none]")
 def command(config_file, workdir, **options):
     """Export, attach, calibrate, profile, search, bundle and evaluate, in WORKDIR.
 

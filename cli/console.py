@@ -41,11 +41,18 @@ def clear() -> None:
 
 
 def progress(label: str) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` callback: a redrawn line on a terminal, else whole lines every ~10%."""
+    """A ``progress(done, total)`` callback: a redrawn line on a terminal, else whole lines every ~10%.
+
+    ``progress(0, total)`` marks the start of the work (steps that first load or check data call it).
+    """
     start = time.perf_counter()
     shown = {"tenth": -1}
 
     def update(done: int, total: int) -> None:
+        nonlocal start
+        if done == 0:  # the work starts now: the rate and ETA count from here
+            start = time.perf_counter()
+            return
         if not chatty() or total <= 0:
             return
         elapsed = time.perf_counter() - start

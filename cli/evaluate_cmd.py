@@ -4,12 +4,13 @@ import json
 
 import click
 from hapi_onnx_cli.console import progress
-from hapi_onnx_cli.options import Command, DevicePath, InputPath, OutputPath
+from hapi_onnx_cli.options import Command, DevicePath, InputPath, OutputPath, preprocess_option
 
 
 @click.command("evaluate", cls=Command)
 @click.argument("bundle", type=InputPath())
-@click.option("--data", required=True, type=InputPath(), help="Labelled test set (.npz with x, y).")
+@click.option("--data", required=True, type=InputPath(),
+              help="Labelled test set (.npz with x, y, or a folder of class subfolders).")
 @click.option("--full-model", type=InputPath(), default=None,
               help="The early-exit .onnx the bundle was built from (or its original .onnx) to compare with, "
               "same session options; any other model is refused.")
@@ -19,18 +20,18 @@ from hapi_onnx_cli.options import Command, DevicePath, InputPath, OutputPath
               help="Also measure throughput at this batch size (compaction vs full model) when > 1.")
 @click.option("-o", "--output", type=OutputPath(dir_okay=False), default=None, help="Also write the report as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@preprocess_option("[default: the bundle's spec; another one is refused]")
 def command(bundle: str, data: str, full_model: str | None, device: str, batch_size: int,
-            output: str | None, as_json: bool) -> None:
+            output: str | None, as_json: bool, preprocessing) -> None:
     """Measure BUNDLE on a labelled test set: accuracy, exits, batch-1 latency, speed-up.
 
-    Same as: hapi_onnx.evaluate.evaluate_bundle(BUNDLE, load_dataset(DATA), DEVICE, FULL_MODEL)
+    Same as: hapi_onnx.evaluate.evaluate_bundle(BUNDLE, DATA, DEVICE, FULL_MODEL)
     """
-    from hapi_onnx.data import load_dataset
     from hapi_onnx.evaluate import evaluate_bundle
 
     report = evaluate_bundle(
-        bundle, load_dataset(data), device=device, full_model=full_model, batch_size=batch_size,
-        progress=progress("samples"),
+        bundle, data, device=device, full_model=full_model, batch_size=batch_size,
+        progress=progress("samples"), preprocessing=preprocessing,
     )
     if output:
         report.save(output)

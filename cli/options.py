@@ -4,6 +4,7 @@
   a preset name or file); :class:`Command` (every command's class) refuses, before the command
   runs, an output that resolves to one of its inputs or another output, or lies among them
   (:func:`hapi_onnx.files.check_outputs_apart`).
+- :func:`preprocess_option` is the ``--preprocess`` spec of every command that reads images.
 - :func:`constraint_options` adds the search constraints to ``search`` and ``build`` with their
   choices and defaults taken from :class:`~hapi_onnx.search.constraints.Constraints`; the flags
   renamed in 0.2 (``--confidence``, ``--thresholds``) still work, with a one-line note.
@@ -184,3 +185,25 @@ class InputShape(click.ParamType):
         from hapi_onnx.graph.load import parse_input_shape
 
         return value if isinstance(value, tuple) else parse_input_shape(value)
+
+
+PREPROCESS_HELP = (
+    "How images become the model's input: a preset (none, imagenet, inception), a JSON object "
+    "(e.g. '{\"preset\": \"imagenet\", \"resize\": 288}') or a JSON file. Applied to image folders; "
+    "recorded, not applied, with .npz/.npy arrays (they are model input already)."
+)
+
+
+def parse_preprocess(ctx, param, value):
+    """Click callback: the option's text as a :class:`~hapi_onnx.runtime.preprocess.Preprocessing` (or None)."""
+    if value is None:
+        return None
+    from hapi_onnx.data import read_preprocessing
+
+    return read_preprocessing(value)
+
+
+def preprocess_option(default_help: str):
+    """The ``--preprocess`` option (a parsed spec, or None); ``default_help`` says what applies without it."""
+    return click.option("--preprocess", "preprocessing", default=None, metavar="PRESET|JSON|FILE",
+                        callback=parse_preprocess, help=f"{PREPROCESS_HELP} {default_help}")

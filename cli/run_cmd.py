@@ -13,18 +13,21 @@ from hapi_onnx_cli.options import Command, DevicePath, InputPath
               help="Device preset for the sessions [default: ONNX Runtime's CPU defaults].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def command(bundle: str, inputs: str, device: str | None, as_json: bool) -> None:
-    """Run BUNDLE (MODEL.hapi or .hapi.zip) on INPUTS (.npy images, or .npz with key x).
+    """Run BUNDLE (MODEL.hapi or .hapi.zip) on INPUTS: .npy/.npz model input, or image files.
 
-    Prints, per sample, the class, its confidence and the exit it left at. Same as:
+    INPUTS is an .npy (images as the model takes them), an .npz with key x, an image file, or a
+    folder searched for images, which are preprocessed with the bundle's spec. Prints, per
+    sample, the class, its confidence and the exit it left at. Same as:
     hapi_onnx.evaluate.predict_file(BUNDLE, INPUTS)
     """
     from hapi_onnx.evaluate import predict_file
 
-    model, pred = predict_file(bundle, inputs, device=device)
+    model, pred, names = predict_file(bundle, inputs, device=device)
     labels = model.labels
     rows = [
         {
             "index": i,
+            **({"file": names[i]} if names else {}),
             "class": int(c),
             **({"label": labels[int(c)]} if labels else {}),
             "confidence": round(float(p), 6),
@@ -36,7 +39,8 @@ def command(bundle: str, inputs: str, device: str | None, as_json: bool) -> None
     if as_json:
         click.echo(json.dumps({"exits": list(model.exit_names), "predictions": rows}))
         return
-    click.echo(f"{'#':>5}  {'class':>8}  {'confidence':>10}  exit")
+    click.echo(f"{'#':>5}  {'class':>8}  {'confidence':>10}  exit" + ("      file" if names else ""))
     for row in rows:
         name = row.get("label", row["class"])
-        click.echo(f"{row['index']:>5}  {name!s:>8}  {row['confidence']:>10.4f}  {row['exit']}")
+        line = f"{row['index']:>5}  {name!s:>8}  {row['confidence']:>10.4f}  {row['exit']:<8}  {row.get('file', '')}"
+        click.echo(line.rstrip())

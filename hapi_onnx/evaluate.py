@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,14 +20,16 @@ import onnxruntime as ort
 
 from hapi_onnx.artifact import JsonArtifact
 from hapi_onnx.choice import ExitChoice, check_choices
-from hapi_onnx.data import Dataset, check_compatible, load_dataset
+from hapi_onnx.data import DataSource, check_compatible, check_same_classes, check_same_preprocessing, open_dataset
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout
 from hapi_onnx.graph import extract_segment, load_model, model_fingerprint
+from hapi_onnx.image_folder import IMAGE_SUFFIXES, decode_image, image_files
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import TimingStats
 from hapi_onnx.profile.timing import stats_from_samples
 from hapi_onnx.runtime import EarlyExitModel, Prediction
+from hapi_onnx.runtime.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -209,18 +212,20 @@ def full_model_for_bundle(
 
 def evaluate_bundle(
     bundle_path: str | os.PathLike,
-    data: Dataset,
+    data: DataSource | str | os.PathLike,
     device: str = "cpu-1t",
     full_model: str | os.PathLike | onnx.ModelProto | None = None,
     batch_size: int = 1,
     warmup: int = 20,
     progress: Callable[[int, int], None] | None = None,
+    preprocessing: Preprocessing | str | dict | None = None,
 ) -> EvaluationReport:
     """Measure a bundle's accuracy, exits and latency, and the full model's, in one run.
 
     Args:
         bundle_path (PathLike): ``MODEL.hapi`` or ``MODEL.hapi.zip``.
-        data (Dataset): Labelled held-out data (never the data thresholds were searched on).
+        data (DataSource | PathLike): Labelled held-out data (never the data thresholds were
+            searched on), or the path of an ``.npz`` or an image folder.
         device (str): Device preset name or file; its providers and session options are used
             for the bundle's stages and for the full model alike. Defaults to ``cpu-1t``.
         full_model (PathLike | onnx.ModelProto): The over-provisioned model the bundle was
@@ -230,14 +235,17 @@ def evaluate_bundle(
         batch_size (int): Also measure throughput at this batch size when > 1. Defaults to 1.
         warmup (int): Leading samples run but left out of the latency statistics. Defaults to 20.
         progress (callable): Called with (done, total) samples. Defaults to none.
+        preprocessing (Preprocessing | str | dict | None): Spec for a ``data`` path. Defaults to
+            None: the bundle's (a different one is refused).
 
     Returns:
         EvaluationReport: Measured numbers next to the design's prediction.
 
     Raises:
-        HapiError: when the data has no labels or does not fit the bundle, the bundle or
-            full model is invalid, the full model is not the one the bundle was built from, or
-            the device preset is unknown or unavailable.
+        HapiError: when the data has no labels, does not fit the bundle, is preprocessed
+            differently or names other classes than the bundle, the bundle or full model is
+            invalid, the full model is not the one the bundle was built from, or the device preset
+            is unknown or unavailable.
     """
     preset = load_preset(device)
     preset.check_providers()
@@ -247,15 +255,35 @@ def evaluate_bundle(
         session_options=preset.session_options(),
         provider_options=preset.provider_options,
     )
+    data = data_for_bundle(model, data, preprocessing, "test data")
     full = None
     if full_model is not None:
         full = preset.create_session(full_model_for_bundle(full_model, model.manifest.provenance))
     return measure(model, data, full, str(bundle_path), preset.name, batch_size, warmup, progress)
 
 
+def data_for_bundle(
+    model: EarlyExitModel, data: DataSource | str | os.PathLike,
+    preprocessing: Preprocessing | str | dict | None = None, role: str = "test data",
+) -> DataSource:
+    """``data`` opened (a path) with the bundle's spec and fitted to its input; spec and classes checked.
+
+    Raises:
+        HapiError: when the data does not fit the bundle's input, is preprocessed differently, or
+            names other classes than the bundle's labels.
+    """
+    spec = model.manifest.preprocessing
+    if preprocessing is None and not isinstance(data, DataSource):
+        preprocessing = spec
+    data = open_dataset(data, preprocessing).fit_to(model.manifest.input.shape, "the bundle")
+    check_same_preprocessing(spec, data, "the bundle", role)
+    check_same_classes(model.labels, data, "the bundle's labels", role)
+    return data
+
+
 def measure(
     model: EarlyExitModel,
-    data: Dataset,
+    data: DataSource,
     full: ort.InferenceSession | None,
     bundle: str = "",
     device: str = "",
@@ -265,7 +293,8 @@ def measure(
 ) -> EvaluationReport:
     """The measurement behind :func:`evaluate_bundle`, on an already loaded model and session.
 
-    Benchmarks call it with variants such as ``model.force_full_path()``.
+    The data is read in batches; each sample is timed on its own (batch 1). Benchmarks call it
+    with variants such as ``model.force_full_path()``.
     """
     if data.y is None:
         raise HapiError(
@@ -274,8 +303,8 @@ def measure(
     if batch_size < 1:
         raise HapiError(f"batch_size must be >= 1. Got {batch_size!r} instead.")
     check_compatible(data, model.manifest.input.shape, model.manifest.num_classes)
-    x, y = data.x, data.y
-    n = len(x)
+    y = data.y
+    n = len(data)
     run_full = _full_runner(full, model.manifest.num_classes) if full is not None else None
     warmup = min(warmup, max(n - 1, 0))
     classes = np.empty(n, dtype=np.int64)
@@ -284,26 +313,33 @@ def measure(
     bundle_ns = np.empty(n, dtype=np.int64)
     full_ns = np.empty(n, dtype=np.int64)
     clock = time.perf_counter_ns
-    for i in range(n):
-        xi = x[i : i + 1]
-        first_bundle = i % 2 == 0 or run_full is None
-        if not first_bundle:
+    i = 0
+    if progress is not None:
+        progress(0, n)
+    for chunk in data.batches(_READ_BATCH):
+        if i == 0:
+            model.predict(chunk[:1])  # validates the input shape against the manifest, with a clear message
+        for row in range(len(chunk)):
+            xi = chunk[row : row + 1]
+            first_bundle = i % 2 == 0 or run_full is None
+            if not first_bundle:
+                t0 = clock()
+                full_classes[i] = run_full(xi)[0]
+                full_ns[i] = clock() - t0
             t0 = clock()
-            full_classes[i] = run_full(xi)[0]
-            full_ns[i] = clock() - t0
-        t0 = clock()
-        pred = model.predict(xi)
-        bundle_ns[i] = clock() - t0
-        classes[i], exits[i] = pred.classes[0], pred.exit_index[0]
-        if first_bundle and run_full is not None:
-            t0 = clock()
-            full_classes[i] = run_full(xi)[0]
-            full_ns[i] = clock() - t0
-        if progress is not None and ((i + 1) % 50 == 0 or i + 1 == n):
-            progress(i + 1, n)
+            pred = model.predict(xi)
+            bundle_ns[i] = clock() - t0
+            classes[i], exits[i] = pred.classes[0], pred.exit_index[0]
+            if first_bundle and run_full is not None:
+                t0 = clock()
+                full_classes[i] = run_full(xi)[0]
+                full_ns[i] = clock() - t0
+            i += 1
+            if progress is not None and (i % 50 == 0 or i == n):
+                progress(i, n)
     throughput = None
     if batch_size > 1:
-        throughput = _throughput(model, run_full, x, batch_size)
+        throughput = _throughput(model, run_full, data, batch_size)
     return EvaluationReport(
         bundle=bundle,
         device=device,
@@ -319,6 +355,9 @@ def measure(
         throughput=throughput,
         batch_fixed=model.manifest.input.batch_fixed,
     )
+
+
+_READ_BATCH = 64  # samples read from the data at a time by measure (each still timed on its own)
 
 
 def _full_runner(session: ort.InferenceSession, num_classes: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -345,42 +384,47 @@ def _full_runner(session: ort.InferenceSession, num_classes: int) -> Callable[[n
     return run
 
 
-def _throughput(model, run_full, x: np.ndarray, batch_size: int, rounds: int = 3) -> dict[str, float]:
-    """Samples/s over whole batches, best of ``rounds`` alternating rounds."""
-    batches = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
+def _throughput(model, run_full, data: DataSource, batch_size: int, rounds: int = 3) -> dict[str, float]:
+    """Samples/s over whole batches, best of ``rounds`` alternating rounds (reading the data is not timed)."""
     best = {"bundle": float("inf"), "full": float("inf")}
     for _ in range(rounds):
         for name in ("bundle", "full"):
             if name == "full" and run_full is None:
                 continue
             call = model.predict if name == "bundle" else run_full
-            t0 = time.perf_counter_ns()
-            for batch in batches:
+            spent = 0
+            for batch in data.batches(batch_size):
+                t0 = time.perf_counter_ns()
                 call(batch)
-            best[name] = min(best[name], time.perf_counter_ns() - t0)
-    result = {"bundle_sps": len(x) / (best["bundle"] / 1e9)}
-    result["full_sps"] = None if run_full is None else len(x) / (best["full"] / 1e9)
+                spent += time.perf_counter_ns() - t0
+            best[name] = min(best[name], spent)
+    result = {"bundle_sps": len(data) / (best["bundle"] / 1e9)}
+    result["full_sps"] = None if run_full is None else len(data) / (best["full"] / 1e9)
     return result
-
 
 
 def predict_file(
     bundle_path: str | os.PathLike, input_path: str | os.PathLike, device: str | None = None
-) -> tuple[EarlyExitModel, Prediction]:
-    """Run a bundle on the images of an ``.npy``/``.npz`` file (``hapi-onnx run``).
+) -> tuple[EarlyExitModel, Prediction, list[str] | None]:
+    """Run a bundle on an ``.npy``/``.npz`` file, an image file or a folder of images (``hapi-onnx run``).
+
+    Arrays are the model's input already; images are decoded with Pillow and preprocessed with
+    the bundle's spec (:meth:`EarlyExitModel.preprocess`), in batches.
 
     Args:
         bundle_path (PathLike): ``MODEL.hapi`` or ``MODEL.hapi.zip``.
-        input_path (PathLike): ``.npy`` (images) or ``.npz`` (key ``x``) of float32 N x C x H x W.
+        input_path (PathLike): ``.npy`` (images) or ``.npz`` (key ``x``) of the model's input; or
+            an image file, or a folder searched recursively for images.
         device (str): Device preset for the sessions. Defaults to ONNX Runtime's CPU defaults.
 
     Returns:
-        tuple[EarlyExitModel, Prediction]: The loaded model (exit names, labels) and its predictions.
+        tuple[EarlyExitModel, Prediction, list[str] | None]: The loaded model (exit names, labels),
+        its predictions, and the image paths in prediction order (None for arrays).
 
     Raises:
-        HapiError: when the bundle or the input file is invalid or does not fit the bundle.
+        HapiError: when the bundle or the input is invalid or does not fit the bundle, or images
+            are given to a bundle without a preprocessing spec.
     """
-    data = load_dataset(input_path)
     if device is None:
         model = EarlyExitModel.load(bundle_path)
     else:
@@ -390,4 +434,21 @@ def predict_file(
             bundle_path, providers=preset.provider_names, session_options=preset.session_options(),
             provider_options=preset.provider_options,
         )
-    return model, model.predict(data.x)
+    path = Path(input_path)
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        files = image_files(path) if path.is_dir() else [path]
+        if not files:
+            raise HapiError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(path)!r}.")
+        preds = [model.predict(model.preprocess([decode_image(f) for f in files[a : a + 64]]))
+                 for a in range(0, len(files), 64)]
+        return model, _joined(preds), [str(f) for f in files]
+    return model, _joined([model.predict(batch) for batch in open_dataset(path).batches(256)]), None
+
+
+def _joined(preds: list[Prediction]) -> Prediction:
+    """One prediction from consecutive batches' predictions."""
+    return Prediction(
+        classes=np.concatenate([p.classes for p in preds]),
+        confidences=np.concatenate([p.confidences for p in preds]),
+        exit_index=np.concatenate([p.exit_index for p in preds]),
+    )

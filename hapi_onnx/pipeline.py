@@ -23,6 +23,7 @@ from hapi_onnx import __version__
 from hapi_onnx.artifact import read_json
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output, check_outputs_apart, sha256_file
+from hapi_onnx.runtime.preprocess import Preprocessing
 from hapi_onnx.search.constraints import Constraints
 
 Log = Callable[[str], None]
@@ -44,14 +45,18 @@ class BuildConfig:
         factory (str | None): ``file.py:name`` or ``module:name`` building the PyTorch model.
         input_shape (tuple[int, ...] | None): ``N,C,H,W`` for a PyTorch export.
         data (str): ``mnist`` (the demo digits, split 3000/1000/1000 with seed 0: the split the
-            demo model was trained on, so its test images stay unseen) or a folder holding
-            ``train.npz``, ``calib.npz`` and ``test.npz``.
+            demo model was trained on, so its test images stay unseen) or a folder holding the
+            splits ``train``, ``calib`` and ``test``, each an ``.npz`` (``train.npz``) or a folder
+            of class subfolders of images (``train/cat/1.jpg``).
         device (str): Device preset name or file to profile and evaluate on.
         exits (tuple[str, ...] | None): Candidate tensors to consider; default: every candidate.
         max_candidates (int | None): Thin the candidate list to this many.
-        pooling (str): Head pooling, ``gap`` or ``gap+2x2``.
+        pooling (str): Head pooling, ``auto``, ``gap`` or ``gap+2x2``.
         profile_budget_s (float | None): Seconds of timed runs per piece (default: the preset's).
         eval_batch_size (int): Batch size of the evaluation's throughput measurement.
+        preprocess (str | dict | None): How images become the model's input: a preset name
+            (``none``, ``imagenet``, ``inception``), a spec dict, or the path of a JSON file;
+            applied to image folders, recorded with arrays. Defaults to None (``none`` for folders).
     """
 
     model: str
@@ -62,9 +67,10 @@ class BuildConfig:
     device: str = "cpu-1t"
     exits: tuple[str, ...] | None = None
     max_candidates: int | None = None
-    pooling: str = "gap+2x2"
+    pooling: str = "auto"
     profile_budget_s: float | None = None
     eval_batch_size: int = 64
+    preprocess: str | dict | None = None
 
     def __post_init__(self):
         from hapi_onnx.exits.pooling import POOLINGS
@@ -95,6 +101,10 @@ class BuildConfig:
             raise HapiError(
                 f"build option 'pooling' must be one of {', '.join(POOLINGS)}. Got {self.pooling!r} instead."
             )
+        if self.preprocess is not None and not isinstance(self.preprocess, (str, dict)):
+            raise HapiError(f"build option 'preprocess' must be a preset name, a spec object or a JSON file. "
+                            f"Got {self.preprocess!r} instead.")
+        _config_preprocessing(self.preprocess)  # a bad spec fails now, not after the first steps
         load_preset(self.device).check_providers()  # an unknown device fails now, not after attach
 
     @classmethod
@@ -132,7 +142,7 @@ class BuildConfig:
         if not isinstance(raw, dict):
             raise HapiError(f"build config {str(path)!r} must hold a JSON object. Got {type(raw).__name__}.")
         values = {key.replace("-", "_"): value for key, value in raw.items()}
-        for key in ("model", "data", "device", "factory"):
+        for key in ("model", "data", "device", "factory", "preprocess"):
             value = values.get(key)
             if isinstance(value, str) and _looks_like_path(value) and not Path(value).is_absolute():
                 candidate = path.parent / value
@@ -264,9 +274,10 @@ def _check_inputs(config: BuildConfig, work: Path) -> dict[str, Any] | None:
     invalid model, and user data that is missing, invalid, overlapping or does not fit the model.
 
     Returns:
-        dict | None: The user's train/calib/test datasets, loaded; None for the demo digits.
+        dict | None: The user's train/calib/test data, opened (and fitted to an ONNX model's input);
+        None for the demo digits.
     """
-    from hapi_onnx.data import load_dataset
+    from hapi_onnx.data import open_dataset
     from hapi_onnx.export import source_is_onnx
     from hapi_onnx.graph import input_spec, load_model
     from hapi_onnx.profile.presets import available_presets
@@ -279,30 +290,28 @@ def _check_inputs(config: BuildConfig, work: Path) -> dict[str, Any] | None:
         raise HapiError(f"model {config.model!r} does not exist.")
     splits = None
     if config.data != "mnist":
-        for name in SPLITS:
-            if not (Path(config.data) / f"{name}.npz").is_file():
-                raise HapiError(
-                    f"data folder {config.data!r} has no {name}.npz (expected train/calib/test .npz), "
-                    "or give --data mnist for the demo digits."
-                )
-        splits = {name: load_dataset(Path(config.data) / f"{name}.npz") for name in SPLITS}
-        _check_disjoint(splits)
+        spec = _config_preprocessing(config.preprocess)
+        splits = {name: open_dataset(_split_path(Path(config.data), name), spec) for name in SPLITS}
+        _check_splits(splits)
     if source_is_onnx(config.model, config.factory, config.input_shape):  # it must load and fit the data
-        model_shape = input_spec(load_model(config.model)).shape[1:]
-        images = MNIST_IMAGE if splits is None else splits["train"].image_shape
-        if any(isinstance(m, int) and m != d for m, d in zip(model_shape, images, strict=True)):
+        full_shape = input_spec(load_model(config.model)).shape
+        model_shape = full_shape[1:]
+        images = MNIST_IMAGE if splits is None else splits["train"].image_shape  # None: images, not arrays
+        if images is not None and any(isinstance(m, int) and m != d for m, d in zip(model_shape, images, strict=True)):
             source = "the demo MNIST digits are" if splits is None else f"the images in {config.data!r} are"
             raise HapiError(
                 f"{source} C x H x W = {' x '.join(map(str, images))} but the model expects "
                 f"{' x '.join(map(str, model_shape))}. Give --data a folder of train/calib/test .npz that fits it."
             )
+        if splits is not None:  # image folders: the spec resolved for the model, every header read
+            splits = {name: data.fit_to(full_shape) for name, data in splits.items()}
     return splits
 
 
 def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | None) -> BuildResult:
     from hapi_onnx.bundle import bundle_from_design
     from hapi_onnx.calibrate import calibrate
-    from hapi_onnx.data import load_dataset, write_mnist_splits
+    from hapi_onnx.data import open_dataset, write_mnist_splits
     from hapi_onnx.evaluate import evaluate_bundle
     from hapi_onnx.exits.attach import attach_exits
     from hapi_onnx.export import export_model
@@ -316,7 +325,7 @@ def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | N
     steps = _Steps(work, log)
     paths: dict[str, Path] = {}
 
-    # data: the demo splits, or the user's folder of train/calib/test.npz
+    # data: the demo splits, or the user's folder of train/calib/test (.npz or image folders)
     if config.data == "mnist":
         data_dir = work / "data"
         paths["data"] = data_dir
@@ -327,11 +336,12 @@ def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | N
     else:
         data_dir = Path(config.data)
         paths["data"] = data_dir
-    split_files = {name: data_dir / f"{name}.npz" for name in SPLITS}
+    split_files = {name: _split_path(data_dir, name) for name in SPLITS}
+    spec = _config_preprocessing(config.preprocess)
 
     if splits is None:  # the demo digits, just written (or reused)
-        splits = {name: load_dataset(path) for name, path in split_files.items()}
-        _check_disjoint(splits)
+        splits = {name: open_dataset(path, spec) for name, path in split_files.items()}
+        _check_splits(splits)
 
     source = Path(config.model)
     paths["model"] = work / "model.onnx"
@@ -356,19 +366,21 @@ def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | N
         result = attach_exits(
             paths["model"], splits["train"], exits=list(config.exits) if config.exits else None, pooling=config.pooling,
             max_candidates=config.max_candidates, progress=_counter(log, "attach: features"),
+            head_progress=_counter(log, "attach: heads", every=1),
         )
         result.save(paths["ee"])
 
     steps.run(
         "attach", paths["ee"], [paths["model"], split_files["train"]],
         {"exits": list(config.exits) if config.exits else None, "pooling": config.pooling,
-         "max_candidates": config.max_candidates}, attach,
+         "max_candidates": config.max_candidates, "preprocess": None if spec is None else spec.to_dict()}, attach,
     )
 
     paths["trace"] = work / "trace.npz"
-    steps.run(
+    steps.run(  # the spec attach recorded in ee.onnx
         "calibrate", paths["trace"], [paths["ee"], split_files["calib"]], {},
-        lambda: calibrate(paths["ee"], splits["calib"]).save(paths["trace"]),
+        lambda: calibrate(paths["ee"], split_files["calib"], progress=_counter(log, "calibrate")).save(
+            paths["trace"]),
     )
 
     paths["latency"] = work / "latency.json"
@@ -400,8 +412,8 @@ def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | N
     steps.run(
         "evaluate", paths["report"], [paths["bundle"], paths["model"], split_files["test"]],
         {"device": asdict(preset), "batch_size": config.eval_batch_size},
-        lambda: evaluate_bundle(
-            paths["bundle"], splits["test"], device=config.device,
+        lambda: evaluate_bundle(  # the spec the bundle recorded
+            paths["bundle"], split_files["test"], device=config.device,
             full_model=paths["model"], batch_size=config.eval_batch_size,
             progress=_counter(log, "evaluate: samples"),
         ).save(paths["report"]),
@@ -431,15 +443,46 @@ def _exclusive(work: Path) -> Iterator[None]:
         yield
 
 
-def _check_disjoint(splits: dict[str, Any]) -> None:
-    """Refuse splits that share images: fitting, search and the report would see the same data."""
-    from hapi_onnx.data import shared_samples
+def _split_path(data_dir: Path, name: str) -> Path:
+    """``data_dir/name/`` (a folder of class subfolders) or ``data_dir/name.npz``."""
+    folder, archive = data_dir / name, data_dir / f"{name}.npz"
+    if folder.is_dir():
+        if archive.is_file():
+            raise HapiError(f"data folder {str(data_dir)!r} has both {name}/ and {name}.npz; keep one.")
+        return folder
+    if archive.is_file():
+        return archive
+    raise HapiError(
+        f"data folder {str(data_dir)!r} has no {name}.npz (expected train/calib/test .npz, or train/, calib/, test/ "
+        "folders of class subfolders of images), or give --data mnist for the demo digits."
+    )
 
+
+def _config_preprocessing(value: Any) -> Preprocessing | None:
+    """The build's spec from a preset name, a JSON text or file path, or a dict (None: none given)."""
+    from hapi_onnx.data import read_preprocessing
+
+    if value is None or isinstance(value, dict):
+        return Preprocessing.from_value(value)
+    return read_preprocessing(value)
+
+
+def _check_splits(splits: dict[str, Any]) -> None:
+    """Refuse splits with other class names than train's, or that share samples (both streamed).
+
+    Fitting, search and the report would otherwise see the same data, or read labels that name
+    different classes.
+    """
+    from hapi_onnx.data import check_same_classes, shared_samples
+
+    for name in ("calib", "test"):
+        check_same_classes(splits["train"].classes, splits[name], "the training split", f"{name} split")
     for a, b in (("train", "calib"), ("train", "test"), ("calib", "test")):
         shared = shared_samples(splits[a], splits[b])
         if shared:
             raise HapiError(
-                f"{shared} of the {len(splits[b])} images in {b}.npz also appear in {a}.npz: "
+                f"{shared} of the {len(splits[b])} images in {_split_name(splits[b], b)} also appear in "
+                f"{_split_name(splits[a], a)}: "
                 "heads are fitted on train, thresholds searched on calib and results reported on test, "
                 "so the splits must not overlap."
             )
@@ -467,15 +510,31 @@ def _factory_files(factory: str | None) -> list[Path]:
     return []
 
 
-def _counter(log: Log, what: str) -> Callable[[int, int], None]:
-    """A (done, total) progress callback that logs about every 25%."""
+def _split_name(data: Any, split: str) -> str:
+    """``test.npz`` or ``test/``, as the split appears in the data folder."""
+    path = getattr(data, "path", None) or getattr(data, "root", None)
+    return f"{split}/" if path is not None and Path(path).is_dir() else f"{split}.npz"
+
+
+def _counter(log: Log, what: str, every: int | None = None) -> Callable[[int, int], None]:
+    """A (done, total) progress callback logging whole lines with an ETA: about every 25%, or every ``every``.
+
+    ``(0, total)`` marks the start of the work (the ETA counts from there) and logs nothing.
+    """
     marks: set[int] = set()
+    start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
-        quarter = 4 * done // max(total, 1)
-        if quarter not in marks:
-            marks.add(quarter)
-            log(f"{what} {done}/{total}")
+        nonlocal start
+        if done == 0:
+            start = time.perf_counter()
+            return
+        mark = done // every if every else 4 * done // max(total, 1)
+        if mark not in marks:
+            marks.add(mark)
+            elapsed = time.perf_counter() - start
+            eta = f", ETA {elapsed * (total - done) / done:.0f} s" if done < total else ""
+            log(f"{what} {done}/{total} ({elapsed:.0f} s{eta})")
 
     return progress
 
@@ -485,6 +544,7 @@ def build_report(result: BuildResult) -> list[str]:
     from hapi_onnx.calibrate import exit_accuracies, exit_mac_fractions
     from hapi_onnx.evaluate import EvaluationReport
     from hapi_onnx.graph import load_model
+    from hapi_onnx.runtime import read_bundle
     from hapi_onnx.search.design import Design
     from hapi_onnx.search.report import search_text
     from hapi_onnx.trace import Trace
@@ -522,6 +582,8 @@ def build_report(result: BuildResult) -> list[str]:
         "Load it in an app (needs only numpy and onnxruntime):",
         "  from hapi_onnx.runtime import EarlyExitModel",
         f"  model = EarlyExitModel.load({str(paths['bundle'])!r})",
+        *(["  x = model.preprocess(images)   # decoded H x W x C uint8 images -> the model's input"]
+          if read_bundle(paths["bundle"]).manifest.preprocessing is not None else []),
         "  pred = model.predict(x)   # x: float32[N, C, H, W]",
         "  pred.classes, pred.confidences, pred.exit_index",
     ]

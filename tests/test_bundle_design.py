@@ -55,12 +55,13 @@ def test_design_for_another_model_is_refused(files):
 
 def test_bundle_command(files, run_cli):
     result = run_cli("bundle", files / "ee.onnx", "--design", files / "design.json", "-o", files / "m.hapi",
-                     "--zip", "--labels", "a,b,c,d,e", "--preprocessing", '{"scale": 0.5}')
+                     "--zip", "--labels", "a,b,c,d,e", "--preprocess", '{"scale": 0.5}')
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and "predicted: accuracy 0.9000" in result.output
     model = EarlyExitModel.load(files / "m.hapi")
-    assert model.manifest.preprocessing == {"scale": 0.5} and model.labels == tuple("abcde")
+    spec = model.manifest.preprocessing  # resolved for the 1-channel NCHW input
+    assert (spec.scale, spec.channel_order, spec.layout) == (0.5, "L", "NCHW") and model.labels == tuple("abcde")
     bad = run_cli("bundle", files / "ee.onnx", "--design", files / "design.json", "-o", files / "x.hapi",
-                  "--preprocessing", "{oops")
-    assert bad.exit_code == 2 and "error: --preprocessing must be a JSON object" in bad.output
+                  "--preprocess", "{oops")
+    assert bad.exit_code == 2 and "error: The preprocessing JSON is not valid JSON" in bad.output
     assert json.loads((files / "design.json").read_text())["kind"] == "hapi-onnx design"

@@ -61,7 +61,10 @@ def test_manifest_records_design_and_provenance(tmp_path):
     data = json.loads((bundle / "manifest.json").read_text())
     assert data["kind"] == "hapi-onnx bundle" and data["format_version"] == 2
     assert data["input"] == {"name": "input", "shape": [None, 1, 12, 12], "dtype": "float32"}
-    assert data["labels"] == list("abcde") and data["preprocessing"] == {"scale": 1 / 255}
+    assert data["labels"] == list("abcde")
+    assert data["preprocessing"] == {"version": 1, "resize": None, "size": None, "crop": None,
+                                     "interpolation": "bilinear", "scale": 1 / 255, "mean": [0.0], "std": [1.0],
+                                     "channel_order": "L", "layout": "NCHW", "dtype": "float32"}
     assert data["design"]["predicted"] == predicted
     assert [(s["name"], s["threshold"]) for s in data["stages"]] == [
         ("exit1", float(np.float32(0.95))), ("exit2", float(np.float32(0.9))), ("final", None)

@@ -44,7 +44,7 @@ def test_trace_matches_the_model_outputs(ee):
     result, path, calib = ee
     calls = []
     trace = calibrate(path, calib, batch_size=32, progress=lambda d, t: calls.append((d, t)))
-    assert calls == [(32, 70), (64, 70), (70, 70)]
+    assert calls == [(0, 70), (32, 70), (64, 70), (70, 70)]  # (0, total) marks the start
     outs = run_model(result.model, {"image": calib.x})
     final, heads = outs[0], outs[1:]
     assert trace.exit_names == ["exit0", "exit1", "exit2", "exit3", "final"]

@@ -109,11 +109,11 @@ def test_image_folder_grayscale_and_rgb(tmp_path):
     assert 0.0 <= d.x.min() and d.x.max() <= 1.0
 
     _write_image_folder(tmp_path / "mixed", {"a": ("L", (9, 9)), "b": ("RGB", (16, 20))})
-    with pytest.raises(HapiError, match="image_size"):
+    with pytest.raises(HapiError, match="different sizes after preprocessing"):
         load_dataset(tmp_path / "mixed")
-    d = load_dataset(tmp_path / "mixed", image_size=(7, 5))
+    d = load_dataset(tmp_path / "mixed", {"size": [7, 5]})
     assert d.x.shape == (4, 3, 7, 5)
-    d = load_dataset(tmp_path / "mixed", image_size=6, channels=1)
+    d = load_dataset(tmp_path / "mixed", {"size": 6, "channel_order": "L"})
     assert d.x.shape == (4, 1, 6, 6)
 
 
@@ -132,6 +132,11 @@ def test_check_compatible():
         check_compatible(d, ["batch", 1, 32, 32])
     with pytest.raises(HapiError, match="label 9 but the model has 5 classes"):
         check_compatible(d, [1, 1, 28, 28], num_classes=5)
+    # The layout follows the model: channels-last data fits a channels-last model, and a mismatch says so.
+    nhwc = Dataset(_images(c=28, h=28, w=1))
+    check_compatible(nhwc, ["N", 28, 28, 1])
+    with pytest.raises(HapiError, match=r"channels-last .*x.transpose\(0, 3, 1, 2\)"):
+        check_compatible(nhwc, ["N", 1, 28, 28])
 
 
 def test_mnist_splits_are_stratified_disjoint_and_seeded(tmp_path):

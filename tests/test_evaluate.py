@@ -77,7 +77,8 @@ def test_evaluate_needs_labels_and_matching_inputs(case):
 
 def test_predict_file(case):
     root, bundle, data, _, _ = case
-    model, pred = predict_file(bundle, root / "x.npy")
+    model, pred, names = predict_file(bundle, root / "x.npy")
+    assert names is None
     assert len(pred) == 3 and model.labels == tuple("abcde")
 
 

@@ -78,7 +78,7 @@ def test_fixed_batch_models_are_fed_one_batch_at_a_time():
     x = np.random.default_rng(1).normal(size=(3, 3, 16, 16)).astype(np.float32)
     calls = []
     feats = collect_features(model, x, cut, progress=lambda done, total: calls.append((done, total)))[0]
-    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]
     ref = collect_features(load_model(model), x, cut, batch_size=64)[0]
     np.testing.assert_allclose(feats, ref, atol=1e-5)
 

@@ -102,3 +102,29 @@ def test_blas_threads_is_one_inside_and_restored_after():
     with blas_threads(1):
         assert [get() for get, _ in handles] == [1] * len(handles)
     assert [get() for get, _ in handles] == before
+
+
+def test_auto_solver_by_head_size():
+    from hapi_onnx.exits.heads import EXACT_MAX_PARAMS, choose_solver
+
+    assert choose_solver(320, 10) == "exact" and choose_solver(2048, 1000) == "whitened"
+    limit = EXACT_MAX_PARAMS // 4
+    assert choose_solver(limit, 4) == "exact" and choose_solver(limit + 1, 4) == "whitened"
+    assert choose_solver(2048, 1000, "exact") == "exact"
+    with pytest.raises(HapiError, match="solver must be one of auto, exact, whitened"):
+        choose_solver(10, 10, "sgd")
+
+
+def test_whitened_solver_matches_exact_and_folds_everything():
+    x, y = blobs(n=3000, f=40, k=30, noise=2.5, seed=7)
+    x = x * np.linspace(0.1, 10, 40, dtype=np.float32) + 3.0  # badly scaled, offset features
+    exact, fast = fit_head(x, y, 30, solver="exact"), fit_head(x, y, 30, solver="whitened")
+    assert fast.solver == "whitened" and fast.iterations in (4, 8, 12)
+    assert fast.heldout_accuracy > exact.heldout_accuracy - 0.03
+    assert fast.heldout_nll < exact.heldout_nll + 0.1
+    # The reported held-out numbers are those of the folded head on raw features.
+    _, held = heldout_split(len(x))
+    probs = head_probabilities(fast.head, x[held])
+    assert np.mean(probs.argmax(axis=1) == y[held]) == pytest.approx(fast.heldout_accuracy, abs=2 / len(held))
+    again = fit_head(x, y, 30, solver="whitened")
+    np.testing.assert_array_equal(again.head.weight, fast.head.weight)

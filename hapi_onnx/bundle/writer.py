@@ -14,12 +14,14 @@ from hapi_onnx import __version__
 from hapi_onnx.bundle.stages import StageGraph, stage_graphs
 from hapi_onnx.choice import FINAL, ExitChoice, check_choices
 from hapi_onnx.errors import HapiError
+from hapi_onnx.exits.input_record import InputRecord
 from hapi_onnx.exits.layout import ExitLayout
 from hapi_onnx.files import atomic_output
 from hapi_onnx.graph import input_spec, load_model, model_fingerprint
 from hapi_onnx.graph.decision import CLASS_OUTPUT, CONFIDENCE_OUTPUT, PROBS_OUTPUT
 from hapi_onnx.runtime.archive import BundleContents, read_bundle
 from hapi_onnx.runtime.manifest import MANIFEST_NAME, InputSpec, Manifest, StageSpec
+from hapi_onnx.runtime.preprocess import Preprocessing
 
 if TYPE_CHECKING:
     from hapi_onnx.search.design import Design
@@ -31,7 +33,7 @@ def bundle_contents(
     num_classes: int,
     *,
     labels: Sequence[str] | None = None,
-    preprocessing: dict[str, Any] | None = None,
+    preprocessing: Preprocessing | None = None,
     design: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> BundleContents:
@@ -45,7 +47,8 @@ def bundle_contents(
         exits (Sequence[ExitChoice]): One per stage, same names, the final classifier last.
         num_classes (int): Number of classes.
         labels (Sequence[str] | None): Class names, one per class. Defaults to none.
-        preprocessing (dict | None): What the input expects. Defaults to none.
+        preprocessing (Preprocessing | None): How pixels become the input, resolved for it (see
+            :func:`bundle_preprocessing`). Defaults to none.
         design (dict | None): Summary of the design shipped (predicted metrics, constraints, ...).
         provenance (dict | None): Where the bundle comes from. Defaults to the versions and time.
 
@@ -58,8 +61,8 @@ def bundle_contents(
             f"The exits {[c.name for c in exits]!r} must name the stages {[s.name for s in stages]!r}, in order."
         )
     labels = _check_labels(labels, num_classes)
-    if preprocessing is not None and not isinstance(preprocessing, dict):
-        raise HapiError(f"preprocessing must be a dict (or None). Got {preprocessing!r} instead.")
+    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+        raise HapiError(f"preprocessing must be a Preprocessing spec (or None). Got {preprocessing!r} instead.")
     blobs, specs = [], []
     for j, (stage, choice) in enumerate(zip(stages, exits, strict=True)):
         blob = stage.model.SerializeToString()
@@ -104,7 +107,7 @@ def write_bundle(
     out_path: str | os.PathLike,
     *,
     labels: Sequence[str] | None = None,
-    preprocessing: dict[str, Any] | None = None,
+    preprocessing: Preprocessing | str | dict[str, Any] | None = None,
     design: dict[str, Any] | None = None,
     zip: bool = False,
 ) -> Path:
@@ -116,8 +119,11 @@ def write_bundle(
         exits (Sequence[ExitChoice]): The exits to keep in graph order with their thresholds, the
             final classifier last (:mod:`hapi_onnx.choice`).
         out_path (PathLike): ``MODEL.hapi`` (a directory) or ``MODEL.hapi.zip`` (one file).
-        labels (list[str]): Class names, one per class. Defaults to none.
-        preprocessing (dict): What the input expects. Defaults to none.
+        labels (list[str]): Class names, one per class. Defaults to the class names ``attach``
+            recorded in the model (from its training data), if any.
+        preprocessing (Preprocessing | str | dict): How pixels become the input: a spec, a preset
+            name or a spec dict, resolved for the model's input. Defaults to the spec ``attach``
+            recorded (see :func:`bundle_preprocessing`); a different one is refused.
         design (dict): Summary of the design shipped (predicted metrics, constraints, fingerprints),
             stored in the manifest. Defaults to none.
         zip (bool): Write a single zip file even if ``out_path`` does not end in ``.zip``.
@@ -128,10 +134,15 @@ def write_bundle(
 
     Raises:
         HapiError: when the model has no exit layout, an exit is unknown or out of order, a
-            threshold breaks the rule, or the labels do not match the classes.
+            threshold breaks the rule, the labels do not match the classes, or the preprocessing
+            does not fit the model or differs from attach's.
     """
     model = load_model(ee_model)
     layout = ExitLayout.from_model(model)
+    record = InputRecord.from_model(model)
+    if labels is None and record.classes is not None and len(record.classes) == layout.num_classes:
+        labels = record.classes
+    preprocessing = bundle_preprocessing(model, preprocessing)
     exits = check_choices(exits)
     if exits[-1].name != FINAL:
         raise HapiError(f"The last exit of a bundle is the final classifier {FINAL!r}. Got {exits[-1].name!r}.")
@@ -158,6 +169,35 @@ def write_bundle(
     return out
 
 
+def bundle_preprocessing(
+    model: onnx.ModelProto, preprocessing: Preprocessing | str | dict[str, Any] | None = None
+) -> Preprocessing | None:
+    """The spec a bundle of ``model`` records: ``preprocessing`` resolved for its input, or attach's.
+
+    Args:
+        model (onnx.ModelProto): The over-provisioned model.
+        preprocessing (Preprocessing | str | dict | None): A spec, preset name or spec dict.
+            Defaults to None: the one recorded by ``attach`` (None if it recorded none).
+
+    Raises:
+        HapiError: when the spec is invalid or does not fit the model's input, or differs from the
+            one the heads were fitted with.
+    """
+    recorded = InputRecord.from_model(model).preprocessing
+    given = Preprocessing.from_value(preprocessing)
+    if given is None:
+        return recorded
+    resolved = given.for_input(input_spec(model).shape)
+    if recorded is not None and resolved != recorded:
+        diff = ", ".join(f"{k} {v!r} instead of {recorded.to_dict()[k]!r}"
+                         for k, v in resolved.to_dict().items() if v != recorded.to_dict()[k])
+        raise HapiError(
+            f"The preprocessing given for the bundle differs from the one its heads were fitted with ({diff}). "
+            "Leave it out to record the attach step's spec, or attach again with this one."
+        )
+    return resolved
+
+
 def _file_stem(name: str) -> str:
     stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
     return stem or "stage"
@@ -177,7 +217,7 @@ def bundle_from_design(
     design: "Design | str | os.PathLike",
     out_path: str | os.PathLike,
     labels: Sequence[str] | None = None,
-    preprocessing: dict[str, Any] | None = None,
+    preprocessing: Preprocessing | str | dict[str, Any] | None = None,
     zip: bool = False,
 ) -> Path:
     """Bundle a searched design: its exits and thresholds, with its predictions in the manifest.
@@ -187,8 +227,9 @@ def bundle_from_design(
             searched on (its fingerprint must match the design's).
         design (Design | PathLike): The design, or the path of ``design.json``.
         out_path (PathLike): ``MODEL.hapi`` or ``MODEL.hapi.zip``.
-        labels (list[str]): Class names. Defaults to none.
-        preprocessing (dict): Free-form input description. Defaults to none.
+        labels (list[str]): Class names. Defaults to attach's (see :func:`write_bundle`).
+        preprocessing (Preprocessing | str | dict): Input spec. Defaults to the one ``attach``
+            recorded (see :func:`write_bundle`).
         zip (bool): Write one zip file. Defaults to False.
 
     Raises:

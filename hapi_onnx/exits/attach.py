@@ -14,13 +14,14 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
-from hapi_onnx.data import Dataset, load_dataset
+from hapi_onnx.data import DataSource, open_dataset
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.features import Progress, check_labelled, collect_features, image_input, prune_to_outputs
 from hapi_onnx.exits.from_outputs import exits_from_outputs
 from hapi_onnx.exits.heads import LinearHead, fit_head
+from hapi_onnx.exits.input_record import InputRecord
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout, ExitSpec
-from hapi_onnx.exits.pooling import fold_gap_into_quadrants, pooled_features, quadrant_features
+from hapi_onnx.exits.pooling import fold_gap_into_quadrants, pooled_features, quadrant_features, resolve_pooling
 from hapi_onnx.graph import (
     candidate_exits,
     is_probability_output,
@@ -30,6 +31,7 @@ from hapi_onnx.graph import (
 )
 from hapi_onnx.graph.load import save_model
 from hapi_onnx.graph.quant import Dequantizer, dequantizer, quantization_format
+from hapi_onnx.runtime.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class HeadReport:
         temperature (float): Softmax temperature (folded into the head).
         l2 (float): Chosen L2 strength.
         fit_seconds (float): Time to fit it (L2 grid and temperature included).
+        pooling (str): The pooling its features came from (``gap`` or ``gap+2x2``).
+        solver (str): ``exact`` or ``whitened`` (see :mod:`~hapi_onnx.exits.heads`).
     """
 
     name: str
@@ -59,6 +63,8 @@ class HeadReport:
     temperature: float
     l2: float
     fit_seconds: float
+    pooling: str = "gap+2x2"
+    solver: str = "exact"
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class AttachResult:
         heads (list[HeadReport]): One report per exit, in order.
         feature_seconds (float): Time to collect the pooled features (one ORT pass).
         num_samples (int): Training samples the heads were fitted on (0 when none were fitted).
+        input_record (InputRecord): The preprocessing and class names stored in ``model``.
     """
 
     model: onnx.ModelProto
@@ -79,6 +86,7 @@ class AttachResult:
     heads: list[HeadReport]
     feature_seconds: float
     num_samples: int = 0
+    input_record: InputRecord = InputRecord()
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the EE model to ``path`` atomically."""
@@ -123,7 +131,7 @@ def classifier_output(model: onnx.ModelProto, name: str) -> tuple[str, bool, int
     return name, is_probability_output(model, name), dims[1].dim_value
 
 
-def check_label_coverage(train: Dataset, num_classes: int) -> None:
+def check_label_coverage(train: DataSource, num_classes: int) -> None:
     """Refuse training labels that leave some of the model's classes without a sample.
 
     A head is fitted on the training labels only: a class with no sample gets no weight to
@@ -198,7 +206,7 @@ def head_model(
     Args:
         tensor (str): The cut tensor (the head graph's input, same name).
         shape (Sequence): Its shape.
-        pooling (str): The pooling the head was fitted on.
+        pooling (str): The pooling the head was fitted on (``auto`` resolved for ``shape``).
         head (LinearHead): Weights with standardisation and temperature folded in.
         prefix (str): Prefix of the head's node, weight and intermediate tensor names.
         output (str): Name of the probability output ``[N, K]``.
@@ -209,6 +217,7 @@ def head_model(
     Returns:
         onnx.ModelProto: The head as its own model.
     """
+    pooling = resolve_pooling(pooling, shape)
     entry, constants, source = ([], [], tensor) if dequantize is None else dequantize.nodes(prefix)
     pooled = pooled_features(source, shape, pooling, prefix)
     if head.weight.shape[0] != pooled.dim:
@@ -287,35 +296,46 @@ def _chosen_candidates(model: onnx.ModelProto, exits: Sequence[str] | None, max_
 
 def attach_exits(
     model: str | os.PathLike | onnx.ModelProto,
-    train: Dataset,
+    train: DataSource,
     exits: Sequence[str] | None = None,
-    pooling: str = "gap+2x2",
+    pooling: str = "auto",
     max_candidates: int | None = None,
     progress: Progress | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     final_output: str | None = None,
+    head_progress: Progress | None = None,
+    solver: str = "auto",
 ) -> AttachResult:
     """Fit a softmax head at each chosen cut of the frozen backbone and graft them all in.
 
-    Features are collected in one ORT pass (:func:`~hapi_onnx.exits.features.collect_features`),
+    Features are collected in one ORT pass over the data, streamed in batches
+    (:func:`~hapi_onnx.exits.features.collect_features`; kept on disk as float16 when large),
     each head is fitted independently (:func:`~hapi_onnx.exits.heads.fit_head`) and grafted as
-    pooling -> Flatten -> Gemm -> Softmax with the temperature folded in.
+    pooling -> Flatten -> Gemm -> Softmax with the temperature folded in. The data's
+    preprocessing spec and class names are stored in the EE model
+    (:class:`~hapi_onnx.exits.input_record.InputRecord`) for ``calibrate`` and ``bundle``.
 
     Args:
         model (str | PathLike | onnx.ModelProto): The backbone, as a path or a model (not
             modified).
-        train (Dataset): Labelled training data with a sample of every class (a held-out part of
-            it picks L2 and temperature).
+        train (DataSource): Labelled training data with a sample of every class (a held-out part
+            of it picks the regularisation and the temperature).
         exits (Sequence[str] | None): Cut tensors to put heads on (any rank-4 single-tensor cut,
             see :func:`~hapi_onnx.graph.validate_exit_tensors`). Defaults to None: every candidate
             exit (at most ``max_candidates``).
-        pooling (str): ``gap`` or ``gap+2x2``. Defaults to "gap+2x2" (GAP plus a 2x2 grid: far
-            more accurate early exits for a few µs).
+        pooling (str): ``auto``, ``gap`` or ``gap+2x2`` (see
+            :func:`~hapi_onnx.exits.pooling.resolve_pooling`). Defaults to "auto": GAP plus a 2x2
+            grid (far more accurate early exits for a few µs) on cuts of up to 409 channels, GAP on
+            wider ones.
         max_candidates (int | None): Cap on the number of candidates when ``exits`` is None.
-        progress (Progress | None): ``progress(done, total)`` during feature collection.
-        batch_size (int): Samples per ORT run. Defaults to 256.
+        progress (Progress | None): ``progress(done, total)`` samples during feature collection.
+        batch_size (int | None): Samples per ORT run. Defaults to None: see
+            :func:`~hapi_onnx.exits.features.run_batch_size`.
         final_output (str | None): The classifier output ``[N, classes]``. Defaults to None: the
             model's first output. Exits are cuts of the path to this output.
+        head_progress (Progress | None): ``head_progress(done, total)`` heads, after each head.
+        solver (str): Head solver, ``auto``, ``exact`` or ``whitened`` (see
+            :mod:`~hapi_onnx.exits.heads`). Defaults to "auto".
 
     Returns:
         AttachResult: The EE model (a new model, normalised by :func:`~hapi_onnx.graph.load_model`
@@ -329,7 +349,7 @@ def attach_exits(
     _refuse_ee_model(model)
     name = _first_output(model) if final_output is None else final_output
     final, final_is_probability, num_classes = classifier_output(model, name)
-    check_labelled(model, train, num_classes, "training data")
+    train = check_labelled(model, train, num_classes, "training data")
     classifier = model
     if len(model.graph.output) > 1:  # cuts of the classifier's path, whatever the other outputs read
         classifier = prune_to_outputs(model, [o for o in model.graph.output if o.name == final])
@@ -338,25 +358,33 @@ def attach_exits(
     cuts = [(c.tensor, list(c.shape)) for c in candidates]
 
     start = time.perf_counter()
-    features = collect_features(model, train.x, cuts, pooling, batch_size, progress)
+    features = collect_features(model, train, cuts, pooling, batch_size, progress)
     feature_seconds = time.perf_counter() - start
 
     taken = _all_names(model)
     specs, head_models, reports = [], [], []
-    for k, (candidate, feats) in enumerate(zip(candidates, features, strict=True)):
-        fit = fit_head(feats, train.y, num_classes)
-        name = f"exit{k}"
-        output = _unique(f"{name}_prob", taken)
-        prefix = _unique(f"hapi_{name}", taken) + "/"
-        head_models.append(head_model(candidate.tensor, list(candidate.shape), pooling, fit.head, prefix,
-                                      output, model.opset_import, dequantizer(model, candidate.tensor)))
-        specs.append(ExitSpec(name=name, tensor=candidate.tensor, output=output))
-        reports.append(HeadReport(
-            name=name, tensor=candidate.tensor, shape=list(candidate.shape),
-            mac_fraction=float(candidate.fraction), feature_dim=int(feats.shape[1]),
-            train_accuracy=fit.train_accuracy, heldout_accuracy=fit.heldout_accuracy,
-            temperature=fit.temperature, l2=fit.l2, fit_seconds=fit.seconds,
-        ))
+    if head_progress is not None:
+        head_progress(0, len(candidates))
+    with features:
+        for k, candidate in enumerate(candidates):
+            feats = features[k]
+            fit = fit_head(feats, train.y, num_classes, solver=solver)
+            del feats
+            name = f"exit{k}"
+            output = _unique(f"{name}_prob", taken)
+            prefix = _unique(f"hapi_{name}", taken) + "/"
+            head_models.append(head_model(candidate.tensor, list(candidate.shape), pooling, fit.head, prefix,
+                                          output, model.opset_import, dequantizer(model, candidate.tensor)))
+            specs.append(ExitSpec(name=name, tensor=candidate.tensor, output=output))
+            reports.append(HeadReport(
+                name=name, tensor=candidate.tensor, shape=list(candidate.shape),
+                mac_fraction=float(candidate.fraction), feature_dim=features.dims[k],
+                train_accuracy=fit.train_accuracy, heldout_accuracy=fit.heldout_accuracy,
+                temperature=fit.temperature, l2=fit.l2, fit_seconds=fit.seconds,
+                pooling=resolve_pooling(pooling, list(candidate.shape)), solver=fit.solver,
+            ))
+            if head_progress is not None:
+                head_progress(k + 1, len(candidates))
 
     grafted = graft_heads(model, head_models)
     layout = ExitLayout(
@@ -369,22 +397,25 @@ def attach_exits(
         quantization=quantization_format(model),
     )
     layout.to_model(grafted)
+    record = InputRecord(preprocessing=train.preprocessing, classes=train.classes)
+    record.to_model(grafted)
     ee = load_model(grafted)  # normalised, so the saved file's fingerprint is what later steps compute
     return AttachResult(model=ee, layout=layout, heads=reports, feature_seconds=feature_seconds,
-                        num_samples=len(train))
-
+                        num_samples=len(train), input_record=record)
 
 
 def attach(
     model: str | os.PathLike | onnx.ModelProto,
-    data: Dataset | str | os.PathLike | None = None,
+    data: DataSource | str | os.PathLike | None = None,
     from_outputs: bool = False,
     final_output: str | None = None,
     exits: Sequence[str] | None = None,
-    pooling: str = "gap+2x2",
+    pooling: str = "auto",
     max_candidates: int | None = None,
     progress: Progress | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
+    preprocessing: "Preprocessing | str | dict | None" = None,
+    head_progress: Progress | None = None,
 ) -> AttachResult:
     """Make the over-provisioned EE model: fit heads on the backbone, or adopt its own exit outputs.
 
@@ -394,16 +425,21 @@ def attach(
 
     Args:
         model (str | PathLike | onnx.ModelProto): The backbone or multi-exit model (not modified).
-        data (Dataset | str | PathLike | None): Labelled training data, or an ``.npz`` path to it.
-            Required to fit heads; must be None with ``from_outputs``.
+        data (DataSource | str | PathLike | None): Labelled training data, or the path of an
+            ``.npz`` or an image folder (see :func:`~hapi_onnx.data.open_dataset`). Required to fit
+            heads; must be None with ``from_outputs``.
         from_outputs (bool): Adopt the model's extra outputs as exits. Defaults to False.
         final_output (str | None): The final classifier output. Defaults to None: the first output
             when fitting heads, the last one with ``from_outputs``.
         exits (Sequence[str] | None): Cut tensors to fit heads at (see :func:`attach_exits`).
-        pooling (str): Head features, ``gap`` or ``gap+2x2``. Defaults to "gap+2x2".
+        pooling (str): Head features, ``auto``, ``gap`` or ``gap+2x2``. Defaults to "auto".
         max_candidates (int | None): Cap on automatic candidates. Defaults to None.
-        progress (Progress | None): ``progress(done, total)`` during feature collection.
-        batch_size (int): Samples per ORT run. Defaults to 256.
+        progress (Progress | None): ``progress(done, total)`` samples during feature collection.
+        batch_size (int | None): Samples per ORT run. Defaults to None (automatic).
+        preprocessing (Preprocessing | str | dict | None): How ``data``'s pixels become model
+            input (a preset name, a spec dict or a spec), when ``data`` is a path. Defaults to None
+            (preset ``none`` for an image folder).
+        head_progress (Progress | None): ``head_progress(done, total)`` heads, after each head.
 
     Returns:
         AttachResult: The EE model and its layout; ``heads`` is empty and ``feature_seconds`` 0
@@ -414,20 +450,24 @@ def attach(
             :func:`~hapi_onnx.exits.from_outputs.exits_from_outputs` refuses.
     """
     if from_outputs:
-        given = [flag for flag, value in (("data", data), ("exits", exits), ("max_candidates", max_candidates))
+        given = [flag for flag, value in (("data", data), ("exits", exits), ("max_candidates", max_candidates),
+                                          ("preprocessing", preprocessing))
                  if value is not None]
         if given:
             raise HapiError(
                 f"Taking exits from the model's outputs fits nothing, so it takes no {', '.join(given)}. "
-                "Drop them (--data, --exits, --max-candidates), or drop --exits-from-outputs to fit heads."
+                "Drop them (--data, --exits, --max-candidates, --preprocess), or drop --exits-from-outputs "
+                "to fit heads."
             )
         ee = exits_from_outputs(model, final_output=final_output)
         return AttachResult(model=ee, layout=ExitLayout.from_model(ee), heads=[], feature_seconds=0.0)
     if data is None:
         raise HapiError(
-            "attach needs labelled training data to fit the heads (--data TRAIN.npz with x and y), "
-            "or --exits-from-outputs for a model that already has one output per exit."
+            "attach needs labelled training data to fit the heads (--data TRAIN.npz with x and y, or a "
+            "folder with one subfolder of images per class), or --exits-from-outputs for a model that "
+            "already has one output per exit."
         )
-    train = data if isinstance(data, Dataset) else load_dataset(data)
+    train = open_dataset(data, preprocessing)
     return attach_exits(model, train, exits=exits, pooling=pooling, max_candidates=max_candidates,
-                        progress=progress, batch_size=batch_size, final_output=final_output)
+                        progress=progress, batch_size=batch_size, final_output=final_output,
+                        head_progress=head_progress)

@@ -2,21 +2,34 @@
 
 The backbone is frozen, so a head is a convex problem on fixed features: standardise, minimise
 mean cross-entropy + (l2 / 2) * ||W||^2 with an analytic gradient, then fold the standardisation
-and the temperature into one affine map ``logits = x @ W + b`` on the raw pooled features.
+(and whitening) and the temperature into one affine map ``logits = x @ W + b`` on the raw pooled
+features. A seeded held-out part of the training data (``HELDOUT_FRACTION``) chooses the
+regularisation and fits the temperature (with its one-pseudo-sample prior, see
+:mod:`~hapi_onnx.exits.temperature`), by held-out NLL: a smooth proper score that also rewards
+the honest confidences the exit thresholds rely on. Two solvers, by problem size (``solver="auto"``):
 
-Choosing the L2 strength: a seeded held-out part of the training data (``HELDOUT_FRACTION``) is
-kept aside; the head is fitted on the rest for each value of ``L2_GRID`` (strongest first, each
-fit warm-started from the previous one), a temperature is fitted on the held-out part for each,
-and the pair with the lowest held-out NLL wins (with the temperature's one-pseudo-sample prior,
-see :mod:`~hapi_onnx.exits.temperature`). NLL, not accuracy, because it is a smooth proper score
-that also rewards the honest confidences the exit thresholds rely on; with standardised
-features the useful range is narrow, so three decades cover it.
+* ``exact`` (up to ``EXACT_MAX_PARAMS`` weights, F x K: every 10-class head, 100 classes on
+  up to 655 features): float64 L-BFGS to convergence for each value of ``L2_GRID`` (strongest
+  first, each warm-started from the previous one). Hundreds of gradient evaluations; cheap here.
+* ``whitened`` (larger: 1000 classes on 2048 features is 2M weights, and one gradient over 16k
+  samples is 130 GFLOP, a second or two): the standardised features are whitened with a shrunk
+  covariance (PCA from up to ``WHITEN_SAMPLES`` samples, eigenvalues floored at ``WHITEN_FLOOR``
+  of their mean, so no direction is amplified more than about 3x and rare large values cannot
+  blow up the logits), which makes the problem well conditioned enough for float32 L-BFGS (with
+  ``FAST_MEMORY`` correction pairs) to get close to its optimum in about ten iterations; the L2
+  grid is replaced by early stopping: the iterates at ``FAST_CHECKPOINTS`` are scored by
+  held-out NLL (temperature fitted), the fit stops at the first that scores worse than the one
+  before, and the best is kept, with ``FAST_L2``. At most about 16 gradient evaluations, plus one
+  ``F x F`` eigendecomposition. Features wider than
+  ``WHITEN_MAX_FEATURES`` are only standardised (the eigendecomposition would dominate).
 
-Fewer training samples than features (a wide feature map, a few hundred images, many classes):
+``exact`` with fewer training samples than features (a wide feature map, a few hundred images):
 the penalised optimum's weights lie in the span of the fitting samples' features (any component
 outside it changes no logit and only adds to the penalty), so the fit runs on the coordinates of
 that span, ``r <= N`` of them instead of F, and maps the weights back: the same optimum, each
 L-BFGS step ``F / r`` times cheaper.
+
+``bench/bench_heads.py`` measures both on the same problems (accuracy, NLL, time).
 """
 
 import time
@@ -34,6 +47,16 @@ L2_GRID = (1e-2, 1e-3, 1e-4)
 HELDOUT_FRACTION = 0.15
 SPLIT_SEED = 0
 MAX_ITER = 400
+SOLVERS = ("auto", "exact", "whitened")
+EXACT_MAX_PARAMS = 65536
+FAST_L2 = 1e-2
+FAST_CHECKPOINTS = (4, 8, 12)
+WHITEN_MAX_FEATURES = 4096
+WHITEN_SAMPLES = 8192
+TRAIN_ACCURACY_SAMPLES = 4096
+WHITEN_FLOOR = 0.1
+FAST_MEMORY = 5
+_CHUNK = 4096  # rows per step when standardising/whitening large feature arrays
 
 
 @dataclass(frozen=True)
@@ -59,12 +82,16 @@ class HeadFit:
 
     Attributes:
         head (LinearHead): The head to graft.
-        train_accuracy (float): Accuracy on the part of the training data it was fitted on.
+        train_accuracy (float): Accuracy on the part of the training data it was fitted on
+            (``whitened``: on up to ``TRAIN_ACCURACY_SAMPLES`` of them).
         heldout_accuracy (float): Accuracy on the held-out part.
         heldout_nll (float): NLL on the held-out part, temperature applied.
         temperature (float): The fitted softmax temperature (folded into ``head``).
         l2 (float): The chosen L2 strength.
         seconds (float): Wall time of the fit, grid and temperature included.
+        solver (str): ``exact`` or ``whitened`` (see the module docstring).
+        iterations (int): L-BFGS iterations of the kept solution (summed over the L2 grid for
+            ``exact``).
     """
 
     head: LinearHead
@@ -74,6 +101,8 @@ class HeadFit:
     temperature: float
     l2: float
     seconds: float
+    solver: str = "exact"
+    iterations: int = 0
 
 
 def heldout_split(
@@ -113,7 +142,7 @@ def _loss_and_grad(
 
 def fit_logistic(
     z: np.ndarray, labels: np.ndarray, num_classes: int, l2: float, init: np.ndarray | None = None
-) -> np.ndarray:
+) -> tuple[np.ndarray, int]:
     """Minimise L2-regularised multinomial cross-entropy on (standardised) features with L-BFGS.
 
     Args:
@@ -124,7 +153,8 @@ def fit_logistic(
         init (np.ndarray | None): Starting ``[W.ravel(), b]``; zeros when None. Defaults to None.
 
     Returns:
-        np.ndarray: The optimum as ``[W.ravel(), b]`` (``W`` is ``[F, K]``).
+        tuple[np.ndarray, int]: The optimum as ``[W.ravel(), b]`` (``W`` is ``[F, K]``) and the
+        iterations it took.
     """
     onehot = np.eye(num_classes)[labels]
     x0 = np.zeros(z.shape[1] * num_classes + num_classes) if init is None else init
@@ -132,7 +162,20 @@ def fit_logistic(
         _loss_and_grad, x0, args=(z, onehot, l2), jac=True, method="L-BFGS-B",
         options={"maxiter": MAX_ITER, "gtol": 1e-6},
     )
-    return result.x
+    return result.x, int(result.nit)
+
+
+def choose_solver(num_features: int, num_classes: int, solver: str = "auto") -> str:
+    """``exact`` or ``whitened`` for a head of ``num_features`` x ``num_classes`` weights.
+
+    Raises:
+        HapiError: for an unknown solver.
+    """
+    if solver not in SOLVERS:
+        raise HapiError(f"solver must be one of {', '.join(SOLVERS)}. Got {solver!r} instead.")
+    if solver != "auto":
+        return solver
+    return "exact" if num_features * num_classes <= EXACT_MAX_PARAMS else "whitened"
 
 
 def fit_head(
@@ -142,25 +185,31 @@ def fit_head(
     l2_grid: tuple[float, ...] = L2_GRID,
     heldout_fraction: float = HELDOUT_FRACTION,
     seed: int = SPLIT_SEED,
+    solver: str = "auto",
 ) -> HeadFit:
-    """Fit one exit head on pooled features: L2 chosen and temperature fitted on a held-out part.
+    """Fit one exit head on pooled features: regularisation chosen and temperature fitted on a held-out part.
 
     Deterministic: the split is seeded and L-BFGS starts from zeros. Runs on one BLAS thread
-    (:func:`~hapi_onnx.exits.blas.blas_threads`): these problems are too small to gain from more.
+    (:func:`~hapi_onnx.exits.blas.blas_threads`): on a shared machine more threads contend.
 
     Args:
         features (np.ndarray): float ``[N, F]`` pooled features of the training data.
         labels (np.ndarray): int ``[N]`` classes.
         num_classes (int): K.
-        l2_grid (tuple[float, ...]): L2 strengths to try. Defaults to ``L2_GRID``.
+        l2_grid (tuple[float, ...]): L2 strengths to try (``exact``). Defaults to ``L2_GRID``.
         heldout_fraction (float): Share of samples held out. Defaults to ``HELDOUT_FRACTION``.
         seed (int): Seed of the held-out split. Defaults to ``SPLIT_SEED``.
+        solver (str): ``auto``, ``exact`` or ``whitened`` (see the module docstring). Defaults
+            to "auto".
 
     Returns:
         HeadFit: The folded head and its report.
     """
+    solver = choose_solver(np.shape(features)[1], num_classes, solver)
     with blas_threads(1):
-        return _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed)
+        if solver == "exact":
+            return _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed)
+        return _fit_whitened(features, labels, num_classes, heldout_fraction, seed)
 
 
 def _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed) -> HeadFit:
@@ -169,8 +218,7 @@ def _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed) ->
     fit_idx, held_idx = heldout_split(len(features), heldout_fraction, seed)
     x = np.asarray(features, dtype=np.float64)
     mu = x[fit_idx].mean(axis=0)
-    sigma = x[fit_idx].std(axis=0)
-    sigma = np.where(sigma > 1e-6 * max(1.0, float(np.abs(mu).max(initial=0.0))), sigma, 1.0)
+    sigma = _safe_std(x[fit_idx].std(axis=0), mu)
     z = (x - mu) / sigma
     z_fit, z_held = z[fit_idx], z[held_idx]
     y_fit, y_held = labels[fit_idx], labels[held_idx]
@@ -181,14 +229,16 @@ def _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed) ->
 
     best = None
     params = None
+    iterations = 0
     for l2 in sorted(l2_grid, reverse=True):
-        params = fit_logistic(z_fit, y_fit, k, l2, init=params)
+        params, used = fit_logistic(z_fit, y_fit, k, l2, init=params)
+        iterations += used
         held_logits = z_held @ params[: f * k].reshape(f, k) + params[f * k :]
         temperature = fit_temperature(held_logits, y_held)
         score = nll(held_logits, y_held, temperature, prior=1.0)
         if best is None or score < best[0]:
-            best = (score, l2, temperature, params.copy(), nll(held_logits, y_held, temperature))
-    _, l2, temperature, params, held_nll = best
+            best = (score, l2, temperature, params.copy(), nll(held_logits, y_held, temperature), iterations)
+    _, l2, temperature, params, held_nll, iterations = best
     w, b = params[: f * k].reshape(f, k), params[f * k :]
     if basis is not None:
         w = basis @ w
@@ -206,6 +256,8 @@ def _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed) ->
         temperature=float(temperature),
         l2=float(l2),
         seconds=time.perf_counter() - start,
+        solver="exact",
+        iterations=int(iterations),
     )
 
 
@@ -218,6 +270,109 @@ def _sample_span(z: np.ndarray) -> np.ndarray | None:
     _, s, vt = np.linalg.svd(z, full_matrices=False)
     rank = int(np.sum(s > s.max(initial=0.0) * max(n, f) * np.finfo(z.dtype).eps))
     return np.ascontiguousarray(vt[:rank].T) if rank < f else None
+def _safe_std(sigma: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Standard deviations with (near-)constant features mapped to 1, so they standardise to 0."""
+    return np.where(sigma > 1e-6 * max(1.0, float(np.abs(mu).max(initial=0.0))), sigma, 1.0)
+
+
+def _loss_and_grad32(params: np.ndarray, z: np.ndarray, labels: np.ndarray, l2: float, k: int):
+    """float32 :func:`_loss_and_grad` without a one-hot matrix (K may be 1000)."""
+    n, f = z.shape
+    w = params[: f * k].astype(np.float32).reshape(f, k)
+    logits = z @ w
+    logits += params[f * k :].astype(np.float32)
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    total = logits.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
+    picked = logits[rows, labels] / total[:, 0]
+    loss = -np.mean(np.log(np.maximum(picked, 1e-30)), dtype=np.float64)
+    loss += 0.5 * l2 * float(np.dot(w.ravel(), w.ravel()))
+    logits /= total
+    logits[rows, labels] -= 1.0
+    logits /= n
+    grad_w = z.T @ logits
+    grad_w += l2 * w
+    return float(loss), np.concatenate([grad_w.ravel(), logits.sum(axis=0)]).astype(np.float64)
+
+
+def _fit_whitened(features, labels, num_classes, heldout_fraction, seed) -> HeadFit:
+    start = time.perf_counter()
+    labels = np.asarray(labels, dtype=np.int64)
+    fit_idx, held_idx = heldout_split(len(features), heldout_fraction, seed)
+    x = np.asarray(features, dtype=np.float32)
+    f, k, n_fit = x.shape[1], num_classes, len(fit_idx)
+    mu = x[fit_idx].mean(axis=0, dtype=np.float64)
+    sigma = _safe_std(x[fit_idx].std(axis=0, dtype=np.float64), mu)
+    # Rows in (fit, held-out) order, standardised in float32, chunk by chunk: one copy of the features.
+    order = np.concatenate([fit_idx, held_idx])
+    z = np.empty((len(order), f), dtype=np.float32)
+    mu32, sigma32 = mu.astype(np.float32), sigma.astype(np.float32)
+    for a in range(0, len(order), _CHUNK):
+        z[a : a + _CHUNK] = (x[order[a : a + _CHUNK]] - mu32) / sigma32
+    rng = np.random.default_rng(seed)
+    whiten = None
+    if f <= WHITEN_MAX_FEATURES:
+        part = z[_sample(n_fit, WHITEN_SAMPLES, rng)]
+        eigenvalues, vectors = np.linalg.eigh(part.T @ part / np.float32(len(part)))  # float32 LAPACK
+        del part
+        eigenvalues = np.maximum(eigenvalues, WHITEN_FLOOR * max(float(eigenvalues.mean()), 1e-12))
+        whiten = (vectors / np.sqrt(eigenvalues)).astype(np.float32)
+        for a in range(0, len(z), _CHUNK):
+            z[a : a + _CHUNK] = z[a : a + _CHUNK] @ whiten
+    z_fit, z_held = z[:n_fit], z[n_fit:]
+    y_fit, y_held = labels[fit_idx], labels[held_idx]
+
+    def score(params: np.ndarray, iterations: int) -> tuple:
+        w, b = params[: f * k].astype(np.float32).reshape(f, k), params[f * k :].astype(np.float32)
+        held_logits = (z_held @ w + b).astype(np.float64)
+        temperature = fit_temperature(held_logits, y_held)
+        return (nll(held_logits, y_held, temperature, prior=1.0), iterations, temperature, w, b,
+                nll(held_logits, y_held, temperature), float(np.mean(held_logits.argmax(axis=1) == y_held)))
+
+    best = [None]
+    count = [0]
+
+    def checkpoint(xk: np.ndarray) -> None:
+        """Score the iterate at each checkpoint; stop once the held-out score gets worse (early stopping)."""
+        count[0] += 1
+        if count[0] in FAST_CHECKPOINTS:
+            scored = score(xk, count[0])
+            if best[0] is not None and scored[0] >= best[0][0]:
+                raise StopIteration
+            best[0] = scored
+
+    result = minimize(
+        _loss_and_grad32, np.zeros(f * k + k), args=(z_fit, y_fit, FAST_L2, k), jac=True, method="L-BFGS-B",
+        callback=checkpoint, options={"maxiter": max(FAST_CHECKPOINTS), "gtol": 1e-6, "maxcor": FAST_MEMORY},
+    )
+    if best[0] is None or (result.nit not in FAST_CHECKPOINTS and result.nit < max(FAST_CHECKPOINTS)):
+        last = score(result.x, int(result.nit))  # converged between checkpoints
+        if best[0] is None or last[0] < best[0][0]:
+            best[0] = last
+    _, iterations, temperature, w, b, held_nll, held_acc = best[0]
+    rows = _sample(n_fit, TRAIN_ACCURACY_SAMPLES, rng)
+    train_acc = float(np.mean((z_fit[rows] @ w + b).argmax(axis=1) == y_fit[rows]))
+    # logits / T = ((x - mu) / sigma) @ M @ W / T + b / T = x @ W' + b', with M the whitening (or I)
+    w64 = w.astype(np.float64) if whiten is None else whiten.astype(np.float64) @ w.astype(np.float64)
+    w_folded = w64 / sigma[:, None] / temperature
+    b_folded = (b.astype(np.float64) - (mu / sigma) @ w64) / temperature
+    return HeadFit(
+        head=LinearHead(weight=w_folded.astype(np.float32), bias=b_folded.astype(np.float32)),
+        train_accuracy=train_acc,
+        heldout_accuracy=held_acc,
+        heldout_nll=float(held_nll),
+        temperature=float(temperature),
+        l2=FAST_L2,
+        seconds=time.perf_counter() - start,
+        solver="whitened",
+        iterations=int(iterations),
+    )
+
+
+def _sample(n: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """``range(n)``, or ``limit`` of its indices drawn without replacement (sorted) when n is larger."""
+    return np.arange(n) if n <= limit else np.sort(rng.choice(n, limit, replace=False))
 
 
 def head_probabilities(head: LinearHead, features: np.ndarray) -> np.ndarray:

@@ -15,7 +15,28 @@ from onnx import helper
 
 from hapi_onnx.errors import HapiError
 
-POOLINGS = ("gap", "gap+2x2")
+POOLINGS = ("auto", "gap", "gap+2x2")
+AUTO_GRID_MAX_FEATURES = 2048
+"""``auto`` pools with ``gap+2x2`` where that gives at most this many features, else with ``gap``."""
+
+
+def resolve_pooling(pooling: str, shape: Sequence[int | str | None]) -> str:
+    """The pooling used at a cut of ``shape``: ``pooling`` itself, or ``auto`` resolved.
+
+    ``auto`` is ``gap+2x2`` where ``5 x C <= AUTO_GRID_MAX_FEATURES`` (up to 409 channels: the
+    grid's spatial detail helps early, narrow cuts most) and ``gap`` on wider cuts, whose heads
+    would otherwise read 5 x 512 .. 5 x 2048 features and cost five times as much to fit and run.
+
+    Raises:
+        HapiError: when ``pooling`` is unknown.
+    """
+    if pooling not in POOLINGS:
+        raise HapiError(f"pooling must be one of {', '.join(POOLINGS)}. Got {pooling!r} instead.")
+    if pooling != "auto":
+        return pooling
+    channels = shape[1] if len(shape) >= 2 else None
+    wide = isinstance(channels, int) and 5 * channels > AUTO_GRID_MAX_FEATURES
+    return "gap" if wide or len(shape) != 4 else "gap+2x2"
 
 
 @dataclass(frozen=True)
@@ -63,8 +84,7 @@ def pooled_features(
     Raises:
         HapiError: when ``pooling`` is unknown or the tensor's shape does not allow it.
     """
-    if pooling not in POOLINGS:
-        raise HapiError(f"pooling must be one of {', '.join(POOLINGS)}. Got {pooling!r} instead.")
+    pooling = resolve_pooling(pooling, shape)
     rank = len(shape)
     channels = shape[1] if rank >= 2 else None
     if rank < 2 or not isinstance(channels, int) or channels <= 0:

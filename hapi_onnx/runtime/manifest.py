@@ -12,7 +12,8 @@ Example (format_version 2)::
     {
       "kind": "hapi-onnx bundle", "format_version": 2,
       "input": {"name": "input", "shape": [null, 1, 28, 28], "dtype": "float32"},
-      "num_classes": 10, "labels": ["0", ..., "9"] | null, "preprocessing": {...} | null,
+      "num_classes": 10, "labels": ["0", ..., "9"] | null,
+      "preprocessing": {"version": 1, "resize": 256, "crop": [224, 224], ...} | null,
       "exit_rule": "confidence >= threshold",
       "stages": [
         {"name": "exit3", "file": "stages/00_exit3.onnx", "sha256": "...", "size": 81234, "input": "input",
@@ -32,8 +33,13 @@ Each stage's ``name`` and ``threshold`` are one :class:`~hapi_onnx.choice.ExitCh
 threshold rule and comparison of :mod:`hapi_onnx.choice`); thresholds live only in the stages.
 The JSON is read with the bounds of :mod:`hapi_onnx.artifact`.
 
-Imports only the standard library and numpy (through :mod:`hapi_onnx.choice`): the runtime reads
-this on the edge device, and the bundle writer imports it from here.
+``preprocessing`` is a :class:`~hapi_onnx.runtime.preprocess.Preprocessing` spec, resolved for
+the input (channel order and layout set), or null when the bundle does not know how its input
+was made.
+
+Imports only the standard library and numpy (through :mod:`hapi_onnx.choice` and
+:mod:`hapi_onnx.runtime.preprocess`): the runtime reads this on the edge device, and the bundle
+writer imports it from here.
 """
 
 import json
@@ -44,6 +50,7 @@ from typing import Any
 from hapi_onnx.artifact import check_kind, parse_json
 from hapi_onnx.choice import ExitChoice, check_choices
 from hapi_onnx.errors import HapiError
+from hapi_onnx.runtime.preprocess import Preprocessing
 
 KIND = "hapi-onnx bundle"
 FORMAT_VERSION = 2
@@ -207,6 +214,22 @@ class StageSpec:
         )
 
 
+def _preprocessing(data: dict | None, input_spec: InputSpec) -> Preprocessing | None:
+    """The manifest's spec, validated and checked against the input it makes."""
+    if data is None:
+        return None
+    where = "'preprocessing'"
+    try:
+        spec = Preprocessing.from_dict(data)
+        resolved = spec.for_input(input_spec.shape, "the bundle's input")
+    except HapiError as err:
+        raise _fail(where, str(err)) from None
+    if spec != resolved:
+        raise _fail(where, f"must set channel_order and layout for the input {list(input_spec.shape)}. "
+                           f"Got {spec.channel_order!r} and {spec.layout!r} instead.")
+    return spec
+
+
 @dataclass(frozen=True)
 class Manifest:
     """The contents of ``manifest.json``.
@@ -216,7 +239,8 @@ class Manifest:
         num_classes (int): Number of classes.
         stages (tuple[StageSpec, ...]): Stages in execution order; the last one is the final classifier.
         labels (tuple[str, ...] | None): Class names, index = class id, if known.
-        preprocessing (dict | None): Free-form description of what the input expects.
+        preprocessing (Preprocessing | None): How decoded pixels become the input (resolved:
+            channel order and layout set), if known.
         design (dict | None): Summary of the design it ships (predicted metrics, constraints,
             fingerprints); its exits and thresholds are the stages'.
         provenance (dict): Source model fingerprint, hapi-onnx version, creation time.
@@ -226,7 +250,7 @@ class Manifest:
     num_classes: int
     stages: tuple[StageSpec, ...]
     labels: tuple[str, ...] | None
-    preprocessing: dict[str, Any] | None
+    preprocessing: Preprocessing | None
     design: dict[str, Any] | None
     provenance: dict[str, Any]
 
@@ -247,7 +271,7 @@ class Manifest:
             "input": self.input.to_dict(),
             "num_classes": self.num_classes,
             "labels": None if self.labels is None else list(self.labels),
-            "preprocessing": self.preprocessing,
+            "preprocessing": None if self.preprocessing is None else self.preprocessing.to_dict(),
             "exit_rule": EXIT_RULE,
             "stages": [s.to_dict() for s in self.stages],
             "design": self.design,
@@ -280,12 +304,15 @@ class Manifest:
         if not raw_stages:
             raise _fail(where, "'stages' must list at least the final stage. Got [] instead.")
         stages = tuple(StageSpec.from_dict(s, i) for i, s in enumerate(raw_stages))
+        input_spec = InputSpec.from_dict(data.get("input"))
         manifest = cls(
-            input=InputSpec.from_dict(data.get("input")),
+            input=input_spec,
             num_classes=num_classes,
             stages=stages,
             labels=None if labels is None else tuple(labels),
-            preprocessing=_get(data, "preprocessing", (dict,), "an object or null", where, optional=True),
+            preprocessing=_preprocessing(
+                _get(data, "preprocessing", (dict,), "a preprocessing spec or null", where, optional=True), input_spec
+            ),
             design=_get(data, "design", (dict,), "an object or null", where, optional=True),
             provenance=_get(data, "provenance", (dict,), "an object", where),
         )

@@ -35,6 +35,7 @@ from hapi_onnx.choice import ExitChoice, check_choices
 from hapi_onnx.errors import HapiError
 from hapi_onnx.runtime.archive import BundleContents, read_bundle
 from hapi_onnx.runtime.manifest import Manifest, StageSpec
+from hapi_onnx.runtime.preprocess import preprocess_images
 
 _MAX_BOUND_SHAPES = 8  # per thread: input shapes with preallocated batch-1 buffers
 MAX_CHUNK = 256
@@ -317,6 +318,32 @@ class EarlyExitModel:
         return self.with_thresholds([NEVER] * (self.num_stages - 1))
 
     # -- inference --------------------------------------------------------------------------
+
+    def preprocess(self, images) -> np.ndarray:
+        """Decoded images -> this model's input, with the bundle's preprocessing spec.
+
+        The same function (:func:`~hapi_onnx.runtime.preprocess.preprocess_images`) made the
+        calibration and test inputs when the bundle was built from an image folder. Decode
+        images yourself (e.g. ``np.asarray(PIL.Image.open(path).convert("RGB"))``); only a
+        resize needs Pillow, so images already at the spec's resize size need numpy alone.
+
+        Args:
+            images: One ``H x W`` or ``H x W x C`` uint8 image (RGB order), an ``N x H x W x C``
+                array, or a list of images.
+
+        Returns:
+            np.ndarray: float32 input for :meth:`predict` (``[N, C, H, W]`` or ``[N, H, W, C]``).
+
+        Raises:
+            HapiError: when the bundle records no preprocessing, or an image cannot be used.
+        """
+        spec = self._manifest.preprocessing
+        if spec is None:
+            raise HapiError(
+                "This bundle records no preprocessing, so it cannot preprocess images: feed predict the "
+                "model's input directly, or rebuild the bundle with a spec (e.g. --preprocess imagenet)."
+            )
+        return preprocess_images(spec, images)
 
     def predict(self, x: np.ndarray, return_probs: bool = False) -> Prediction:
         """Classify a batch, each sample leaving at its first confident exit.
