@@ -478,26 +478,21 @@ def write_mnist_splits(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, D
 def read_preprocessing(text: str) -> Preprocessing:
     """A spec from command-line text: a preset name, a JSON object, or the path of a JSON file.
 
-    A JSON object may start from a preset: ``{"preset": "imagenet", "resize": 288}``.
+    A JSON object may start from a preset: ``{"preset": "imagenet", "resize": 288}``. JSON is read
+    with the bounds of :func:`hapi_onnx.artifact.parse_json`.
 
     Raises:
         HapiError: when the text is none of these or the spec is invalid.
     """
+    from hapi_onnx.artifact import parse_json, read_json
+
     text = text.strip()
-    if text.startswith("{"):
-        source = "JSON"
+    if text.startswith(("{", "[")):
+        data = parse_json(text, "The preprocessing JSON")
     elif Path(text).suffix.lower() == ".json" or Path(text).is_file():
-        path = Path(text)
-        if not path.is_file():
+        if not Path(text).is_file():
             raise HapiError(f"preprocessing file {text!r} does not exist.")
-        source, text = f"file {text!r}", path.read_text()
+        data = read_json(Path(text), "preprocessing spec")
     else:
         return Preprocessing.preset(text)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise HapiError(
-            f"The preprocessing {source} is not valid JSON ({err}). Give a preset name "
-            "(none, imagenet, inception), a JSON object or a JSON file."
-        ) from None
     return Preprocessing.from_dict(data)

@@ -418,7 +418,7 @@ BUNDLE = [
             setup=_folder("m")),
     _bundle("bundle-labels-count", "labels must be 5", "--labels", "a,b"),
     _bundle("bundle-labels-empty", "labels must be 5", "--labels", ""),
-    _bundle("bundle-preprocessing-text", "must be a JSON object .* not valid JSON", "--preprocessing", "scale=1"),
+    _bundle("bundle-preprocessing-text", "Unknown preprocessing preset .scale=1.", "--preprocessing", "scale=1"),
     _bundle("bundle-preprocessing-list", "JSON object|dict", "--preprocessing", "[1, 2]"),
     _bundle("bundle-preprocessing-deep", "JSON object|nested", "--preprocessing", "[" * 50_000 + "]" * 50_000),
     _bundle("bundle-preprocessing-huge-int", "JSON object|digits", "--preprocessing", '{"n": ' + "9" * 5000 + "}"),

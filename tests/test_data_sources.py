@@ -1,7 +1,7 @@
 """Data sources read in batches: array files, image folders, spilled features, progress lines."""
 
 import hashlib
-import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -143,14 +143,20 @@ def test_automatic_batch_size_bounds_the_input_bytes():
     assert run_batch_size(model, 7, (3, 224, 224)) == 7
 
 
-def test_progress_prints_whole_lines_off_a_terminal():
-    from hapi_onnx_cli.options import ProgressLine
+def test_progress_off_a_terminal_is_whole_lines_and_timed_from_the_start_mark(capsys):
+    from hapi_onnx_cli import console
 
-    out = io.StringIO()
-    progress = ProgressLine("evaluate", "samples", every_s=0.0, stream=out)
-    for done in (50, 100, 150):
-        progress(done, 150)
-    lines = out.getvalue().splitlines()
-    assert "\r" not in out.getvalue() and len(lines) == 3
-    assert lines[0].startswith("evaluate 50/150 samples (") and "ETA" in lines[0]
-    assert lines[-1].startswith("evaluate 150/150 samples (") and "ETA" not in lines[-1]
+    console.set_mode("verbose")
+    try:
+        progress = console.progress("heads")
+        time.sleep(0.3)  # e.g. the feature pass before the heads: not part of their ETA
+        progress(0, 4)
+        for done in (1, 2, 3, 4):
+            progress(done, 4)
+    finally:
+        console.set_mode("auto")
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) == 4
+    assert lines[0].startswith("heads: 1/4 (25%, 0 s, eta 0 s)")
+    assert lines[-1].startswith("heads: 4/4 (100%")
