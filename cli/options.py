@@ -26,7 +26,7 @@ class InputPath(click.Path):
 
 
 class BuildData(InputPath):
-    """``mnist`` (the demo digits, no path) or a folder of train/calib/test .npz (an input)."""
+    """``mnist`` (the demo digits, no path) or a folder of the train/calib/test splits (an input)."""
 
     def input_path(self, value: str) -> str | None:
         return None if value == "mnist" else value

@@ -32,6 +32,7 @@ L-BFGS step ``F / r`` times cheaper.
 ``bench/bench_heads.py`` measures both on the same problems (accuracy, NLL, time).
 """
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -189,8 +190,11 @@ def fit_head(
 ) -> HeadFit:
     """Fit one exit head on pooled features: regularisation chosen and temperature fitted on a held-out part.
 
-    Deterministic: the split is seeded and L-BFGS starts from zeros. Runs on one BLAS thread
-    (:func:`~hapi_onnx.exits.blas.blas_threads`): on a shared machine more threads contend.
+    Deterministic for a given BLAS thread count: the split is seeded and L-BFGS starts from zeros.
+    ``exact`` runs on one BLAS thread (:func:`~hapi_onnx.exits.blas.blas_threads`: its thousands
+    of small products only contend with more); ``whitened``, whose products are large (13,600 x
+    2048 x 1000), on every usable CPU (x1.55 on this idle 2-core machine, though slower when other
+    processes hold the cores; see ``bench/bench_heads.py``).
 
     Args:
         features (np.ndarray): float ``[N, F]`` pooled features of the training data.
@@ -206,10 +210,19 @@ def fit_head(
         HeadFit: The folded head and its report.
     """
     solver = choose_solver(np.shape(features)[1], num_classes, solver)
-    with blas_threads(1):
-        if solver == "exact":
+    if solver == "exact":
+        with blas_threads(1):
             return _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed)
+    with blas_threads(usable_cpus()):
         return _fit_whitened(features, labels, num_classes, heldout_fraction, seed)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed) -> HeadFit:
