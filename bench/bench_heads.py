@@ -229,8 +229,8 @@ def many_classes() -> None:
         print(f"  {classes:>7} {dim:>5} {n:>6} {solver:<9} {threads:>4} {fit.seconds:>7.1f} {n / fit.seconds:>9.0f} "
               f"{fit.iterations:>4} {100 * acc:>7.1f}% {nll:>8.3f}", flush=True)
     print("  samples/s: training samples given / fit seconds (15% of them held out for early stopping and the")
-    print("  temperature); target >= 1,000 per head at 1000 classes x 2048 features. attach fits whitened heads on")
-    print("  every usable CPU, exact ones on one BLAS thread.")
+    print("  temperature); target >= 1,000 per head at 1000 classes x 2048 features. attach fits the largest whitened")
+    print("  heads (>= 1e10 multiply-adds a product) on every usable CPU, all others on one BLAS thread.")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ WHITEN_SAMPLES = 8192
 TRAIN_ACCURACY_SAMPLES = 4096
 WHITEN_FLOOR = 0.1
 FAST_MEMORY = 5
+PARALLEL_MIN_WORK = 10**10
 _CHUNK = 4096  # rows per step when standardising/whitening large feature arrays
 
 
@@ -192,9 +193,10 @@ def fit_head(
 
     Deterministic for a given BLAS thread count: the split is seeded and L-BFGS starts from zeros.
     ``exact`` runs on one BLAS thread (:func:`~hapi_onnx.exits.blas.blas_threads`: its thousands
-    of small products only contend with more); ``whitened``, whose products are large (13,600 x
-    2048 x 1000), on every usable CPU (x1.55 on this idle 2-core machine, though slower when other
-    processes hold the cores; see ``bench/bench_heads.py``).
+    of small products only contend with more); ``whitened`` too, unless one of its products is at
+    least ``PARALLEL_MIN_WORK`` multiply-adds (16,000 x 2048 x 1000 is 3e10), which then run on
+    every usable CPU: x1.55 on this idle 2-core machine, no gain (but no loss) when other
+    processes hold the cores, where smaller heads lost 2-4x (see ``bench/bench_heads.py``).
 
     Args:
         features (np.ndarray): float ``[N, F]`` pooled features of the training data.
@@ -213,7 +215,8 @@ def fit_head(
     if solver == "exact":
         with blas_threads(1):
             return _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed)
-    with blas_threads(usable_cpus()):
+    work = np.shape(features)[0] * np.shape(features)[1] * num_classes  # multiply-adds of one product
+    with blas_threads(usable_cpus() if work >= PARALLEL_MIN_WORK else 1):
         return _fit_whitened(features, labels, num_classes, heldout_fraction, seed)
 
 
