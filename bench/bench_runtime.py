@@ -45,6 +45,8 @@ from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.runtime import EarlyExitModel
 from hapi_onnx.search.latency import LatencyModel
+from hapi_onnx.search.problem import SearchProblem
+from hapi_onnx.trace import Trace
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -113,21 +115,21 @@ def call_overhead_us(intra_threads: int = 1, rounds: int = 9, calls: int = 2000)
 
 
 def path_costs_ms(table: LatencyTable, exit_names: Sequence[str]) -> list[float]:
-    """The table's mean cost of leaving at each stage of a bundle keeping ``exit_names``.
-
-    The search's cost model: a sample leaving at kept exit ``j`` (tensor after segment ``s_j``)
-    pays segments ``0..s_j``, the heads of kept exits ``0..j`` and ``j + 1`` call overheads; one
-    reaching the final classifier pays every segment, every kept head and ``m + 1`` overheads.
-    """
-    seg, head, over = table.segment_costs("mean"), table.head_costs("mean"), table.overhead.mean_ms
+    """The table's mean cost of leaving at each stage of a bundle keeping ``exit_names`` (the runtime's
+    per-predict work excluded): the search's own cost model, :meth:`SearchProblem.position_costs`."""
     index = {name: k for k, name in enumerate(table.exit_names)}
     kept = [index[name] for name in exit_names if name != "final"]
-    costs, heads = [], 0.0
-    for j, s in enumerate(kept):
-        heads += head[s]
-        costs.append(sum(seg[: s + 1]) + heads + (j + 1) * over)
-    costs.append(sum(seg) + heads + (len(kept) + 1) * over)
-    return costs
+    runtime = (table.extra.get("runtime") or {}).get("per_predict_ms") or 0.0
+    problem = SearchProblem.from_artifacts(_trace_for(table), table)
+    return [ns / 1e6 - runtime for ns in problem.position_costs(kept)]
+
+
+def _trace_for(table: LatencyTable) -> Trace:
+    """A one-sample trace of ``table``'s model: what :class:`SearchProblem` needs to read the costs."""
+    k = len(table.exit_names)
+    return Trace(exit_names=list(table.exit_names), tensors=list(table.exit_names), labels=np.zeros(1, np.int64),
+                 pred=np.zeros((k, 1), np.int64), conf=np.ones((k, 1), np.float32), num_classes=2,
+                 model_fingerprint=table.model_fingerprint)
 
 
 def per_exit_latency_ms(model: EarlyExitModel, x: np.ndarray, warmup: int = 20) -> dict[int, tuple[float, int]]:
@@ -191,7 +193,7 @@ def main(argv=None) -> None:
         extra_calls = (model.num_stages - 1) * table.overhead.mean_ms
         unseen = forced.latency.mean_ms - forced.full_latency.mean_ms - heads - extra_calls
         print(f"    breakdown (table {latency_path.name}): full path predicted {costs[-1]:.3f} ms; vs monolithic "
-              f"+{heads * 1e3:.0f} us kept heads' compute ({model.num_stages - 1} heads incl. decision ops), "
+              f"+{heads * 1e3:.0f} us kept heads' compute and cuts ({model.num_stages - 1} exits, decision ops incl.), "
               f"+{extra_calls * 1e3:.0f} us {model.num_stages - 1} extra session calls, "
               f"{unseen * 1e3:+.0f} us not in the table ({unseen * 1e3 / model.num_stages:+.1f} us per stage)")
         floor = (forced.full_latency.mean_ms + heads) / forced.full_latency.mean_ms

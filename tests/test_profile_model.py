@@ -194,8 +194,10 @@ def test_profile_model_table_describes_every_piece(table, ee_path, fast_preset):
     assert shapes["head1"] == {"inputs": [[1, 4, 8, 8]], "outputs": [[1], [1], [1, 3]]}
     assert shapes["monolithic"] == {"inputs": [[1, 1, 8, 8]], "outputs": [[1, 3]]}
     assert set(table.extra["timing"]["pieces"]) == {
-        "segment0", "segment1", "segment2", "head0", "head1", "monolithic", "overhead"}
-    assert all(c >= 0 for c in table.segment_costs("p50") + table.head_costs("mean"))
+        "segment0", "segment1", "segment2", "head0", "head1", "boundary0", "boundary1", "monolithic", "overhead"}
+    assert all(c >= 0 for c in table.segment_costs("p50") + table.head_costs("mean") + table.cut_costs())
+    assert [b.name for b in table.boundaries] == ["boundary0", "boundary1"]
+    assert shapes["boundary1"] == {"inputs": [[1, 4, 8, 8]], "outputs": [[1], [1], [1, 3]]}  # segments 1 and 2
     runtime = table.extra["runtime"]  # the runtime's own work per predict, timed in its own rounds
     assert runtime["per_predict_ms"] == max(runtime["predict"]["mean_ms"] - runtime["stage"]["mean_ms"], 0.0)
     assert runtime["predict"]["n"] == runtime["stage"]["n"] >= FAST_TIMING["min_runs"]
@@ -262,7 +264,7 @@ def test_cli_writes_the_table_and_prints_it(run_cli, ee_path, fast_preset, tmp_p
     table = LatencyTable.load(out)
     assert table.preset["timing"]["time_budget_s"] == 0.02
     assert "segment2" in result.stdout and "monolithic" in result.stdout
-    assert "[6/6]" in result.stderr and "[1/1] monolithic" in result.stderr  # pieces, the full model
+    assert "[8/8]" in result.stderr and "[1/1] monolithic" in result.stderr  # pieces, the full model
     assert "[2/2] runtime" in result.stderr  # then the runtime
     assert "runtime stage" in result.stderr and "runtime predict" in result.stderr
 
@@ -330,3 +332,21 @@ def test_profiler_runs_without_scipy_or_graphsurgeon(ee_path, fast_preset, tmp_p
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"loaded": [], "segments": 3}
+
+
+def test_fused_pairs_compute_what_two_segments_compute(ee_path):
+    from hapi_onnx.exits.cut import fused_pairs
+
+    model = load_model(ee_path)
+    pieces = split_at_exits(model)
+    x = np.random.default_rng(5).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    value = {"x": x}
+    for k, (pair, first, second) in enumerate(zip(fused_pairs(pieces), pieces.segments, pieces.segments[1:],
+                                                  strict=False)):
+        assert pair.name == f"boundary{k}" and pair.inputs == first.inputs and pair.outputs == second.outputs
+        middle = _run_named(first.model, value[first.inputs[0]])
+        chained = _run_named(second.model, middle[first.outputs[0]])
+        fused = _run_named(pair.model, value[first.inputs[0]])
+        for name in second.outputs:
+            np.testing.assert_allclose(fused[name], chained[name], rtol=1e-5, atol=1e-6)
+        value = middle

@@ -78,3 +78,30 @@ def test_a_table_without_distributions_falls_back_to_path_costs():
     trace, table = synthetic_trace(4, 300, seed=5), synthetic_table(4, seed=5)
     assert LatencyModel.from_table(table) is None
     assert SearchProblem.from_artifacts(trace, table).latency_model is None
+
+
+def test_cutting_at_an_exit_is_charged_to_keeping_it():
+    import dataclasses
+
+    from hapi_onnx.profile.table import PieceLatency
+
+    trace, table = synthetic_trace(4, 300, seed=6), synthetic_table(4, seed=6, jitter=1e-9)
+    over = table.overhead.mean_ms
+    cuts = [0.01, 0.02, 0.0, 0.03]  # ms that fusing segments k and k+1 saves beyond one call
+
+    def pair(k):
+        mean = table.segments[k].stats.mean_ms + table.segments[k + 1].stats.mean_ms - over - cuts[k]
+        return PieceLatency(f"boundary{k}", [], [], stats_from_samples([mean * 1e6] * 50, 5))
+
+    with_pairs = dataclasses.replace(table, boundaries=[pair(k) for k in range(4)])
+    np.testing.assert_allclose(with_pairs.cut_costs(), cuts, atol=1e-9)
+    plain = SearchProblem.from_artifacts(trace, table)
+    cut = SearchProblem.from_artifacts(trace, with_pairs)
+    # no exit kept: one stage, every cut fused away; exits 1 and 3 kept: their cuts are paid
+    assert cut.position_costs(())[0] == pytest.approx(plain.position_costs(())[0] - 0.06e6, abs=2)
+    kept = cut.position_costs((1, 3))
+    base = plain.position_costs((1, 3))
+    assert kept[0] == pytest.approx(base[0] - 0.01e6, abs=2)  # leaving at exit 1: cut 0 fused, cut 1 paid
+    assert kept[-1] == pytest.approx(base[-1] - 0.01e6, abs=2)  # the final stage: cuts 0 and 2 fused
+    draws = cut.latency_model.position_draws((1, 3))
+    np.testing.assert_allclose(draws.mean(axis=1), kept / 1e6, rtol=1e-3)

@@ -106,28 +106,45 @@ def full_model(ee_model: onnx.ModelProto, layout: ExitLayout) -> Piece:
     return Piece("monolithic", extract_segment(ee_model, ins, outs), ins, outs)
 
 
-def join(segment: Piece, head: Piece) -> onnx.ModelProto:
-    """One graph running ``segment`` then ``head`` on its output: a bundle's intermediate stage.
+def join(first: Piece, second: Piece, keep: bool = True) -> onnx.ModelProto:
+    """One graph running ``first`` then ``second`` on its output.
 
-    Outputs: the segment's tensor (carried to the next stage), then the head's decision outputs.
-    Both pieces come from the same model, so their names agree; their nodes are disjoint.
+    With ``keep`` (a bundle's intermediate stage: a segment, then its exit's head) the outputs are
+    ``first``'s tensor, carried to the next stage, then ``second``'s; without (two consecutive
+    segments fused, see :func:`fused_pairs`) only ``second``'s. Both pieces come from the same
+    model, so their names agree; their nodes are disjoint.
     """
-    (carried,) = segment.outputs
-    if head.inputs != [carried]:
-        raise HapiError(f"Cannot join a segment ending at {carried!r} with a head reading {head.inputs!r}.")
-    a, b = segment.model.graph, head.model.graph
+    (carried,) = first.outputs
+    if second.inputs != [carried]:
+        raise HapiError(f"Cannot join a piece ending at {carried!r} with one reading {second.inputs!r}.")
+    a, b = first.model.graph, second.model.graph
     initializers = {t.name: t for t in list(a.initializer) + list(b.initializer)}
     graph = onnx.helper.make_graph(
         list(a.node) + list(b.node),
-        f"{a.name}_stage",
+        f"{a.name}_joined",
         inputs=list(a.input),
-        outputs=list(a.output) + list(b.output),
+        outputs=(list(a.output) if keep else []) + list(b.output),
         initializer=list(initializers.values()),
         value_info=[vi for vi in list(a.value_info) + list(b.value_info) if vi.name != carried],
         sparse_initializer=list(a.sparse_initializer) + list(b.sparse_initializer),
     )
-    model = onnx.helper.make_model(graph, opset_imports=list(segment.model.opset_import),
-                                   functions=list(segment.model.functions))
-    model.ir_version = segment.model.ir_version
-    model.producer_name = segment.model.producer_name
+    model = onnx.helper.make_model(graph, opset_imports=list(first.model.opset_import),
+                                   functions=list(first.model.functions))
+    model.ir_version = first.model.ir_version
+    model.producer_name = first.model.producer_name
     return model
+
+
+def fused_pairs(cut: ExitCut) -> list[Piece]:
+    """Every two consecutive segments of ``cut`` fused in one graph: ``boundary<k>`` removes the cut at exit ``k``.
+
+    The profiler times them next to the segments: the two segments cost more apart than fused by
+    one call and by what cutting at that tensor costs (the layout conversions ONNX Runtime adds at
+    a session's inputs and outputs, e.g. to and from NCHWc), which a bundle pays only where it
+    keeps an exit (:meth:`~hapi_onnx.profile.table.LatencyTable.cut_costs`).
+    """
+    index = {spec.name: k for k, spec in enumerate(cut.layout.exits)}
+    return [
+        Piece(f"boundary{index[name]}", join(first, second, keep=False), list(first.inputs), list(second.outputs))
+        for name, first, second in zip(cut.kept, cut.segments, cut.segments[1:], strict=False)
+    ]

@@ -98,6 +98,9 @@ class LatencyTable(JsonArtifact):
         exit_names (list[str]): Exits in order, final classifier last (as in the Trace).
         segments (list[PieceLatency]): One per exit.
         heads (list[PieceLatency]): One per intermediate exit.
+        boundaries (list[PieceLatency]): ``boundary<k>``, segments ``k`` and ``k + 1`` fused in one
+            session, one per intermediate exit (empty in tables that did not time them): see
+            :meth:`cut_costs`.
         overhead (TimingStats): Per-call overhead of a session run.
         monolithic (TimingStats): The original model (no heads) in one session, for reference.
     """
@@ -116,6 +119,7 @@ class LatencyTable(JsonArtifact):
     overhead: TimingStats
     monolithic: TimingStats
     extra: dict[str, Any] = field(default_factory=dict)
+    boundaries: list[PieceLatency] = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -126,9 +130,9 @@ class LatencyTable(JsonArtifact):
                 raise HapiError(f"Latency table {name} must be a {kind.__name__}. Got {getattr(self, name)!r}.")
         if not _names(self.exit_names) or not self.exit_names:
             raise HapiError(f"Latency table exit_names must be a list of names. Got {self.exit_names!r}.")
-        pieces = (self.segments, self.heads)
+        pieces = (self.segments, self.heads, self.boundaries)
         if not all(isinstance(p, list | tuple) and all(isinstance(q, PieceLatency) for q in p) for p in pieces):
-            raise HapiError("Latency table segments and heads must be lists of timed pieces.")
+            raise HapiError("Latency table segments, heads and boundaries must be lists of timed pieces.")
         if not isinstance(self.overhead, TimingStats) or not isinstance(self.monolithic, TimingStats):
             raise HapiError("Latency table overhead and monolithic must be timing statistics.")
         k = len(self.exit_names)
@@ -136,6 +140,10 @@ class LatencyTable(JsonArtifact):
             raise HapiError(
                 f"Latency table for {k} exits needs {k} segments and {k - 1} heads. "
                 f"Got {len(self.segments)} segments and {len(self.heads)} heads."
+            )
+        if len(self.boundaries) not in (0, k - 1):
+            raise HapiError(
+                f"Latency table for {k} exits needs {k - 1} boundaries (or none). Got {len(self.boundaries)}."
             )
 
     def segment_costs(self, stat: str = "mean") -> list[float]:
@@ -147,6 +155,22 @@ class LatencyTable(JsonArtifact):
         """Compute time of each intermediate head in ms, per-call overhead removed (never below 0)."""
         over = self.overhead.stat(stat)
         return [max(p.stats.stat(stat) - over, 0.0) for p in self.heads]
+
+    def cut_costs(self, stat: str = "mean") -> list[float]:
+        """What cutting the backbone at each intermediate exit's tensor costs beyond one session call, in ms.
+
+        Segments ``k`` and ``k + 1`` cost more apart than fused (``boundary<k>``) by one call and by
+        the work a session adds at its inputs and outputs (ONNX Runtime converts layouts there,
+        e.g. to and from NCHWc): a bundle pays it only where a stage ends, i.e. at the exits it
+        keeps. Never below 0; all 0 for a table without boundaries.
+        """
+        if not self.boundaries:
+            return [0.0] * len(self.heads)
+        over = self.overhead.stat(stat)
+        return [
+            max(a.stats.stat(stat) + b.stats.stat(stat) - pair.stats.stat(stat) - over, 0.0)
+            for a, b, pair in zip(self.segments, self.segments[1:], self.boundaries, strict=False)
+        ]
 
     @property
     def fingerprint(self) -> str:
@@ -162,6 +186,7 @@ class LatencyTable(JsonArtifact):
             **data,
             "segments": [_piece(p) for p in data["segments"]],
             "heads": [_piece(p) for p in data["heads"]],
+            "boundaries": [_piece(p) for p in data.get("boundaries", [])],
             "overhead": TimingStats(**data["overhead"]),
             "monolithic": TimingStats(**data["monolithic"]),
         })

@@ -9,7 +9,8 @@ piece's measured distribution (101 quantiles, :class:`~hapi_onnx.profile.table.T
 :class:`LatencyModel` draws each piece's time from its own distribution (inverse-CDF sampling,
 independent draws, seeded) and sums along the path, the same bookkeeping as the mean model: a piece
 contributes its measured time minus one mean call overhead, each stage call adds one mean overhead,
-and the runtime's per-predict work is paid once. The design's latency distribution is the mixture
+the cost of cutting at an exit moves from the segment before it to keeping that exit, and the
+runtime's per-predict work is paid once. The design's latency distribution is the mixture
 of the exit positions' distributions weighted by where the samples leave; its percentiles are the
 predictions reported and checked against a percentile SLA.
 """
@@ -51,6 +52,9 @@ class LatencyModel:
         over = table.overhead.mean_ms
         k = len(table.segments)
         quantiles = np.asarray(pieces, dtype=np.float64) - over
+        cuts = np.asarray(table.cut_costs("mean"))  # charged to keeping the exit, as the mean model does
+        quantiles[: k - 1] -= cuts[:, None]
+        quantiles[k:] += cuts[:, None]
         return cls(quantiles[:k], quantiles[k:], float(over), float(runtime_ms))
 
     def position_draws(self, exits: Sequence[int], draws: int = DRAWS, seed: int = SEED) -> np.ndarray:

@@ -15,9 +15,13 @@ sample leaving at kept exit ``j`` costs::
 
 and a sample reaching the final classifier costs ``sum(seg) + sum(kept heads) + (m + 1) * overhead``.
 Piece costs are :meth:`LatencyTable.segment_costs` / :meth:`~LatencyTable.head_costs` of the mean
-(per-call overhead removed) and ``overhead.mean_ms``. The runtime's own per-``predict`` work (the
-Python between stages, measured by the profiler as ``extra["runtime"]["per_predict_ms"]`` where
-the batch-1 runtime path applies) is paid once per sample, so it is added to ``seg[0]``.
+(per-call overhead removed) and ``overhead.mean_ms``. Cutting the backbone at an exit's tensor
+costs more than one call (:meth:`~LatencyTable.cut_costs`: the layout conversions a session does
+at its inputs and outputs); a stage that fuses several segments does not pay it inside, so it is
+taken off the segment before the cut and charged to keeping that exit, with its head
+(``head[k]`` is the exit's keep-cost). The runtime's own per-``predict`` work (the Python between
+stages, measured by the profiler as ``extra["runtime"]["per_predict_ms"]`` where the batch-1
+runtime path applies) is paid once per sample, so it is added to ``seg[0]``.
 
 Latency statistics over the search samples: the mean, and nearest-rank percentiles ``p50``,
 ``p90``, ``p99``: the ``ceil(q * N)``-th smallest per-sample latency (a latency that at least a
@@ -151,9 +155,9 @@ class SearchProblem:
             candidates=resolve_candidates(trace.exit_names, candidates),
             conf=np.ascontiguousarray(conf[:-1]),
             correct=np.ascontiguousarray(trace.agreement if reference == "final" else trace.correct),
-            seg_ns=_ns(_with_runtime_cost(table)),
+            seg_ns=_ns(_segment_costs(table)),
             latency_model=LatencyModel.from_table(table, runtime_ms=_runtime_cost(table)),
-            head_ns=_ns(table.head_costs("mean")),
+            head_ns=_ns(_exit_costs(table)),
             overhead_ns=int(_ns([table.overhead.mean_ms])[0]),
             monolithic_ms=float(table.monolithic.mean_ms),
             trace_fingerprint=trace.fingerprint,
@@ -223,11 +227,18 @@ class SearchProblem:
         return [self.exit_names[i] for i in exits] + [self.exit_names[-1]]
 
 
-def _with_runtime_cost(table: LatencyTable) -> list[float]:
-    """Segment costs with the runtime's per-predict work charged to the first segment (paid once)."""
-    costs = table.segment_costs("mean")
+def _segment_costs(table: LatencyTable) -> list[float]:
+    """Segment costs as a stage pays them: the cut at its end removed (charged to keeping that
+    exit, :func:`_exit_costs`), the runtime's per-predict work on the first segment (paid once)."""
+    cuts = table.cut_costs("mean") + [0.0]
+    costs = [max(c - cut, 0.0) for c, cut in zip(table.segment_costs("mean"), cuts, strict=True)]
     costs[0] += _runtime_cost(table)
     return costs
+
+
+def _exit_costs(table: LatencyTable) -> list[float]:
+    """What keeping each intermediate exit costs: its head, and cutting the backbone there."""
+    return [h + cut for h, cut in zip(table.head_costs("mean"), table.cut_costs("mean"), strict=True)]
 
 
 def _runtime_cost(table: LatencyTable) -> float:
