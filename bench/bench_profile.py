@@ -39,10 +39,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hapi_onnx.choice import choices_from
 from hapi_onnx.errors import HapiError
+from hapi_onnx.exits.cut import cut_at_exits
 from hapi_onnx.exits.layout import ExitLayout, ExitSpec
 from hapi_onnx.graph import candidate_exits, extract_segment, input_spec, load_model, model_fingerprint
 from hapi_onnx.profile import load_preset, profile_model
-from hapi_onnx.profile.profile import BoundCall, overhead_model, sample_input, split_at_exits
+from hapi_onnx.profile.profile import BoundCall, overhead_model, sample_input
 from hapi_onnx.profile.timing import time_calls
 
 DEFAULT_BACKBONE = Path(__file__).resolve().parent.parent / "examples" / "mnist" / "model.onnx"
@@ -107,7 +108,7 @@ def interleaved_entries(ee: onnx.ModelProto, preset, workdir: Path) -> list[Entr
 
     layout = ExitLayout.from_model(ee)
     x = sample_input(ee, 1)
-    pieces = split_at_exits(ee)
+    pieces = cut_at_exits(ee, layout)
     entries, value = [], x
     for seg, head in zip(pieces.segments, [*pieces.heads, None], strict=True):
         for piece in [seg] if head is None else [seg, head]:
@@ -228,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
                   "stage vs its pieces; the decision ops are in the heads' and last segment's timings)")
     print(f"   for reference, profile_model run 1: backbone monolithic mean {first.monolithic.mean_ms:.4f} ms, "
           f"sum of segments + 1 overhead {sum(first.segment_costs('mean')) + first.overhead.mean_ms:.4f} ms")
+    if first.boundaries:
+        fused = sum(first.segment_costs("mean")) - sum(first.cut_costs("mean")) + first.overhead.mean_ms
+        print(f"   the table's cut costs (fused pairs, charged to the exits a design keeps): "
+              f"{sum(first.cut_costs('mean')) * 1e3:.1f} us over {len(first.boundaries)} cuts; segments - cuts "
+              f"+ 1 overhead {fused:.4f} ms = {fused / first.monolithic.mean_ms:.3f} x the monolithic backbone")
     return 0
 
 
