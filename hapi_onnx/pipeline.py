@@ -546,7 +546,7 @@ def build_report(result: BuildResult) -> list[str]:
     from hapi_onnx.graph import load_model
     from hapi_onnx.runtime import read_bundle
     from hapi_onnx.search.design import Design
-    from hapi_onnx.search.report import search_text
+    from hapi_onnx.search.report import guarantee_text, search_text
     from hapi_onnx.trace import Trace
 
     paths = result.paths
@@ -574,6 +574,7 @@ def build_report(result: BuildResult) -> list[str]:
         f"  predicted  accuracy {pred['accuracy']:.4f}, mean {pred['mean_ms']:.3f} ms, "
         f"p90 {pred['p90_ms']:.3f} ms  [on the calibration split]",
         f"  search     {search_text(design)}",
+        *([f"  guarantee  {guarantee_text(design)}"] if guarantee_text(design) else []),
         "",
         f"Measured on the held-out test split ({report.num_samples} images):",
         *report.lines()[1:],

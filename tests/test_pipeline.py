@@ -14,6 +14,7 @@ from hapi_onnx.data import load_dataset
 from hapi_onnx.errors import HapiError
 from hapi_onnx.pipeline import BuildConfig, build, build_report
 from hapi_onnx.runtime import EarlyExitModel
+from hapi_onnx.search import Design
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "mnist" / "model.onnx"
 STEPS = ["data", "export", "attach", "calibrate", "profile", "search", "bundle", "evaluate"]
@@ -39,6 +40,9 @@ def test_build_writes_every_artifact_and_a_report(built):
     needles = ("Exits on the calibration split", "Design (", "held-out test split", "speed-up", "EarlyExitModel.load")
     for needle in needles:
         assert needle in report
+    certified = Design.load(result.paths["design"]).search["guarantee"]["certified"]  # split, the default
+    assert "  guarantee  with probability >= 0.9 over the calibration data" in report
+    assert f"{certified} design(s) certified" in report
     model = EarlyExitModel.load(result.paths["bundle"])
     test = load_dataset(result.paths["data"] / "test.npz")
     pred = model.predict(test.x[:50])

@@ -222,6 +222,8 @@ def test_table_round_trips_and_prints(table, tmp_path):
     for name in ["segment0", "head0", "segment1", "head1", "segment2", "overhead", "monolithic"]:
         assert name in text
     assert "1x1x8x8 -> 1x4x8x8" in text
+    cuts = table.cut_costs("mean")
+    assert table.boundaries and f"{1e3 * sum(cuts) / len(cuts):.1f} us mean per cut" in text
 
 
 def test_batch_size_reaches_every_piece(ee_path, fast_preset):

@@ -44,6 +44,12 @@ def table_lines(table: LatencyTable) -> list[str]:
         f"sum of segments (overhead removed) + one call overhead: {path:.4f} ms mean; "
         f"monolithic: {table.monolithic.mean_ms:.4f} ms mean"
     )
+    if table.boundaries:
+        cuts = table.cut_costs("mean")
+        lines.append(
+            f"cutting at an exit (fused segment pairs vs apart): {1e3 * sum(cuts) / len(cuts):.1f} us mean per cut, "
+            f"charged to the exits a design keeps; segments - cuts + one call: {path - sum(cuts):.4f} ms mean"
+        )
     return lines
 
 

@@ -60,9 +60,9 @@ CERTIFY_FRACTION = 0.7
 SPLIT_SEED = 0
 PATH_STEPS = 32
 STATEMENT = (
-    "with probability >= {level:g} over the calibration data, the chosen design's {what} on new data "
-    "from the same distribution meets the constraints (search on {search} samples, certified on {certify} "
-    "held-out samples by fixed-sequence testing)"
+    "with probability >= {level:g} over the calibration data, the chosen design meets its {what} "
+    "constraints on new data from the same distribution (search on {search} samples, certified on "
+    "{certify} held-out samples by fixed-sequence testing)"
 )
 
 
@@ -170,5 +170,5 @@ def certify(certify_part: SearchProblem, path: Iterable[Candidate], goal: Goal) 
 
 def statement(level: float, reference: str, search: int, certify_samples: int) -> str:
     """The guarantee in one sentence, with its numbers."""
-    what = "agreement with the full model" if reference == "final" else "accuracy and drop from the full model"
+    what = "agreement-with-the-full-model" if reference == "final" else "accuracy and accuracy-drop"
     return STATEMENT.format(level=level, what=what, search=search, certify=certify_samples)

@@ -46,10 +46,17 @@ def summary_lines(design: Design) -> list[str]:
     ]
     if search_text(design):
         lines.append(f"search: {search_text(design)}")
-    guarantee = design.search.get("guarantee")
-    if guarantee:
-        lines.append(f"guarantee: {guarantee['statement']}; {guarantee['certified']} design(s) certified")
+    if guarantee_text(design):
+        lines.append(f"guarantee: {guarantee_text(design)}")
     return lines
+
+
+def guarantee_text(design: Design) -> str:
+    """What the design's accuracy constraints are certified to (empty without a split guarantee)."""
+    guarantee = design.search.get("guarantee")
+    if not guarantee:
+        return ""
+    return f"{guarantee['statement']}; {guarantee['certified']} design(s) certified"
 
 
 def search_text(design: Design) -> str:
