@@ -15,13 +15,13 @@ Run: ``python bench/bench_attach_scale.py [--samples 300]`` (a few minutes on a 
 """
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnx
+from measure import peak_rss_mb
 
 from hapi_onnx.exits.attach import graft_heads, head_model
 from hapi_onnx.exits.features import collect_features
@@ -38,10 +38,6 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pooling", default="gap+2x2")
     return parser.parse_args(argv)
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv=None) -> int:
@@ -61,7 +57,7 @@ def main(argv=None) -> int:
     dims = [f.shape[1] for f in features]
     print(f"feature pass (all {len(candidates)} cuts, one ORT pass): {feature_s:.1f} s = "
           f"{1000 * feature_s / args.samples:.0f} ms per image; feature dims {min(dims)}..{max(dims)} "
-          f"({sum(dims)} in all); peak memory so far {peak_mb():.0f} MB")
+          f"({sum(dims)} in all); peak memory so far {peak_rss_mb():.0f} MB")
 
     fits, heads = [], []
     for k, (candidate, feats) in enumerate(zip(candidates, features, strict=True)):
@@ -77,7 +73,7 @@ def main(argv=None) -> int:
     graft_heads(model, heads)
     graft_s = time.perf_counter() - start
     total = feature_s + fits.sum() + graft_s
-    print(f"graft of all heads: {graft_s:.1f} s; attach total {total:.1f} s; peak memory {peak_mb():.0f} MB")
+    print(f"graft of all heads: {graft_s:.1f} s; attach total {total:.1f} s; peak memory {peak_rss_mb():.0f} MB")
     return 0
 
 

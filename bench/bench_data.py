@@ -30,7 +30,6 @@ regression on the pooled 2048 features, as a head), so the full model is a train
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from measure import peak_rss_mb
 from onnx import TensorProto, helper, numpy_helper
 
 from hapi_onnx.image_folder import DEFAULT_WORKERS
@@ -49,16 +49,6 @@ PER_CLASS = 16
 SIZES = (1000, 4000, 16000)
 SEED = 0
 STAGES = ((256, 1), (512, 2), (1024, 2), (2048, 2))  # (output channels, stride) of each bottleneck
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (``VmHWM``; ``ru_maxrss`` without /proc)."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def resnet_style(seed: int = SEED) -> onnx.ModelProto:

@@ -23,7 +23,6 @@ Run: ``python bench/bench_heads.py`` (about three minutes on a 2-core machine).
 """
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from measure import peak_rss_mb
 from onnx import TensorProto, helper, numpy_helper
 
 from hapi_onnx.data import mnist_splits
@@ -54,20 +54,6 @@ SIZES = (28, 56, 112)
 SAMPLES = 1000
 BATCH = 64
 CUTS = ("r1", "r2", "r3")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB.
-
-    ``VmHWM`` from /proc (reset at exec, unlike ``ru_maxrss``, which a child started with
-    fork+exec inherits from its parent on Linux); ``ru_maxrss`` where /proc is missing.
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def conv_net(size: int, seed: int = 0) -> onnx.ModelProto:

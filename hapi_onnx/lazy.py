@@ -1,7 +1,9 @@
 """Lazy imports of optional extras (torch, Pillow, matplotlib), with a clear message when missing."""
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from hapi_onnx.errors import HapiError
 
@@ -22,3 +24,23 @@ def lazy_import(module: str, extra: str) -> ModuleType:
         raise HapiError(
             f"this step needs {module.split('.')[0]}, which is not installed: pip install 'hapi-onnx[{extra}]'"
         ) from err
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for a package whose names load from submodules on first use.
+
+    Args:
+        package (str): The package, e.g. ``"hapi_onnx.search"``.
+        exports (dict[str, str]): Each exported name -> the submodule (relative to ``package``) defining it.
+    """
+    names = sorted(exports)
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return names
+
+    return __getattr__, __dir__

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import onnx
 
 from hapi_onnx.errors import HapiError
+from hapi_onnx.graph.load import set_metadata
 from hapi_onnx.runtime.preprocess import Preprocessing
 
 METADATA_KEY = "hapi_onnx.input"
@@ -38,11 +39,7 @@ class InputRecord:
             "preprocessing": None if self.preprocessing is None else self.preprocessing.to_dict(),
             "classes": None if self.classes is None else list(self.classes),
         })
-        for prop in model.metadata_props:
-            if prop.key == METADATA_KEY:
-                prop.value = payload
-                return
-        model.metadata_props.add(key=METADATA_KEY, value=payload)
+        set_metadata(model, METADATA_KEY, payload)
 
     @classmethod
     def from_model(cls, model: onnx.ModelProto) -> "InputRecord":

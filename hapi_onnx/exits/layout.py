@@ -11,6 +11,7 @@ import onnx
 
 from hapi_onnx.artifact import malformed, parse_json
 from hapi_onnx.errors import HapiError
+from hapi_onnx.graph.load import set_metadata
 
 METADATA_KEY = "hapi_onnx.exits"
 FORMAT_VERSION = 1
@@ -73,11 +74,7 @@ class ExitLayout:
     def to_model(self, model: onnx.ModelProto) -> None:
         """Store the layout in ``model``'s metadata, in place."""
         payload = json.dumps({"format_version": FORMAT_VERSION, **asdict(self)})
-        for prop in model.metadata_props:
-            if prop.key == METADATA_KEY:
-                prop.value = payload
-                return
-        model.metadata_props.add(key=METADATA_KEY, value=payload)
+        set_metadata(model, METADATA_KEY, payload)
 
     @classmethod
     def from_model(cls, model: onnx.ModelProto) -> "ExitLayout":

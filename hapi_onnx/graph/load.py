@@ -218,12 +218,17 @@ class _LoadRecord:
             self.notes.append(note)
 
     def to_model(self, model: onnx.ModelProto) -> None:
-        keep = [p for p in model.metadata_props if p.key != NOTES_KEY]
-        del model.metadata_props[:]
-        model.metadata_props.extend(keep)
-        if self.notes:
-            value = json.dumps({"notes": self.notes, "batch_fixed": self.batch_fixed})
-            model.metadata_props.add(key=NOTES_KEY, value=value)
+        value = json.dumps({"notes": self.notes, "batch_fixed": self.batch_fixed}) if self.notes else None
+        set_metadata(model, NOTES_KEY, value)
+
+
+def set_metadata(model: onnx.ModelProto, key: str, value: str | None) -> None:
+    """Set (or with ``None`` remove) one ``metadata_props`` entry of ``model``, in place."""
+    keep = [p for p in model.metadata_props if p.key != key]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    if value is not None:
+        model.metadata_props.add(key=key, value=value)
 
 
 def _initializers_as_constants(model: onnx.ModelProto, record: _LoadRecord) -> None:

@@ -10,7 +10,7 @@ Typical use::
     table.save("latency.json")
 """
 
-import importlib
+from hapi_onnx.lazy import lazy_exports
 
 _EXPORTS = {
     "DevicePreset": "presets",
@@ -30,12 +30,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"hapi_onnx.profile.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'hapi_onnx.profile' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -8,7 +8,7 @@ Names are exported lazily, so ``hapi_onnx.search.constraints`` (which the CLI an
 read for their options) loads without numpy or scipy.
 """
 
-import importlib
+from hapi_onnx.lazy import lazy_exports
 
 _EXPORTS = {
     "Constraints": "constraints",
@@ -20,12 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"hapi_onnx.search.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'hapi_onnx.search' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
