@@ -55,6 +55,17 @@ def test_segment_with_several_inputs_and_outputs():
     np.testing.assert_allclose(run_model(seg, {relu1: r, stem: s})[0], b, atol=1e-5)
 
 
+def test_add_outputs_types_tensors_of_a_model_without_value_info():
+    """A model straight from the exporter (no shape inference run yet) gets its outputs typed."""
+    net = resnet()
+    model = load_model(net.model)
+    del model.graph.value_info[:]
+    probe = add_outputs(model, [net.boundaries[0]])
+    assert [o.name for o in probe.graph.output][-1] == net.boundaries[0]
+    stem = run_model(probe, {"image": _images()})[-1]
+    assert stem.ndim == 4
+
+
 def test_outputs_not_computable_from_inputs():
     net = resnet()
     model = load_model(net.model)

@@ -172,7 +172,7 @@ def _typed_infos(model: onnx.ModelProto, names: list[str]) -> dict[str, onnx.Val
     infos = value_infos(model.graph)
     if any(name not in infos for name in names):
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-        infos = value_infos(inferred)
+        infos = value_infos(inferred.graph)
     missing = [name for name in names if name not in infos]
     if missing:
         raise HapiError(
