@@ -3,7 +3,8 @@
 Latency is per sample at batch 1 (single-stream), as an app calls ``predict``: every block of
 samples read from the data is timed as a stream through the bundle and as a stream through the
 full model (which goes first alternates block by block, so both see the same machine state over
-the run), each after a few untimed calls; warm-up samples are excluded. Timed one sample each in
+the run), each after a few untimed calls that bring its weights back into the caches (the bundle's
+run every stage); warm-up samples are excluded. Timed one sample each in
 turn instead, each model runs with the other's weights in the caches: that read ~10-20% onto the
 bundle's stages, which a stream of ``predict`` calls does not pay. Accuracy and the exit histogram
 come from the same timed runs. With ``batch_size > 1`` the throughput of whole batches (bundle
@@ -316,6 +317,9 @@ def measure(
     bundle_ns = np.empty(n, dtype=np.int64)
     full_ns = np.empty(n, dtype=np.int64)
     clock = time.perf_counter_ns
+    # The bundle's warm-up runs every stage: most samples leave at the first stage, so warming up
+    # with predict would leave the deeper stages as the full model's stream left the caches.
+    warm_bundle = model.force_full_path().predict
     i = 0
     if progress is not None:
         progress(0, n)
@@ -323,10 +327,11 @@ def measure(
         if i == 0:
             model.predict(chunk[:1])  # validates the input shape against the manifest, with a clear message
         rows = range(i, i + len(chunk))
-        streams = [("bundle", model.predict)] + ([("full", run_full)] if run_full is not None else [])
-        for name, call in streams[:: 1 if block % 2 == 0 else -1]:
+        streams = [("bundle", model.predict, warm_bundle)]
+        streams += [("full", run_full, run_full)] if run_full is not None else []
+        for name, call, warm in streams[:: 1 if block % 2 == 0 else -1]:
             for r in range(min(_STREAM_WARMUP, len(chunk))):  # untimed: this model's weights back in the caches
-                call(chunk[r : r + 1])
+                warm(chunk[r : r + 1])
             for r, k in enumerate(rows):
                 xi = chunk[r : r + 1]
                 t0 = clock()

@@ -198,6 +198,7 @@ def test_profile_model_table_describes_every_piece(table, ee_path, fast_preset):
     assert all(c >= 0 for c in table.segment_costs("p50") + table.head_costs("mean") + table.cut_costs())
     assert [b.name for b in table.boundaries] == ["boundary0", "boundary1"]
     assert shapes["boundary1"] == {"inputs": [[1, 4, 8, 8]], "outputs": [[1], [1], [1, 3]]}  # segments 1 and 2
+    assert all(0 <= e <= c for e, c in zip(table.entry_costs(), table.cut_costs(), strict=True))
     runtime = table.extra["runtime"]  # the runtime's own work per predict, timed in its own rounds
     assert runtime["per_predict_ms"] == max(runtime["predict"]["mean_ms"] - runtime["stage"]["mean_ms"], 0.0)
     assert runtime["predict"]["n"] == runtime["stage"]["n"] >= FAST_TIMING["min_runs"]

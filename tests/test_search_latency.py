@@ -105,3 +105,37 @@ def test_cutting_at_an_exit_is_charged_to_keeping_it():
     assert kept[-1] == pytest.approx(base[-1] - 0.01e6, abs=2)  # the final stage: cuts 0 and 2 fused
     draws = cut.latency_model.position_draws((1, 3))
     np.testing.assert_allclose(draws.mean(axis=1), kept / 1e6, rtol=1e-3)
+
+
+def test_a_cut_costlier_than_the_segment_before_it_is_not_paid_by_samples_leaving_there():
+    """Cut 1 costs more than all of segment 1 (as at a small first segment whose next one converts a
+    large map): at least the excess is on segment 2's input side. Taken off segment 1 alone, its
+    cost clamped at 0 and every path through exit 1 paid the excess; now the excess comes off
+    segment 2, and a sample leaving at exit 1 (which never runs segment 2) does not pay it."""
+    import dataclasses
+
+    from hapi_onnx.profile.table import PieceLatency
+
+    trace, table = synthetic_trace(4, 300, seed=6), synthetic_table(4, seed=6, jitter=1e-9)
+    over = table.overhead.mean_ms
+    seg, head = table.segment_costs(), table.head_costs()
+    cuts = [0.01, seg[1] + 0.1, 0.0, 0.03]  # ms; cut 1 exceeds segment 1 by 0.1 ms
+
+    def pair(k):
+        mean = table.segments[k].stats.mean_ms + table.segments[k + 1].stats.mean_ms - over - cuts[k]
+        return PieceLatency(f"boundary{k}", [], [], stats_from_samples([mean * 1e6] * 50, 5))
+
+    with_pairs = dataclasses.replace(table, boundaries=[pair(k) for k in range(4)])
+    np.testing.assert_allclose(with_pairs.entry_costs(), [0.0, 0.1, 0.0, 0.0], atol=1e-9)
+    problem = SearchProblem.from_artifacts(trace, with_pairs)
+    # Exits 1 and 3 kept: stage 0 is segments 0-1 fused (cut 0 saved), stage 1 segments 2-3 (cut 2
+    # saved), each with its head and one call; segments run apart at a kept exit pay their sides.
+    stage0 = seg[0] + seg[1] - cuts[0] + head[1] + over
+    stage1 = seg[2] + seg[3] - cuts[2] + head[3] + over
+    truth = np.array([stage0, stage0 + stage1, stage0 + stage1 + seg[4] + over]) * 1e6
+    np.testing.assert_allclose(problem.position_costs((1, 3)), truth, atol=5)
+    # Nothing kept: one stage, every cut fused away.
+    whole = sum(seg) - sum(cuts) + over
+    assert problem.position_costs(())[0] == pytest.approx(whole * 1e6, abs=5)
+    draws = problem.latency_model.position_draws((1, 3))
+    np.testing.assert_allclose(draws.mean(axis=1), truth / 1e6, rtol=1e-3)

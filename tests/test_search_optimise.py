@@ -52,7 +52,7 @@ def problem_for(num_intermediate, n, seed, *, decimals=None, round_costs=False):
     table = (
         round_cost_table(num_intermediate, seed)
         if round_costs
-        else synthetic_table(num_intermediate, seed=seed)
+        else synthetic_table(num_intermediate, seed=seed, cuts=True)
     )
     return trace, table, SearchProblem.from_artifacts(trace, table)
 

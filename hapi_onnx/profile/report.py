@@ -50,6 +50,12 @@ def table_lines(table: LatencyTable) -> list[str]:
             f"cutting at an exit (fused segment pairs vs apart): {1e3 * sum(cuts) / len(cuts):.1f} us mean per cut, "
             f"charged to the exits a design keeps; segments - cuts + one call: {path - sum(cuts):.4f} ms mean"
         )
+        entry = table.entry_costs("mean")
+        if any(entry):
+            lines.append(
+                f"  {sum(e > 0 for e in entry)} cut(s) cost more than the segment before them: "
+                f"{1e3 * sum(entry):.1f} us in all on the next segment's side, not paid by samples leaving there"
+            )
     return lines
 
 

@@ -172,6 +172,17 @@ class LatencyTable(JsonArtifact):
             for a, b, pair in zip(self.segments, self.segments[1:], self.boundaries, strict=False)
         ]
 
+    def entry_costs(self, stat: str = "mean") -> list[float]:
+        """The part of each cut (ms) that lies on the next segment's side: beyond the segment before it.
+
+        A cut is paid at the output of the segment before it and the input of the one after (each
+        timed apart pays its side). Where a cut costs more than the whole segment before it (a
+        small segment whose next one converts a large map), at least the excess is the next
+        segment's: a sample leaving at that exit never pays it, the samples going on do.
+        Between 0 and :meth:`cut_costs`.
+        """
+        return [max(cut - seg, 0.0) for cut, seg in zip(self.cut_costs(stat), self.segment_costs(stat), strict=False)]
+
     @property
     def fingerprint(self) -> str:
         """sha256 over the table's contents, recorded in designs that used it."""

@@ -9,10 +9,11 @@ piece's measured distribution (101 quantiles, :class:`~hapi_onnx.profile.table.T
 :class:`LatencyModel` draws each piece's time from its own distribution (inverse-CDF sampling,
 independent draws, seeded) and sums along the path, the same bookkeeping as the mean model: a piece
 contributes its measured time minus one mean call overhead, each stage call adds one mean overhead,
-the cost of cutting at an exit moves from the segment before it to keeping that exit, and the
-runtime's per-predict work is paid once. The design's latency distribution is the mixture
-of the exit positions' distributions weighted by where the samples leave; its percentiles are the
-predictions reported and checked against a percentile SLA.
+the cost of cutting at an exit moves from the segments beside it to keeping that exit (less the
+part on the next segment's side, for the samples leaving there), and the runtime's per-predict
+work is paid once. The design's latency distribution is the mixture of the exit positions'
+distributions weighted by where the samples leave; its percentiles are the predictions reported
+and checked against a percentile SLA.
 """
 
 from collections.abc import Sequence
@@ -36,12 +37,15 @@ class LatencyModel:
         heads (np.ndarray): float64[K-1, Q] quantiles (ms) of each head's compute.
         overhead_ms (float): Mean cost of one session call.
         runtime_ms (float): The runtime's own work per predict (paid once per sample).
+        entry_ms (np.ndarray): float64[K-1] each exit's cut on the next segment's side (mean), not paid by the
+            samples leaving there.
     """
 
     segments: np.ndarray
     heads: np.ndarray
     overhead_ms: float
     runtime_ms: float
+    entry_ms: np.ndarray
 
     @classmethod
     def from_table(cls, table: LatencyTable, runtime_ms: float = 0.0) -> "LatencyModel | None":
@@ -53,9 +57,11 @@ class LatencyModel:
         k = len(table.segments)
         quantiles = np.asarray(pieces, dtype=np.float64) - over
         cuts = np.asarray(table.cut_costs("mean"))  # charged to keeping the exit, as the mean model does
-        quantiles[: k - 1] -= cuts[:, None]
+        entry = np.asarray(table.entry_costs("mean"))
+        quantiles[: k - 1] -= (cuts - entry)[:, None]  # the rest of the cut, off the segment before
+        quantiles[1:k] -= entry[:, None]  # the next segment's side, off it
         quantiles[k:] += cuts[:, None]
-        return cls(quantiles[:k], quantiles[k:], float(over), float(runtime_ms))
+        return cls(quantiles[:k], quantiles[k:], float(over), float(runtime_ms), entry)
 
     def position_draws(self, exits: Sequence[int], draws: int = DRAWS, seed: int = SEED) -> np.ndarray:
         """float64[m+1, draws]: latency draws (ms) of a sample leaving at each kept exit, the final last.
@@ -75,7 +81,7 @@ class LatencyModel:
         heads = np.full(draws, self.runtime_ms)
         for j, e in enumerate(exits):
             heads = heads + head[e] + self.overhead_ms
-            out[j] = path[e] + heads
+            out[j] = path[e] + heads - self.entry_ms[e]
         out[len(exits)] = path[k - 1] + heads + self.overhead_ms
         return out
 

@@ -142,7 +142,8 @@ def thinned(problem: SearchProblem, size: int) -> tuple[int, ...]:
         return cand
     depth = np.cumsum(problem.seg_ns)[list(cand)].astype(np.float64)
     free = np.ones(len(cand), dtype=bool)
-    for target in np.linspace(depth[0], depth[-1], size):
+    free[[0, -1]] = False  # the ends, even where segments of no cost tie them with their neighbours
+    for target in np.linspace(depth[0], depth[-1], size)[1:-1]:
         free[int(np.argmin(np.where(free, np.abs(depth - target), np.inf)))] = False
     return tuple(c for c, f in zip(cand, free, strict=True) if not f)
 
@@ -202,6 +203,8 @@ class _Space:
         self.correct_bits, self.disc_bits = _pack(self.correct), _pack(self.disc)
         self.cumseg = np.cumsum(problem.seg_ns)
         self.step = problem.head_ns[cand] + problem.overhead_ns  # a kept exit adds its head and a call
+        # Leaving at candidate k: the backbone up to it, less its cut's part on the next segment's side (heads apart).
+        self.leave = self.cumseg[self.cand] - problem.entry_ns[self.cand]
         self.samples = np.arange(self.num_samples)
         self.rank = None if goal.stat == "mean" else percentile_rank(goal.stat, self.num_samples)
         self.grid_index = {float(t): i for i, t in enumerate(grid)}
@@ -300,7 +303,7 @@ class _Space:
             right = st.correct + _count(take & self.correct_bits[free]) - _count(take & st.right)
             disc = st.discordant + _count(take & self.disc_bits[free]) - _count(take & st.disc)
             moved = _count(take[:, None, :] & st.at[None, :, :])  # [r, m+1]
-            slot = self.cumseg[self.cand[free]] + before[q] + self.step[free]
+            slot = self.leave[free] + before[q] + self.step[free]
             counts, costs = _insert_slot(st, q, moved.sum(axis=1), slot, -moved, self.step[free])
             designs = [(tuple(sorted(kept + (int(k),))), g) for k in free]
             batches.append((designs, np.full(len(free), m + 1), right, disc, self.keys(counts, costs)))
@@ -322,7 +325,7 @@ class _Space:
                 disc = (st.discordant + _count(take & self.disc_bits[k]) - _count(take & st.disc)
                         + _count(left & st.disc_next) - _count(left & st.disc))
                 moved = _count(take[:, None, :] & st.at[None, :, :]) - _count(left[:, None, :] & st.then[None, :, :])
-                slot = self.cumseg[self.cand[k]] + before[j] + self.step[k]
+                slot = self.leave[k] + before[j] + self.step[k]
                 counts, costs = _replace_slot(st, j, _count(take), slot, -moved, self.step[k] - self.step[kept_arr[j]])
                 designs = [(kept[:i] + (kk,) + kept[i + 1 :], g) for kk, i in pairs]
                 batches.append((designs, np.full(len(pairs), m), right, disc, self.keys(counts, costs)))
@@ -381,7 +384,7 @@ class _Space:
                                     np.broadcast_to(self.step[after], (len(rows), len(after)))], axis=1)
             heads = np.cumsum(steps, axis=1)
             costs = np.empty_like(counts)
-            costs[:, :-1] = self.cumseg[self.cand[order]] + heads
+            costs[:, :-1] = self.leave[order] + heads
             costs[:, -1] = self.cumseg[-1] + heads[:, -1] + self.problem.overhead_ns
             fixed = tuple(int(k) for k in before), tuple(int(k) for k in after)
             designs = _Designs(len(rows), lambda r, fixed=fixed, block=block, use=use, g=st.g: (

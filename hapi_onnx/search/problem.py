@@ -18,10 +18,13 @@ Piece costs are :meth:`LatencyTable.segment_costs` / :meth:`~LatencyTable.head_c
 (per-call overhead removed) and ``overhead.mean_ms``. Cutting the backbone at an exit's tensor
 costs more than one call (:meth:`~LatencyTable.cut_costs`: the layout conversions a session does
 at its inputs and outputs); a stage that fuses several segments does not pay it inside, so it is
-taken off the segment before the cut and charged to keeping that exit, with its head
-(``head[k]`` is the exit's keep-cost). The runtime's own per-``predict`` work (the Python between
-stages, measured by the profiler as ``extra["runtime"]["per_predict_ms"]`` where the batch-1
-runtime path applies) is paid once per sample, so it is added to ``seg[0]``.
+taken off the segment before it and charged to keeping that exit, with its head (``head[k]`` is
+the exit's keep-cost). Where a cut costs more than the whole segment before it, the excess lies on
+the next segment's input side (:meth:`~LatencyTable.entry_costs`): it comes off that segment, and
+a sample leaving at kept exit ``s_j`` does not pay it (``entry[s_j]``: the next stage never runs),
+so its position cost is the sum above minus ``entry[s_j]``. The runtime's own per-``predict``
+work (the Python between stages, measured by the profiler as ``extra["runtime"]["per_predict_ms"]``
+where the batch-1 runtime path applies) is paid once per sample, so it is added to ``seg[0]``.
 
 Latency statistics over the search samples: the mean, and nearest-rank percentiles ``p50``,
 ``p90``, ``p99``: the ``ceil(q * N)``-th smallest per-sample latency (a latency that at least a
@@ -80,7 +83,9 @@ class SearchProblem:
             labels), or is the final classifier's (``reference="final"``: then the final
             classifier is always "right" and a drop is a disagreement).
         seg_ns (np.ndarray): int64[K] compute time of each backbone segment.
-        head_ns (np.ndarray): int64[K-1] compute time of each intermediate head.
+        head_ns (np.ndarray): int64[K-1] compute time of each intermediate head, plus its cut.
+        entry_ns (np.ndarray): int64[K-1] each exit's cut on the next segment's side, which a sample leaving
+            there does not pay.
         overhead_ns (int): Cost of one session call.
         monolithic_ms (float): Measured mean latency of the original model in one session.
         trace_fingerprint (str): :attr:`Trace.fingerprint` of the trace.
@@ -98,6 +103,7 @@ class SearchProblem:
     correct: np.ndarray
     seg_ns: np.ndarray
     head_ns: np.ndarray
+    entry_ns: np.ndarray
     overhead_ns: int
     monolithic_ms: float
     trace_fingerprint: str = ""
@@ -158,6 +164,7 @@ class SearchProblem:
             seg_ns=_ns(_segment_costs(table)),
             latency_model=LatencyModel.from_table(table, runtime_ms=_runtime_cost(table)),
             head_ns=_ns(_exit_costs(table)),
+            entry_ns=_ns(table.entry_costs("mean")),
             overhead_ns=int(_ns([table.overhead.mean_ms])[0]),
             monolithic_ms=float(table.monolithic.mean_ms),
             trace_fingerprint=trace.fingerprint,
@@ -218,7 +225,7 @@ class SearchProblem:
         cumseg = np.cumsum(self.seg_ns)
         heads = np.cumsum(self.head_ns[exits] + self.overhead_ns)
         costs = np.empty(len(exits) + 1, dtype=np.int64)
-        costs[:-1] = cumseg[exits] + heads
+        costs[:-1] = cumseg[exits] + heads - self.entry_ns[exits]
         costs[-1] = cumseg[-1] + (heads[-1] if len(exits) else 0) + self.overhead_ns
         return costs
 
@@ -228,10 +235,12 @@ class SearchProblem:
 
 
 def _segment_costs(table: LatencyTable) -> list[float]:
-    """Segment costs as a stage pays them: the cut at its end removed (charged to keeping that
-    exit, :func:`_exit_costs`), the runtime's per-predict work on the first segment (paid once)."""
-    cuts = table.cut_costs("mean") + [0.0]
-    costs = [max(c - cut, 0.0) for c, cut in zip(table.segment_costs("mean"), cuts, strict=True)]
+    """Segment costs as a stage pays them: the cuts at either end removed (charged to keeping those
+    exits, :func:`_exit_costs`), the runtime's per-predict work on the first segment (paid once)."""
+    entry = table.entry_costs("mean")
+    out = [cut - e for cut, e in zip(table.cut_costs("mean"), entry, strict=True)] + [0.0]
+    entry = [0.0, *entry]
+    costs = [max(c - o - i, 0.0) for c, o, i in zip(table.segment_costs("mean"), out, entry, strict=True)]
     costs[0] += _runtime_cost(table)
     return costs
 

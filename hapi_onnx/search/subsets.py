@@ -72,7 +72,8 @@ class SubsetSpace:
         step = problem.head_ns[cand] + problem.overhead_ns  # a kept exit adds its head and one call
         self._heads = _subset_sums(step)  # [2^E] sum over kept exits of head + call
         self._steps = step
-        self._exit_rows = [cumseg[c] + step[k] + self._heads[: 1 << k] for k, c in enumerate(cand)]
+        self._entry = problem.entry_ns[cand]  # not paid by the samples leaving at the exit
+        self._exit_rows = [cumseg[c] - self._entry[k] + step[k] + self._heads[: 1 << k] for k, c in enumerate(cand)]
         # Backbone blocks: block k ends at candidate k (run by samples not left before it), the last
         # one at the final classifier.
         bounds = [-1, *cand, problem.num_exits - 1]
@@ -160,6 +161,8 @@ class SubsetSpace:
             total[0] = self._blocks[0] * reach[0]
             for k in range(e):
                 np.add(total[: 1 << k], self._steps[k] * reach[: 1 << k], out=total[1 << k : 2 << k])
+                # samples leaving at k (reaching it, not past it) skip its cut's next-segment side
+                total[1 << k : 2 << k] -= self._entry[k] * (reach[: 1 << k] - reach[1 << k : 2 << k])
                 total[: 2 << k] += self._blocks[k + 1] * reach[: 2 << k]
             total += self.problem.overhead_ns * reach
             return correct, discordant, total
