@@ -162,31 +162,3 @@ def test_a_head_costs_what_it_costs_fused_into_its_stage():
     draws = staged.latency_model.position_draws((1, 2))
     np.testing.assert_allclose(draws.mean(axis=1), costs / 1e6, rtol=1e-3)
 
-
-def test_fused_pieces_are_compared_with_the_path_timed_in_their_own_rounds():
-    """Boundaries and stages timed in rounds of their own (colder: their weights are second copies)
-    are compared with the segments, heads and call timed in those rounds, not with the path's."""
-    import dataclasses
-
-    from hapi_onnx.profile.table import PieceLatency
-
-    table = synthetic_table(3, seed=2, cuts=True)
-    slower = 1.2  # everything 20% slower in the fused pieces' rounds
-
-    def scaled(piece):
-        return PieceLatency(piece.name, [], [], stats_from_samples([piece.stats.mean_ms * slower * 1e6] * 50, 5))
-
-    cold = dataclasses.replace(
-        table,
-        boundaries=[scaled(p) for p in table.boundaries],
-        stages=[scaled(p) for p in table.stages],
-        fused_baseline=[scaled(p) for p in [*table.segments, *table.heads]]
-        + [scaled(PieceLatency("overhead", [], [], table.overhead))],
-    )
-    np.testing.assert_allclose(cold.cut_costs(), np.multiply(table.cut_costs(), slower), rtol=1e-6)
-    saved = np.subtract(table.head_costs(), table.fused_head_costs())
-    np.testing.assert_allclose(np.subtract(cold.head_costs(), cold.fused_head_costs()), saved * slower, rtol=1e-6)
-    assert cold.segment_costs() == table.segment_costs()  # the path itself: from its own rounds
-    with pytest.raises(HapiError, match="fused baseline of 8 pieces"):
-        dataclasses.replace(table, fused_baseline=cold.fused_baseline[:-1])
-

@@ -7,11 +7,9 @@ ONNX Runtime session with the device preset's providers and options, and all of 
 together (see :mod:`hapi_onnx.profile.timing`), one call per piece per round in path order,
 called the way the runtime calls its stages, on real intermediate values: one sample input
 propagated through the segments. A trivial graph measures the fixed cost of a ``session.run``
-call. Fused pieces (two segments: what cutting at an exit costs; a segment with its head: the
-head as its stage runs it) are timed in rounds of their own, next to the path's pieces again, and
-the original model (heads dropped) in one session in a stream of its own: each holds its own copy
-of the weights, which, interleaved with the path, evicted the path's from the caches and inflated
-every piece, where a stream of predict calls keeps only the bundle's weights warm.
+call, and the original model (heads dropped) in one session is timed in a stream of its own for
+reference (interleaved with the pieces, its own copy of the weights evicted theirs from the caches
+and inflated every piece, where a stream of predict calls keeps only the bundle's weights warm).
 
 Needs only onnx, onnxruntime and numpy, so it runs on the edge device itself.
 """
@@ -50,7 +48,6 @@ TIMED_CALL_BOUND = (
     "inputs/outputs bound once to numpy buffers"
 )
 TIMED_CALL_RUN = "InferenceSession.run(output_names, feeds), numpy in/out"
-FUSED_ROUNDS = " (fused rounds)"  # suffix of the path's pieces timed again beside the fused pieces
 RUNTIME_PREDICT = "runtime predict"
 RUNTIME_STAGE = "runtime stage"
 RUNTIME_NOTE = (
@@ -211,14 +208,14 @@ def profile_model(
     k = len(layout.exits)
     say(f"cut at {k} exit(s): {k + 1} segments, {k} heads; device {preset.name!r}, batch {batch}")
 
-    path = []  # path order: each piece is timed right after the one it follows in a bundle
+    order = []  # path order: each piece is timed right after the one it follows in a bundle
     for seg, head in zip(pieces.segments, [*pieces.heads, None], strict=True):
-        path += [seg] if head is None else [seg, head]
+        order += [seg] if head is None else [seg, head]
     boundaries = fused_pairs(pieces)  # two segments fused: what cutting at each exit costs
     stages = fused_heads(pieces)  # a segment and its head fused: the head as a bundle stage runs it
-    overhead = Piece("overhead", overhead_model(), ["x"], ["y"])
+    order += boundaries + stages
     monolithic = full_model(model, layout)
-    order = path + boundaries + stages + [overhead, monolithic]
+    order += [Piece("overhead", overhead_model(), ["x"], ["y"]), monolithic]
     sessions = {}
     for i, piece in enumerate(order, 1):
         say(f"session {i}/{len(order)}: {piece.name}")
@@ -230,36 +227,28 @@ def profile_model(
         feeds[pair.name], values[pair.name] = feeds[first.name], values[second.name]
     for stage, segment, head in zip(stages, pieces.segments, pieces.heads, strict=False):
         feeds[stage.name], values[stage.name] = feeds[segment.name], {**values[segment.name], **values[head.name]}
+    names = [p.name for p in order]
     bound = batch == 1 and preset.provider_names[0] == "CPUExecutionProvider"
     # Bound calls own the buffers their bindings point into: keep them alive while timing.
-    owners = {p.name: BoundCall(sessions[p.name], feeds[p.name], values[p.name]) for p in order} if bound else {}
-    calls = {p.name: owners[p.name].run if bound else functools.partial(sessions[p.name].run, list(p.outputs),
-                                                                        feeds[p.name]) for p in order}
+    owners = [BoundCall(sessions[p.name], feeds[p.name], values[p.name]) for p in order] if bound else []
+    calls = [o.run for o in owners] or [
+        functools.partial(sessions[p.name].run, list(p.outputs), feeds[p.name]) for p in order
+    ]
     if bound:  # the runtime's batch-1 path: its own work per predict, timed alongside
         entry = RuntimeEntryCalls(preset, x, layout.input)
     busy = _busy_warning()
     if busy:
         say(busy)
     say(
-        f"timing {len(order)} pieces in lockstep rounds (warm-up {policy.warmup_runs} runs/{policy.warmup_s} s, "
+        f"timing {len(calls)} pieces in lockstep rounds (warm-up {policy.warmup_runs} runs/{policy.warmup_s} s, "
         f"{policy.min_runs}-{policy.max_runs} runs, target +-{policy.target_rel_precision:.1%}, "
         f"budget {policy.time_budget_s} s per piece, pooled)"
     )
-
-    def timed(names: list[str], keys: list[str] | None = None) -> dict:
-        keys = keys or names
-        return dict(zip(keys, time_calls([calls[n] for n in names], policy, keys, progress), strict=True))
-
-    # The path's pieces and the trivial call in path-order rounds, as a stream of predict calls runs
-    # them: every weight once per round, as in a bundle. The fused pieces hold second copies of the
-    # weights (interleaved, they read 8-20% onto a small model's pieces), so they are timed in rounds
-    # of their own next to the path again, and what is derived from them (cuts, heads fused into
-    # their stage) compares timings of the same rounds. The monolithic model, in a stream of its own.
-    main = [p.name for p in path] + ["overhead"]
-    results = timed(main)
-    fused = [p.name for p in boundaries + stages]
-    results.update(timed(fused + main, fused + [name + FUSED_ROUNDS for name in main]))
-    results["monolithic"] = timed(["monolithic"])["monolithic"]
+    # The pieces (and the trivial call) in path-order rounds, as a stream of predict calls runs
+    # them; the monolithic model in a stream of its own: in the same rounds its separate copy of
+    # every weight pushed the pieces out of the caches and read ~10% onto each of them.
+    results = dict(zip(names[:-1], time_calls(calls[:-1], policy, names[:-1], progress), strict=True))
+    results[names[-1]] = time_calls(calls[-1:], policy, names[-1:], progress)[0]
     if bound:
         # Timed on their own, back to back: interleaved with the large pieces, the Python of a
         # trivial predict runs cold and reads ~4x its cost in a real stream of predict calls.
@@ -269,11 +258,10 @@ def profile_model(
             zip(runtime_names, time_calls(runtime_calls, policy, runtime_names, progress), strict=True)
         )
         del entry, runtime_calls
-    calls.clear()  # the bound calls own the buffers: free them with their sessions' bindings
-    del owners
+    del owners, calls
 
-    def latency(piece: Piece, suffix: str = "") -> PieceLatency:
-        return PieceLatency(piece.name, list(piece.inputs), list(piece.outputs), results[piece.name + suffix].stats)
+    def latency(piece: Piece) -> PieceLatency:
+        return PieceLatency(piece.name, list(piece.inputs), list(piece.outputs), results[piece.name].stats)
 
     shapes = {
         p.name: {
@@ -314,7 +302,6 @@ def profile_model(
         heads=[latency(p) for p in pieces.heads],
         boundaries=[latency(p) for p in boundaries],
         stages=[latency(p) for p in stages],
-        fused_baseline=[latency(p, FUSED_ROUNDS) for p in [*pieces.segments, *pieces.heads, overhead]],
         overhead=results["overhead"].stats,
         monolithic=results["monolithic"].stats,
         extra={

@@ -104,9 +104,6 @@ class LatencyTable(JsonArtifact):
         stages (list[PieceLatency]): ``stage<k>``, segment ``k`` and head ``k`` fused in one session
             as a bundle stage runs them, one per intermediate exit (empty in tables that did not
             time them): see :meth:`fused_head_costs`.
-        fused_baseline (list[PieceLatency]): The segments, the heads and the per-call overhead
-            (``overhead``) as timed in the rounds of ``boundaries`` and ``stages``, which are
-            compared with these (empty where those were timed with the pieces themselves).
         overhead (TimingStats): Per-call overhead of a session run.
         monolithic (TimingStats): The original model (no heads) in one session, for reference.
     """
@@ -127,7 +124,6 @@ class LatencyTable(JsonArtifact):
     extra: dict[str, Any] = field(default_factory=dict)
     boundaries: list[PieceLatency] = field(default_factory=list)
     stages: list[PieceLatency] = field(default_factory=list)
-    fused_baseline: list[PieceLatency] = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -138,11 +134,9 @@ class LatencyTable(JsonArtifact):
                 raise HapiError(f"Latency table {name} must be a {kind.__name__}. Got {getattr(self, name)!r}.")
         if not _names(self.exit_names) or not self.exit_names:
             raise HapiError(f"Latency table exit_names must be a list of names. Got {self.exit_names!r}.")
-        pieces = (self.segments, self.heads, self.boundaries, self.stages, self.fused_baseline)
+        pieces = (self.segments, self.heads, self.boundaries, self.stages)
         if not all(isinstance(p, list | tuple) and all(isinstance(q, PieceLatency) for q in p) for p in pieces):
-            raise HapiError(
-                "Latency table segments, heads, boundaries, stages and fused_baseline must be lists of timed pieces."
-            )
+            raise HapiError("Latency table segments, heads, boundaries and stages must be lists of timed pieces.")
         if not isinstance(self.overhead, TimingStats) or not isinstance(self.monolithic, TimingStats):
             raise HapiError("Latency table overhead and monolithic must be timing statistics.")
         k = len(self.exit_names)
@@ -157,11 +151,6 @@ class LatencyTable(JsonArtifact):
             )
         if len(self.stages) not in (0, k - 1):
             raise HapiError(f"Latency table for {k} exits needs {k - 1} stages (or none). Got {len(self.stages)}.")
-        if len(self.fused_baseline) not in (0, 2 * k):
-            raise HapiError(
-                f"Latency table for {k} exits needs a fused baseline of {2 * k} pieces (segments, heads, "
-                f"overhead) or none. Got {len(self.fused_baseline)}."
-            )
 
     def segment_costs(self, stat: str = "mean") -> list[float]:
         """Compute time of each segment in ms, per-call overhead removed (never below 0)."""
@@ -176,28 +165,16 @@ class LatencyTable(JsonArtifact):
     def fused_head_costs(self, stat: str = "mean") -> list[float]:
         """Compute time of each intermediate head as a bundle stage runs it, fused after its segment (ms).
 
-        The head timed alone, less what it saves in its stage: ``stage<k>`` minus ``segment<k>``
-        (one call each) against ``head<k>`` minus a call, all from the fused pieces' rounds. In its
-        stage the head reads the segment's output inside the session, without the conversion a
-        head timed alone pays at its input. Never below 0; :meth:`head_costs` for a table without
-        stages.
+        ``stage<k>`` minus ``segment<k>`` (one call each): the head reads the segment's output inside
+        the session, without the conversion a head timed alone pays at its input. Never below 0;
+        :meth:`head_costs` for a table without stages.
         """
         if not self.stages:
             return self.head_costs(stat)
-        segs, heads, over = self._fused_baseline(stat)
-        saved = [h - over - (stage.stats.stat(stat) - seg)  # the head alone minus the head in its stage
-                 for stage, seg, h in zip(self.stages, segs, heads, strict=False)]
-        return [max(h - s, 0.0) for h, s in zip(self.head_costs(stat), saved, strict=True)]
-
-    def _fused_baseline(self, stat: str) -> tuple[list[float], list[float], float]:
-        """Segments, heads and the call overhead as timed in the fused pieces' rounds (ms)."""
-        if not self.fused_baseline:
-            pieces, over = [*self.segments, *self.heads], self.overhead.stat(stat)
-        else:
-            pieces, over = self.fused_baseline[:-1], self.fused_baseline[-1].stats.stat(stat)
-        k = len(self.segments)
-        values = [p.stats.stat(stat) for p in pieces]
-        return values[:k], values[k:], over
+        return [
+            max(stage.stats.stat(stat) - seg.stats.stat(stat), 0.0)
+            for stage, seg in zip(self.stages, self.segments, strict=False)
+        ]
 
     def cut_costs(self, stat: str = "mean") -> list[float]:
         """What cutting the backbone at each intermediate exit's tensor costs beyond one session call, in ms.
@@ -209,10 +186,10 @@ class LatencyTable(JsonArtifact):
         """
         if not self.boundaries:
             return [0.0] * len(self.heads)
-        segs, _, over = self._fused_baseline(stat)
+        over = self.overhead.stat(stat)
         return [
-            max(a + b - pair.stats.stat(stat) - over, 0.0)
-            for a, b, pair in zip(segs, segs[1:], self.boundaries, strict=False)
+            max(a.stats.stat(stat) + b.stats.stat(stat) - pair.stats.stat(stat) - over, 0.0)
+            for a, b, pair in zip(self.segments, self.segments[1:], self.boundaries, strict=False)
         ]
 
     def entry_costs(self, stat: str = "mean") -> list[float]:
@@ -242,7 +219,6 @@ class LatencyTable(JsonArtifact):
             "heads": [_piece(p) for p in data["heads"]],
             "boundaries": [_piece(p) for p in data.get("boundaries", [])],
             "stages": [_piece(p) for p in data.get("stages", [])],
-            "fused_baseline": [_piece(p) for p in data.get("fused_baseline", [])],
             "overhead": TimingStats(**data["overhead"]),
             "monolithic": TimingStats(**data["monolithic"]),
         })
