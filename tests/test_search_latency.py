@@ -139,26 +139,3 @@ def test_a_cut_costlier_than_the_segment_before_it_is_not_paid_by_samples_leavin
     assert problem.position_costs(())[0] == pytest.approx(whole * 1e6, abs=5)
     draws = problem.latency_model.position_draws((1, 3))
     np.testing.assert_allclose(draws.mean(axis=1), truth / 1e6, rtol=1e-3)
-
-
-def test_a_head_costs_what_it_costs_fused_into_its_stage():
-    import dataclasses
-
-    from hapi_onnx.profile.table import PieceLatency
-
-    trace, table = synthetic_trace(4, 300, seed=6), synthetic_table(4, seed=6, jitter=1e-9)
-    saved = [0.005, 0.0, 0.01, 0.002]  # ms a head costs less fused after its segment than alone
-
-    def stage(k):
-        mean = table.segments[k].stats.mean_ms + table.heads[k].stats.mean_ms - table.overhead.mean_ms - saved[k]
-        return PieceLatency(f"stage{k}", [], [], stats_from_samples([mean * 1e6] * 50, 5))
-
-    fused = dataclasses.replace(table, stages=[stage(k) for k in range(4)])
-    np.testing.assert_allclose(np.subtract(table.head_costs(), fused.fused_head_costs()), saved, atol=1e-9)
-    assert table.fused_head_costs() == table.head_costs()  # no stages timed: heads as timed alone
-    plain, staged = (SearchProblem.from_artifacts(trace, t) for t in (table, fused))
-    costs, base = staged.position_costs((1, 2)), plain.position_costs((1, 2))
-    np.testing.assert_allclose(base - costs, [0.0, 0.01e6, 0.01e6], atol=2)  # head 1 saves 0, head 2 0.01 ms
-    draws = staged.latency_model.position_draws((1, 2))
-    np.testing.assert_allclose(draws.mean(axis=1), costs / 1e6, rtol=1e-3)
-

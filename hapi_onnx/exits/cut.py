@@ -148,19 +148,3 @@ def fused_pairs(cut: ExitCut) -> list[Piece]:
         Piece(f"boundary{index[name]}", join(first, second, keep=False), list(first.inputs), list(second.outputs))
         for name, first, second in zip(cut.kept, cut.segments, cut.segments[1:], strict=False)
     ]
-
-
-def fused_heads(cut: ExitCut) -> list[Piece]:
-    """Every intermediate exit's segment and head in one graph (``stage<k>``), as a bundle stage runs them.
-
-    The profiler times them next to the segments: a head fused after its segment reads the
-    segment's output inside the session (no conversion of it at the head's input), so it costs
-    less than the head timed alone (:meth:`~hapi_onnx.profile.table.LatencyTable.fused_head_costs`).
-    """
-    index = {spec.name: k for k, spec in enumerate(cut.layout.exits)}
-    return [
-        Piece(f"stage{index[name]}", join(segment, head), list(segment.inputs),
-              list(segment.outputs) + list(head.outputs))
-        for name, segment, head in zip(cut.kept, cut.segments, cut.heads, strict=False)
-    ]
-

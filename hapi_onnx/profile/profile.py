@@ -27,7 +27,7 @@ from onnx import TensorProto, helper
 from hapi_onnx.bundle import StageGraph, bundle_contents
 from hapi_onnx.choice import FINAL, ExitChoice
 from hapi_onnx.errors import HapiError
-from hapi_onnx.exits.cut import ExitCut, Piece, cut_at_exits, full_model, fused_heads, fused_pairs
+from hapi_onnx.exits.cut import ExitCut, Piece, cut_at_exits, full_model, fused_pairs
 from hapi_onnx.exits.layout import ExitLayout
 from hapi_onnx.graph import fixed_batch, input_spec, load_model, model_fingerprint
 from hapi_onnx.graph.decision import DECISION_OUTPUTS, with_decision
@@ -212,8 +212,7 @@ def profile_model(
     for seg, head in zip(pieces.segments, [*pieces.heads, None], strict=True):
         order += [seg] if head is None else [seg, head]
     boundaries = fused_pairs(pieces)  # two segments fused: what cutting at each exit costs
-    stages = fused_heads(pieces)  # a segment and its head fused: the head as a bundle stage runs it
-    order += boundaries + stages
+    order += boundaries
     monolithic = full_model(model, layout)
     order += [Piece("overhead", overhead_model(), ["x"], ["y"]), monolithic]
     sessions = {}
@@ -225,8 +224,6 @@ def profile_model(
     values, feeds = _propagate(pieces, monolithic, sessions, x, batch)
     for pair, first, second in zip(boundaries, pieces.segments, pieces.segments[1:], strict=False):
         feeds[pair.name], values[pair.name] = feeds[first.name], values[second.name]
-    for stage, segment, head in zip(stages, pieces.segments, pieces.heads, strict=False):
-        feeds[stage.name], values[stage.name] = feeds[segment.name], {**values[segment.name], **values[head.name]}
     names = [p.name for p in order]
     bound = batch == 1 and preset.provider_names[0] == "CPUExecutionProvider"
     # Bound calls own the buffers their bindings point into: keep them alive while timing.
@@ -301,7 +298,6 @@ def profile_model(
         segments=[latency(p) for p in pieces.segments],
         heads=[latency(p) for p in pieces.heads],
         boundaries=[latency(p) for p in boundaries],
-        stages=[latency(p) for p in stages],
         overhead=results["overhead"].stats,
         monolithic=results["monolithic"].stats,
         extra={

@@ -56,12 +56,6 @@ def table_lines(table: LatencyTable) -> list[str]:
                 f"  {sum(e > 0 for e in entry)} cut(s) cost more than the segment before them: "
                 f"{1e3 * sum(entry):.1f} us in all on the next segment's side, not paid by samples leaving there"
             )
-    if table.stages:
-        alone, fused = table.head_costs("mean"), table.fused_head_costs("mean")
-        lines.append(
-            f"a head fused after its segment, as a bundle stage runs it: {1e3 * sum(fused) / len(fused):.1f} us mean "
-            f"(alone: {1e3 * sum(alone) / len(alone):.1f} us, its input converted at the session's edge)"
-        )
     return lines
 
 

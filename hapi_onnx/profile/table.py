@@ -101,9 +101,6 @@ class LatencyTable(JsonArtifact):
         boundaries (list[PieceLatency]): ``boundary<k>``, segments ``k`` and ``k + 1`` fused in one
             session, one per intermediate exit (empty in tables that did not time them): see
             :meth:`cut_costs`.
-        stages (list[PieceLatency]): ``stage<k>``, segment ``k`` and head ``k`` fused in one session
-            as a bundle stage runs them, one per intermediate exit (empty in tables that did not
-            time them): see :meth:`fused_head_costs`.
         overhead (TimingStats): Per-call overhead of a session run.
         monolithic (TimingStats): The original model (no heads) in one session, for reference.
     """
@@ -123,7 +120,6 @@ class LatencyTable(JsonArtifact):
     monolithic: TimingStats
     extra: dict[str, Any] = field(default_factory=dict)
     boundaries: list[PieceLatency] = field(default_factory=list)
-    stages: list[PieceLatency] = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -134,9 +130,9 @@ class LatencyTable(JsonArtifact):
                 raise HapiError(f"Latency table {name} must be a {kind.__name__}. Got {getattr(self, name)!r}.")
         if not _names(self.exit_names) or not self.exit_names:
             raise HapiError(f"Latency table exit_names must be a list of names. Got {self.exit_names!r}.")
-        pieces = (self.segments, self.heads, self.boundaries, self.stages)
+        pieces = (self.segments, self.heads, self.boundaries)
         if not all(isinstance(p, list | tuple) and all(isinstance(q, PieceLatency) for q in p) for p in pieces):
-            raise HapiError("Latency table segments, heads, boundaries and stages must be lists of timed pieces.")
+            raise HapiError("Latency table segments, heads and boundaries must be lists of timed pieces.")
         if not isinstance(self.overhead, TimingStats) or not isinstance(self.monolithic, TimingStats):
             raise HapiError("Latency table overhead and monolithic must be timing statistics.")
         k = len(self.exit_names)
@@ -149,8 +145,6 @@ class LatencyTable(JsonArtifact):
             raise HapiError(
                 f"Latency table for {k} exits needs {k - 1} boundaries (or none). Got {len(self.boundaries)}."
             )
-        if len(self.stages) not in (0, k - 1):
-            raise HapiError(f"Latency table for {k} exits needs {k - 1} stages (or none). Got {len(self.stages)}.")
 
     def segment_costs(self, stat: str = "mean") -> list[float]:
         """Compute time of each segment in ms, per-call overhead removed (never below 0)."""
@@ -161,20 +155,6 @@ class LatencyTable(JsonArtifact):
         """Compute time of each intermediate head in ms, per-call overhead removed (never below 0)."""
         over = self.overhead.stat(stat)
         return [max(p.stats.stat(stat) - over, 0.0) for p in self.heads]
-
-    def fused_head_costs(self, stat: str = "mean") -> list[float]:
-        """Compute time of each intermediate head as a bundle stage runs it, fused after its segment (ms).
-
-        ``stage<k>`` minus ``segment<k>`` (one call each): the head reads the segment's output inside
-        the session, without the conversion a head timed alone pays at its input. Never below 0;
-        :meth:`head_costs` for a table without stages.
-        """
-        if not self.stages:
-            return self.head_costs(stat)
-        return [
-            max(stage.stats.stat(stat) - seg.stats.stat(stat), 0.0)
-            for stage, seg in zip(self.stages, self.segments, strict=False)
-        ]
 
     def cut_costs(self, stat: str = "mean") -> list[float]:
         """What cutting the backbone at each intermediate exit's tensor costs beyond one session call, in ms.
@@ -218,7 +198,6 @@ class LatencyTable(JsonArtifact):
             "segments": [_piece(p) for p in data["segments"]],
             "heads": [_piece(p) for p in data["heads"]],
             "boundaries": [_piece(p) for p in data.get("boundaries", [])],
-            "stages": [_piece(p) for p in data.get("stages", [])],
             "overhead": TimingStats(**data["overhead"]),
             "monolithic": TimingStats(**data["monolithic"]),
         })

@@ -58,8 +58,6 @@ class LatencyModel:
         quantiles = np.asarray(pieces, dtype=np.float64) - over
         cuts = np.asarray(table.cut_costs("mean"))  # charged to keeping the exit, as the mean model does
         entry = np.asarray(table.entry_costs("mean"))
-        fused = np.asarray(table.head_costs("mean")) - np.asarray(table.fused_head_costs("mean"))
-        quantiles[k:] -= fused[:, None]  # a head fused into its stage: what it saves, off its distribution
         quantiles[: k - 1] -= (cuts - entry)[:, None]  # the rest of the cut, off the segment before
         quantiles[1:k] -= entry[:, None]  # the next segment's side, off it
         quantiles[k:] += cuts[:, None]

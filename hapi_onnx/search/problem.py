@@ -14,9 +14,8 @@ sample leaving at kept exit ``j`` costs::
     sum(seg[i] for i <= s_j) + sum(head[s_i] for i <= j) + (j + 1) * overhead
 
 and a sample reaching the final classifier costs ``sum(seg) + sum(kept heads) + (m + 1) * overhead``.
-Piece costs are :meth:`LatencyTable.segment_costs` / :meth:`~LatencyTable.fused_head_costs` (a
-head as its stage runs it, after its segment in one session) of the mean (per-call overhead
-removed) and ``overhead.mean_ms``. Cutting the backbone at an exit's tensor
+Piece costs are :meth:`LatencyTable.segment_costs` / :meth:`~LatencyTable.head_costs` of the mean
+(per-call overhead removed) and ``overhead.mean_ms``. Cutting the backbone at an exit's tensor
 costs more than one call (:meth:`~LatencyTable.cut_costs`: the layout conversions a session does
 at its inputs and outputs); a stage that fuses several segments does not pay it inside, so it is
 taken off the segment before it and charged to keeping that exit, with its head (``head[k]`` is
@@ -247,8 +246,8 @@ def _segment_costs(table: LatencyTable) -> list[float]:
 
 
 def _exit_costs(table: LatencyTable) -> list[float]:
-    """What keeping each intermediate exit costs: its head (fused into its stage), and cutting the backbone there."""
-    return [h + cut for h, cut in zip(table.fused_head_costs("mean"), table.cut_costs("mean"), strict=True)]
+    """What keeping each intermediate exit costs: its head, and cutting the backbone there."""
+    return [h + cut for h, cut in zip(table.head_costs("mean"), table.cut_costs("mean"), strict=True)]
 
 
 def _runtime_cost(table: LatencyTable) -> float:

@@ -79,11 +79,9 @@ def synthetic_table(
         jitter (float | None): Give every piece a measured-like distribution: its time is its
             mean times a lognormal factor of this sigma (mean 1), kept as quantiles. Defaults to
             None (summary statistics only).
-        cuts (bool): Time fused pieces too, as a real table has them: segment pairs
-            (``boundaries``), so that cutting at each exit costs up to 1.5 times the smaller
-            segment beside it (more than the segment before it at about a third of the exits), and
-            each segment with its head (``stages``), the head saving up to half its cost there.
-            Defaults to False (cuts cost nothing beyond one call, heads cost the same fused).
+        cuts (bool): Time fused segment pairs too (``boundaries``), so that cutting at each exit
+            costs up to 1.5 times the smaller segment beside it (more than the segment before it
+            at about a third of the exits). Defaults to False (cuts cost nothing beyond one call).
     """
     rng = np.random.default_rng(seed + 1_000_003)
 
@@ -95,14 +93,12 @@ def synthetic_table(
     seg = seg / seg.sum() * backbone_ms
     heads = rng.uniform(0.01, 0.06, size=num_intermediate) * backbone_ms / 2.0
     names = [f"exit{i}" for i in range(num_intermediate)] + ["final"]
-    boundaries, stages = [], []
+    boundaries = []
     if cuts:
         cut = rng.uniform(0.0, 1.5, size=num_intermediate) * np.minimum(seg[:-1], seg[1:])
         pair = seg[:-1] + seg[1:] + overhead_ms  # two segments and one call, fused
         boundaries = [PieceLatency(f"boundary{i}", [], [], stats(p - c))
                       for i, (p, c) in enumerate(zip(pair, cut, strict=True))]
-        fused = seg[:-1] + heads * rng.uniform(0.5, 1.0, size=num_intermediate) + overhead_ms
-        stages = [PieceLatency(f"stage{i}", [], [], stats(f)) for i, f in enumerate(fused)]
     return LatencyTable(
         device="synthetic",
         preset={"name": "synthetic"},
@@ -115,7 +111,6 @@ def synthetic_table(
         overhead=_stats(overhead_ms),
         monolithic=stats(backbone_ms * 0.97 + overhead_ms),
         boundaries=boundaries,
-        stages=stages,
     )
 
 
