@@ -755,37 +755,56 @@ def test_verbose_prints_nothing_before_the_error(name, inputs, tmp_path, monkeyp
 
 # -- interrupted and killed writes ---------------------------------------------------------------
 
-def _start(out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "hapi_onnx", "data", "mnist", "-o", str(out)]
+# `hapi-onnx data mnist -o OUT`, pausing after each split it writes and touching MARK first: the
+# splits take a few ms each, so a signal sent on seeing a file could land after the last rename.
+SLOW_DATA_MNIST = """
+import sys, time
+from pathlib import Path
+out, mark = sys.argv[1], Path(sys.argv[2])
+from hapi_onnx.data import Dataset
+save = Dataset.save
+def slow_save(self, path):
+    save(self, path)
+    mark.touch()
+    time.sleep(0.5)
+Dataset.save = slow_save
+from hapi_onnx_cli.main import main
+sys.argv = ["hapi-onnx", "data", "mnist", "-o", out]
+main()
+"""
+
+
+def _start(out: Path, mark: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", SLOW_DATA_MNIST, str(out), str(mark)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _when_writing(proc: subprocess.Popen, out: Path) -> None:
-    """Wait until the command has written its first split into its temporary folder."""
+def _when_writing(proc: subprocess.Popen, mark: Path) -> None:
+    """Wait until the command has written its first split (into its temporary folder) and paused."""
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
-        if any(tmp.glob("*.npz") for tmp in out.parent.glob(f".{out.name}.*.tmp")):
+        if mark.exists():
             return
-        time.sleep(0.005)
+        time.sleep(0.002)
     raise AssertionError(f"no split was being written (exit {proc.poll()})")
 
 
 @pytest.mark.parametrize(("sig", "status", "line"), [(signal.SIGTERM, 143, "error: terminated."),
                                                      (signal.SIGINT, 130, "error: interrupted.")])
-def test_data_mnist_stopped_mid_write_leaves_nothing(sig, status, line, tmp_path):
-    out = tmp_path / "data"
-    proc = _start(out)
-    _when_writing(proc, out)
+def test_data_mnist_stopped_mid_write_leaves_nothing(sig, status, line, tmp_path, tmp_path_factory):
+    out, mark = tmp_path / "data", tmp_path_factory.mktemp("mark") / "saved"
+    proc = _start(out, mark)
+    _when_writing(proc, mark)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert (proc.returncode, stdout, stderr) == (status, "", line + "\n")
     assert list(tmp_path.iterdir()) == []  # no folder, no temporary file
 
 
-def test_data_mnist_killed_mid_write_is_cleaned_by_the_next_run(tmp_path):
-    out = tmp_path / "data"
-    proc = _start(out)
-    _when_writing(proc, out)
+def test_data_mnist_killed_mid_write_is_cleaned_by_the_next_run(tmp_path, tmp_path_factory):
+    out, mark = tmp_path / "data", tmp_path_factory.mktemp("mark") / "saved"
+    proc = _start(out, mark)
+    _when_writing(proc, mark)
     proc.kill()  # SIGKILL: nothing can clean up
     proc.communicate(timeout=60)
     left = [p.name for p in tmp_path.iterdir()]
