@@ -757,9 +757,12 @@ def test_verbose_prints_nothing_before_the_error(name, inputs, tmp_path, monkeyp
 
 # `hapi-onnx data mnist -o OUT`, pausing after each split it writes and touching MARK first: the
 # splits take a few ms each, so a signal sent on seeing a file could land after the last rename.
+# Ctrl-C is given its usual handler: a test run started in the background (nohup, CI) passes SIGINT
+# on ignored, and Python then installs none.
 SLOW_DATA_MNIST = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal, even when run in the background
 out, mark = sys.argv[1], Path(sys.argv[2])
 from hapi_onnx.data import Dataset
 save = Dataset.save
