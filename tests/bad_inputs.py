@@ -230,14 +230,22 @@ def _write_json(path: Path, data) -> None:
     path.write_text(data if isinstance(data, str) else json.dumps(data))
 
 
-def _latency_tables(root: Path) -> None:
-    good = json.loads((root / "latency.json").read_text())
-    text = (root / "latency.json").read_text()
+def _variants(root: Path, stem: str):
+    """``variant(name, change)``: writes ``<stem>_<name>.json``, ``<stem>.json`` with ``change`` applied."""
+    text = (root / f"{stem}.json").read_text()
 
     def variant(name: str, change) -> None:
         data = json.loads(text)
         change(data)
-        _write_json(root / f"latency_{name}.json", data)
+        _write_json(root / f"{stem}_{name}.json", data)
+
+    return variant
+
+
+def _latency_tables(root: Path) -> None:
+    text = (root / "latency.json").read_text()
+    good = json.loads(text)
+    variant = _variants(root, "latency")
 
     _write_json(root / "latency_garbage.json", "{latency: fast}")
     _write_json(root / "latency_empty.json", "")
@@ -270,11 +278,7 @@ def _latency_tables(root: Path) -> None:
 
 def _designs(root: Path) -> None:
     text = (root / "design.json").read_text()
-
-    def variant(name: str, change) -> None:
-        data = json.loads(text)
-        change(data)
-        _write_json(root / f"design_{name}.json", data)
+    variant = _variants(root, "design")
 
     _write_json(root / "design_garbage.json", "design")
     _write_json(root / "design_deep.json", text.rstrip()[:-1] + f', "x": {DEEP}}}')

@@ -22,31 +22,17 @@ from hapi_onnx.evaluate import evaluate_bundle
 from hapi_onnx.exits.attach import attach_exits
 from hapi_onnx.exits.layout import ExitLayout
 from hapi_onnx.graph import candidate_exits, load_model, split_model
-from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.profile import profile_model
 from hapi_onnx.runtime import EarlyExitModel
 from hapi_onnx.search import search
 from hapi_onnx.search.constraints import Constraints
 
 INT8 = ("qdq", "qoperator")
-TIMING = {"warmup_runs": 2, "warmup_s": 0.0, "min_runs": 10, "max_runs": 50, "target_rel_precision": 0.5,
-          "confidence": 0.95, "time_budget_s": 0.02}
-
-
 @pytest.fixture(scope="module")
 def splits():
     s = mnist_splits()
     return {"train": s["train"].subset(np.arange(1000)), "calib": s["calib"].subset(np.arange(400)),
             "test": s["test"].subset(np.arange(300))}
-
-
-@pytest.fixture(scope="module")
-def fast_preset(tmp_path_factory):
-    data = load_preset("cpu-1t").to_dict()
-    data.update(name="cpu-1t-fast", timing=TIMING)
-    path = tmp_path_factory.mktemp("preset") / "fast.json"
-    path.write_text(json.dumps(data))
-    return path
 
 
 def _source_outputs(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import FAST_TIMING
 from onnx import TensorProto, helper, numpy_helper
 
 from hapi_onnx.bundle import stage_graphs
@@ -20,16 +21,6 @@ from hapi_onnx.graph import load_model, model_fingerprint
 from hapi_onnx.graph.decision import CLASS_OUTPUT, CONFIDENCE_OUTPUT, DECISION_OUTPUTS, PROBS_OUTPUT
 from hapi_onnx.profile import LatencyTable, load_preset, profile_model, table_lines
 from hapi_onnx.profile.profile import BoundCall, RuntimeEntryCalls
-
-FAST_TIMING = {
-    "warmup_runs": 2,
-    "warmup_s": 0.0,
-    "min_runs": 10,
-    "max_runs": 40,
-    "target_rel_precision": 0.05,
-    "confidence": 0.95,
-    "time_budget_s": 0.05,
-}
 
 
 def build_ee_model(num_exits: int = 2, channels: int = 4, classes: int = 3, size: int = 8) -> onnx.ModelProto:
@@ -80,16 +71,6 @@ def build_ee_model(num_exits: int = 2, channels: int = 4, classes: int = 3, size
 def ee_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("ee") / "ee.onnx"
     onnx.save(build_ee_model(), str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def fast_preset(tmp_path_factory):
-    """cpu-1t with a tiny timing policy, as a preset file (also exercises path resolution)."""
-    data = load_preset("cpu-1t").to_dict()
-    data.update(name="cpu-1t-fast", timing=FAST_TIMING)
-    path = tmp_path_factory.mktemp("preset") / "fast.json"
-    path.write_text(json.dumps(data))
     return path
 
 
