@@ -17,7 +17,7 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.features import (
     Progress,
     check_labelled,
-    input_shape,
+    model_batches,
     prune_to_outputs,
     run_batch_size,
     session_from_model,
@@ -86,15 +86,12 @@ def calibrate(
     conf = np.empty((k, n), dtype=np.float32)
     margin = np.empty((k, n), dtype=np.float32)
     batch = run_batch_size(model, batch_size, data.image_shape)
-    fixed = isinstance(input_shape(model)[0], int)
     start = 0
     if progress is not None:
         progress(0, n)
-    for chunk in data.batches(batch):
-        stop = start + len(chunk)
-        if len(chunk) < batch and fixed:  # a fixed batch axis: pad the last batch
-            chunk = np.concatenate([chunk, np.zeros((batch - len(chunk),) + chunk.shape[1:], np.float32)])
-        results = session.run(outputs, {layout.input: np.ascontiguousarray(chunk, dtype=np.float32)})
+    for chunk, rows in model_batches(model, data, batch):
+        stop = start + rows
+        results = session.run(outputs, {layout.input: chunk})
         for j, out in enumerate(results):
             out = out[: stop - start].astype(np.float64)
             if j == k - 1 and not layout.final_is_probability:

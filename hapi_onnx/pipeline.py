@@ -355,9 +355,12 @@ def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | N
     )
 
     if "export" not in steps.reused:
-        from hapi_onnx.graph import load_model, load_notes
+        import onnx
 
-        for note in load_notes(load_model(paths["model"])):
+        from hapi_onnx.graph import load_notes
+
+        # export saved a loaded model: its notes are in its metadata, no need to load it again
+        for note in load_notes(onnx.load(paths["model"], load_external_data=False)):
             log(f"[export] note: {note}")
 
     paths["ee"] = work / "ee.onnx"
@@ -543,8 +546,8 @@ def build_report(result: BuildResult) -> list[str]:
     """The end-of-build summary: exits, the chosen design, measured numbers, how to load the bundle."""
     from hapi_onnx.calibrate import exit_accuracies, exit_mac_fractions
     from hapi_onnx.evaluate import EvaluationReport
+    from hapi_onnx.exits.input_record import InputRecord
     from hapi_onnx.graph import load_model
-    from hapi_onnx.runtime import read_bundle
     from hapi_onnx.search.design import Design
     from hapi_onnx.search.report import guarantee_text, search_text
     from hapi_onnx.trace import Trace
@@ -553,7 +556,8 @@ def build_report(result: BuildResult) -> list[str]:
     trace = Trace.load(paths["trace"])
     design = Design.load(paths["design"])
     report = EvaluationReport.load(paths["report"])
-    rows = exit_accuracies(trace, exit_mac_fractions(load_model(paths["ee"])))
+    ee = load_model(paths["ee"])
+    rows = exit_accuracies(trace, exit_mac_fractions(ee))
     kept = set(design.exit_names)
     width = max(len(r.tensor) for r in rows)
     out = [f"Exits on the calibration split ({trace.num_samples} images); * = kept in the design:"]
@@ -574,7 +578,7 @@ def build_report(result: BuildResult) -> list[str]:
         f"  predicted  accuracy {pred['accuracy']:.4f}, mean {pred['mean_ms']:.3f} ms, "
         f"p90 {pred['p90_ms']:.3f} ms  [on the calibration split]",
         f"  search     {search_text(design)}",
-        *([f"  guarantee  {guarantee_text(design)}"] if guarantee_text(design) else []),
+        *([f"  guarantee  {guarantee}"] if (guarantee := guarantee_text(design)) else []),
         "",
         f"Measured on the held-out test split ({report.num_samples} images):",
         *report.lines()[1:],
@@ -584,7 +588,7 @@ def build_report(result: BuildResult) -> list[str]:
         "  from hapi_onnx.runtime import EarlyExitModel",
         f"  model = EarlyExitModel.load({str(paths['bundle'])!r})",
         *(["  x = model.preprocess(images)   # decoded H x W x C uint8 images -> the model's input"]
-          if read_bundle(paths["bundle"]).manifest.preprocessing is not None else []),
+          if InputRecord.from_model(ee).preprocessing is not None else []),  # the spec the bundle carries
         "  pred = model.predict(x)   # x: float32[N, C, H, W]",
         "  pred.classes, pred.confidences, pred.exit_index",
     ]

@@ -63,8 +63,8 @@ class HeadReport:
     temperature: float
     l2: float
     fit_seconds: float
-    pooling: str = "gap+2x2"
-    solver: str = "exact"
+    pooling: str
+    solver: str
 
 
 @dataclass(frozen=True)

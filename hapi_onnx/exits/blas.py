@@ -10,6 +10,7 @@ does nothing.
 
 import contextlib
 import ctypes
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +55,12 @@ def blas_threads(count: int = 1) -> Iterator[None]:
     finally:
         for (_, set_threads), previous in zip(handles, saved, strict=True):
             set_threads(previous)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+

@@ -8,7 +8,6 @@ beyond ``SPILL_BYTES``, so memory grows with N x (sum of pooled dims) at most, n
 images or the feature maps.
 """
 
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -53,6 +52,20 @@ def input_shape(model: onnx.ModelProto) -> list[int | str | None]:
     """Static dims as ints, symbolic ones as their name (or None), of the model's image input."""
     dims = image_input(model).type.tensor_type.shape.dim
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+
+
+def model_batches(model: onnx.ModelProto, data: DataSource, batch: int) -> Iterator[tuple[np.ndarray, int]]:
+    """``data`` in runs of ``batch`` samples as contiguous float32, with how many rows of each are real.
+
+    Where the model's graph fixes its batch axis, the last run is padded with zeros to ``batch``
+    (the caller drops the padded rows of the outputs).
+    """
+    fixed = isinstance(input_shape(model)[0], int)
+    for chunk in data.batches(batch):
+        rows = len(chunk)
+        if rows < batch and fixed:
+            chunk = np.concatenate([chunk, np.zeros((batch - rows,) + chunk.shape[1:], np.float32)])
+        yield np.ascontiguousarray(chunk, dtype=np.float32), rows
 
 
 def check_labelled(
@@ -199,15 +212,13 @@ class FeatureSet:
         num_samples (int): N.
         dims (Sequence[int]): Features per sample at each cut.
         spill (bool): Keep the features on disk. Defaults to False.
-        spill_dir (PathLike | None): Parent of the temporary folder. Defaults to the system's.
     """
 
-    def __init__(self, num_samples: int, dims: Sequence[int], spill: bool = False,
-                 spill_dir: str | os.PathLike | None = None):
+    def __init__(self, num_samples: int, dims: Sequence[int], spill: bool = False):
         self.num_samples = int(num_samples)
         self.dims = [int(d) for d in dims]
         self._rows = 0
-        self._tmp = tempfile.TemporaryDirectory(prefix="hapi-features-", dir=spill_dir) if spill else None
+        self._tmp = tempfile.TemporaryDirectory(prefix="hapi-features-") if spill else None
         if self._tmp is None:
             self._arrays = [np.empty((self.num_samples, d), dtype=np.float32) for d in self.dims]
         else:
@@ -308,17 +319,13 @@ def collect_features(
     out_names = [o.name for o in features_model.graph.output]
     n = len(data)
     batch = run_batch_size(model, batch_size, data.image_shape)
-    fixed = isinstance(input_shape(model)[0], int)
     features = FeatureSet(n, dims, spill=4 * n * sum(dims) > spill_bytes)
     done = 0
     if progress is not None:
         progress(0, n)
     try:
-        for chunk in data.batches(batch):
-            rows = len(chunk)
-            if rows < batch and fixed:  # a fixed batch axis: pad the last batch
-                chunk = np.concatenate([chunk, np.zeros((batch - rows,) + chunk.shape[1:], np.float32)])
-            outs = session.run(out_names, {name: np.ascontiguousarray(chunk, dtype=np.float32)})
+        for chunk, rows in model_batches(model, data, batch):
+            outs = session.run(out_names, {name: chunk})
             features.append([o.reshape(len(o), -1)[:rows] for o in outs])
             done += rows
             if progress is not None:

@@ -32,7 +32,6 @@ L-BFGS step ``F / r`` times cheaper.
 ``bench/bench_heads.py`` measures both on the same problems (accuracy, NLL, time).
 """
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ from scipy.optimize import minimize
 from scipy.special import softmax
 
 from hapi_onnx.errors import HapiError
-from hapi_onnx.exits.blas import blas_threads
+from hapi_onnx.exits.blas import blas_threads, usable_cpus
 from hapi_onnx.exits.temperature import fit_temperature, nll
 
 L2_GRID = (1e-2, 1e-3, 1e-4)
@@ -220,21 +219,15 @@ def fit_head(
         return _fit_whitened(features, labels, num_classes, heldout_fraction, seed)
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def _fit_head(features, labels, num_classes, l2_grid, heldout_fraction, seed) -> HeadFit:
     start = time.perf_counter()
     labels = np.asarray(labels, dtype=np.int64)
     fit_idx, held_idx = heldout_split(len(features), heldout_fraction, seed)
     x = np.asarray(features, dtype=np.float64)
-    mu = x[fit_idx].mean(axis=0)
-    sigma = _safe_std(x[fit_idx].std(axis=0), mu)
+    fit_rows = x[fit_idx]
+    mu = fit_rows.mean(axis=0)
+    sigma = _safe_std(fit_rows.std(axis=0), mu)
+    del fit_rows
     z = (x - mu) / sigma
     z_fit, z_held = z[fit_idx], z[held_idx]
     y_fit, y_held = labels[fit_idx], labels[held_idx]
@@ -318,8 +311,10 @@ def _fit_whitened(features, labels, num_classes, heldout_fraction, seed) -> Head
     fit_idx, held_idx = heldout_split(len(features), heldout_fraction, seed)
     x = np.asarray(features, dtype=np.float32)
     f, k, n_fit = x.shape[1], num_classes, len(fit_idx)
-    mu = x[fit_idx].mean(axis=0, dtype=np.float64)
-    sigma = _safe_std(x[fit_idx].std(axis=0, dtype=np.float64), mu)
+    fit_rows = x[fit_idx]
+    mu = fit_rows.mean(axis=0, dtype=np.float64)
+    sigma = _safe_std(fit_rows.std(axis=0, dtype=np.float64), mu)
+    del fit_rows
     # Rows in (fit, held-out) order, standardised in float32, chunk by chunk: one copy of the features.
     order = np.concatenate([fit_idx, held_idx])
     z = np.empty((len(order), f), dtype=np.float32)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import onnx
 
+from hapi_onnx.artifact import parse_json
 from hapi_onnx.errors import HapiError
 from hapi_onnx.graph.load import set_metadata
 from hapi_onnx.runtime.preprocess import Preprocessing
@@ -52,7 +53,7 @@ class InputRecord:
         if METADATA_KEY not in props:
             return cls()
         try:
-            data = json.loads(props[METADATA_KEY])
+            data = parse_json(props[METADATA_KEY], f"the model's {METADATA_KEY!r} metadata")  # bounded, as layout
             if data.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"format_version {data.get('format_version')!r}, expected {FORMAT_VERSION}")
             spec = data["preprocessing"]

@@ -284,9 +284,7 @@ class _Analysis:
     def channels_last(self, pos: int) -> bool:
         """Whether the map made at ``pos`` comes, through elementwise ops, from a Transpose to N,H,W,C."""
         nodes = self.model.graph.node
-        seen = set()
-        while pos not in seen:
-            seen.add(pos)
+        while True:  # each step goes to an earlier node (topological order): it ends
             node = nodes[pos]
             if node.op_type == "Transpose":
                 perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
@@ -297,7 +295,6 @@ class _Analysis:
             if len(sources) != 1:
                 return False
             pos = sources[0]
-        return False
 
     @staticmethod
     def pointwise(node: onnx.NodeProto) -> bool:

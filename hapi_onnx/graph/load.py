@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output
+from hapi_onnx.graph.macs import WEIGHTED_OPS
 from hapi_onnx.graph.quant import ms_output_types
 from hapi_onnx.graph.tensors import FLOAT_TYPES, Dim, describe, dims_of, elem_type_of, value_infos
 from hapi_onnx.graph.topology import (
@@ -28,8 +29,7 @@ BATCH_DIM = "N"
 NOTES_KEY = "hapi_onnx.load_notes"
 MIN_IR_VERSION = 4  # the first IR version whose initializers need not be graph inputs
 # Ops that hold a network's weights: a control-flow body holding one of them holds layers.
-LAYER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "QLinearMatMul", "ConvInteger",
-                       "MatMulInteger", "QGemm"})
+LAYER_OPS = frozenset(op for _, op in WEIGHTED_OPS)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from hapi_onnx.exits.blas import usable_cpus
 from hapi_onnx.profile.presets import DevicePreset
 
 
@@ -71,10 +72,7 @@ def environment(preset: DevicePreset, sessions: list[ort.InferenceSession]) -> d
             if name not in used:
                 used.append(name)
     options = sessions[0].get_provider_options() if sessions else {}
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        affinity = os.cpu_count()
+    affinity = usable_cpus()
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):

@@ -328,8 +328,10 @@ def preprocess_image(spec: Preprocessing, image: Any) -> np.ndarray:
             )
         top, left = int(round((height - ch) / 2.0)), int(round((width - cw) / 2.0))
         pixels = pixels[top : top + ch, left : left + cw]
-    x = pixels.astype(np.float32) * np.float32(spec.scale)
-    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    x = pixels.astype(np.float32)  # a new array: scaled and normalised in place, no temporaries
+    x *= np.float32(spec.scale)
+    x -= np.asarray(spec.mean, np.float32)
+    x /= np.asarray(spec.std, np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1) if spec.layout == "NCHW" else x)
 
 

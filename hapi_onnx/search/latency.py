@@ -71,12 +71,8 @@ class LatencyModel:
             draws (int): Draws per position. Defaults to :data:`DRAWS`.
             seed (int): Seed of the draws (the same pieces get the same draws for every design).
         """
-        rng = np.random.default_rng(seed)
-        levels = np.linspace(0.0, 1.0, QUANTILES)
+        path, head = self._piece_draws(draws, seed)
         k = len(self.segments)
-        seg = np.stack([np.interp(rng.random(draws), levels, q) for q in self.segments])  # [K, draws]
-        head = np.stack([np.interp(rng.random(draws), levels, q) for q in self.heads]) if len(self.heads) else seg[:0]
-        path = np.cumsum(seg, axis=0)  # backbone up to and including segment i
         out = np.empty((len(exits) + 1, draws))
         heads = np.full(draws, self.runtime_ms)
         for j, e in enumerate(exits):
@@ -84,6 +80,19 @@ class LatencyModel:
             out[j] = path[e] + heads - self.entry_ms[e]
         out[len(exits)] = path[k - 1] + heads + self.overhead_ms
         return out
+
+    def _piece_draws(self, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The backbone's cumulative draws [K, draws] and the heads' draws [K-1, draws], made once per
+        (draws, seed): they do not depend on the design, which every search round asks about."""
+        cache = self.__dict__.setdefault("_draws", {})  # frozen: the cache lives beside the fields
+        if (draws, seed) not in cache:
+            rng = np.random.default_rng(seed)
+            levels = np.linspace(0.0, 1.0, QUANTILES)
+            seg = np.stack([np.interp(rng.random(draws), levels, q) for q in self.segments])  # [K, draws]
+            head = np.stack([np.interp(rng.random(draws), levels, q) for q in self.heads]) if len(self.heads) \
+                else seg[:0]
+            cache[draws, seed] = (np.cumsum(seg, axis=0), head)  # backbone up to and including segment i
+        return cache[draws, seed]
 
     def percentiles(self, exits: Sequence[int], exit_counts: Sequence[int],
                     stats: Sequence[str] = tuple(LEVELS)) -> dict[str, float]:
@@ -94,5 +103,6 @@ class LatencyModel:
         values = draws.ravel()
         order = np.argsort(values, kind="stable")
         cumulative = np.cumsum(weights[order])
-        return {s: float(values[order][min(np.searchsorted(cumulative, LEVELS[s] - 1e-12), len(values) - 1)])
+        values = values[order]
+        return {s: float(values[min(np.searchsorted(cumulative, LEVELS[s] - 1e-12), len(values) - 1)])
                 for s in stats}

@@ -296,9 +296,9 @@ class _Space:
         drop_disc = _count(st.at[:m] & st.disc_next) - _count(st.at[:m] & st.disc)
         moves_on = _count(st.at[:m, None, :] & st.then[None, :, :])  # [m, m+1]
         batches = []
+        q = np.searchsorted(kept_arr, free)  # each free candidate's slot among the kept exits
         if len(free):
             # Adds: k takes the samples reaching its slot q that are confident at k.
-            q = np.searchsorted(kept_arr, free)
             take = confident[free] & reach[q]
             right = st.correct + _count(take & self.correct_bits[free]) - _count(take & st.right)
             disc = st.discordant + _count(take & self.disc_bits[free]) - _count(take & st.disc)
@@ -314,7 +314,6 @@ class _Space:
             batches.append((designs, np.full(m, m - 1), st.correct + drop_right, st.discordant + drop_disc,
                             self.keys(counts, costs)))
             # Shifts: kept exit j replaced by a free candidate k between its kept neighbours.
-            q = np.searchsorted(kept_arr, free)
             pairs = [(int(k), int(i)) for k, p in zip(free, q, strict=True) for i in (p - 1, p) if 0 <= i < m]
             if pairs:
                 k, j = (np.array(v, dtype=np.int64) for v in zip(*pairs, strict=True))

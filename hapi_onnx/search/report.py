@@ -44,10 +44,10 @@ def summary_lines(design: Design) -> list[str]:
         f"staged without early exit {ref['no_exit_mean_ms']:.3f} ms predicted)",
         f"exit distribution: {dist}",
     ]
-    if search_text(design):
-        lines.append(f"search: {search_text(design)}")
-    if guarantee_text(design):
-        lines.append(f"guarantee: {guarantee_text(design)}")
+    if searched := search_text(design):
+        lines.append(f"search: {searched}")
+    if guarantee := guarantee_text(design):
+        lines.append(f"guarantee: {guarantee}")
     return lines
 
 
