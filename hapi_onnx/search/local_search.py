@@ -201,10 +201,8 @@ class _Space:
         self.correct = np.concatenate([problem.correct[cand], final[None, :]])  # bool[E+1, N]
         self.disc = self.correct != final[None, :]
         self.correct_bits, self.disc_bits = _pack(self.correct), _pack(self.disc)
-        self.cumseg = np.cumsum(problem.seg_ns)
-        self.step = problem.head_ns[cand] + problem.overhead_ns  # a kept exit adds its head and a call
-        # Leaving at candidate k: the backbone up to it, less its cut's part on the next segment's side (heads apart).
-        self.leave = self.cumseg[self.cand] - problem.entry_ns[self.cand]
+        self.step = problem.step_ns[self.cand]  # a kept exit adds its head and a call
+        self.leave = problem.leave_ns[self.cand]  # leaving at candidate k, the kept heads apart
         self.samples = np.arange(self.num_samples)
         self.rank = None if goal.stat == "mean" else percentile_rank(goal.stat, self.num_samples)
         self.grid_index = {float(t): i for i, t in enumerate(grid)}
@@ -384,7 +382,7 @@ class _Space:
             heads = np.cumsum(steps, axis=1)
             costs = np.empty_like(counts)
             costs[:, :-1] = self.leave[order] + heads
-            costs[:, -1] = self.cumseg[-1] + heads[:, -1] + self.problem.overhead_ns
+            costs[:, -1] = self.problem.final_ns + heads[:, -1]
             fixed = tuple(int(k) for k in before), tuple(int(k) for k in after)
             designs = _Designs(len(rows), lambda r, fixed=fixed, block=block, use=use, g=st.g: (
                 fixed[0] + tuple(int(k) for k in block[use[r]]) + fixed[1], g))

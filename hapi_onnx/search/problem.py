@@ -31,6 +31,7 @@ Latency statistics over the search samples: the mean, and nearest-rank percentil
 fraction q of the samples do not exceed; always one of the samples' own latencies).
 """
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -215,6 +216,22 @@ class SearchProblem:
             raise HapiError(f"Exits must be distinct and in depth order. Got {list(exits)!r} instead.")
         return tuple(idx)
 
+    @functools.cached_property
+    def step_ns(self) -> np.ndarray:
+        """int64[K-1] what keeping each intermediate exit adds to every position from it on: its head and a call."""
+        return self.head_ns + self.overhead_ns
+
+    @functools.cached_property
+    def leave_ns(self) -> np.ndarray:
+        """int64[K-1] leaving at each intermediate exit, kept heads and calls apart: the backbone up to it,
+        less its cut's part on the next segment's side (paid only by the samples going on)."""
+        return np.cumsum(self.seg_ns)[:-1] - self.entry_ns
+
+    @functools.cached_property
+    def final_ns(self) -> int:
+        """Reaching the final classifier, kept heads and their calls apart: the whole backbone and its call."""
+        return int(self.seg_ns.sum()) + self.overhead_ns
+
     def position_costs(self, exits: Sequence[int]) -> np.ndarray:
         """int64[m+1] latency in ns of a sample leaving at each kept exit, the final classifier last.
 
@@ -222,11 +239,10 @@ class SearchProblem:
             exits (Sequence[int]): Kept intermediate exits, ascending trace indices.
         """
         exits = np.asarray(exits, dtype=np.int64)
-        cumseg = np.cumsum(self.seg_ns)
-        heads = np.cumsum(self.head_ns[exits] + self.overhead_ns)
+        heads = np.cumsum(self.step_ns[exits])
         costs = np.empty(len(exits) + 1, dtype=np.int64)
-        costs[:-1] = cumseg[exits] + heads - self.entry_ns[exits]
-        costs[-1] = cumseg[-1] + (heads[-1] if len(exits) else 0) + self.overhead_ns
+        costs[:-1] = self.leave_ns[exits] + heads
+        costs[-1] = self.final_ns + (heads[-1] if len(exits) else 0)
         return costs
 
     def names(self, exits: Sequence[int]) -> list[str]:

@@ -69,11 +69,11 @@ class SubsetSpace:
         self._gain = problem.correct[cand] & ~final[None, :]  # [E, N] right at k, final wrong
         self._weights = (np.int64(1) << np.arange(e, dtype=np.int64))[:, None]
         cumseg = np.cumsum(problem.seg_ns)
-        step = problem.head_ns[cand] + problem.overhead_ns  # a kept exit adds its head and one call
+        step = problem.step_ns[cand]  # a kept exit adds its head and one call
         self._heads = _subset_sums(step)  # [2^E] sum over kept exits of head + call
         self._steps = step
         self._entry = problem.entry_ns[cand]  # not paid by the samples leaving at the exit
-        self._exit_rows = [cumseg[c] - self._entry[k] + step[k] + self._heads[: 1 << k] for k, c in enumerate(cand)]
+        self._exit_rows = [problem.leave_ns[c] + step[k] + self._heads[: 1 << k] for k, c in enumerate(cand)]
         # Backbone blocks: block k ends at candidate k (run by samples not left before it), the last
         # one at the final classifier.
         bounds = [-1, *cand, problem.num_exits - 1]
@@ -81,7 +81,7 @@ class SubsetSpace:
             [cumseg[b] - (cumseg[a] if a >= 0 else 0) for a, b in zip(bounds, bounds[1:], strict=False)],
             dtype=np.int64,
         )
-        self._final_cost = cumseg[-1] + self._heads + problem.overhead_ns
+        self._final_cost = problem.final_ns + self._heads
 
     @property
     def chunk_size(self) -> int:
