@@ -21,7 +21,7 @@ from typing import IO
 import numpy as np
 from numpy.lib import format as npy_format
 
-from hapi_onnx.data import DataSource, check_finite, check_labels, check_x_header
+from hapi_onnx.data import DataSource, check_batch_size, check_finite, check_labels, check_x_header
 from hapi_onnx.errors import HapiError
 from hapi_onnx.runtime.preprocess import Preprocessing
 
@@ -80,8 +80,7 @@ class ArrayFile(DataSource):
         return tuple(int(d) for d in self._shape[1:])
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise HapiError(f"batch_size must be a positive integer. Got {batch_size!r} instead.")
+        check_batch_size(batch_size)
         n, row = len(self), int(np.prod(self._shape[1:]))
         if self._whole is not None:
             for start in range(0, n, batch_size):

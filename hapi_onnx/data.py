@@ -151,7 +151,7 @@ class Dataset(DataSource):
         return tuple(int(d) for d in self.x.shape[1:])
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        for start in range(0, len(self.x), _batch_size(batch_size)):
+        for start in range(0, len(self.x), check_batch_size(batch_size)):
             yield self.x[start : start + batch_size]
 
     def digests(self) -> Iterator[bytes]:
@@ -179,7 +179,8 @@ class Dataset(DataSource):
             np.savez_compressed(f, **arrays)
 
 
-def _batch_size(batch_size: int) -> int:
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` if it is a positive integer (not a bool), else one clear error."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise HapiError(f"batch_size must be a positive integer. Got {batch_size!r} instead.")
     return batch_size

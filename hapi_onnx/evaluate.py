@@ -451,14 +451,7 @@ def predict_file(
             raise HapiError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(path)!r}.")
         preds = [model.predict(model.preprocess([decode_image(f) for f in files[a : a + 64]]))
                  for a in range(0, len(files), 64)]
-        return model, _joined(preds), [str(f) for f in files]
-    return model, _joined([model.predict(batch) for batch in open_dataset(path).batches(256)]), None
+        return model, Prediction.join(preds), [str(f) for f in files]
+    return model, Prediction.join([model.predict(batch) for batch in open_dataset(path).batches(256)]), None
 
 
-def _joined(preds: list[Prediction]) -> Prediction:
-    """One prediction from consecutive batches' predictions."""
-    return Prediction(
-        classes=np.concatenate([p.classes for p in preds]),
-        confidences=np.concatenate([p.confidences for p in preds]),
-        exit_index=np.concatenate([p.exit_index for p in preds]),
-    )

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hapi_onnx.data import DataSource, check_compatible
+from hapi_onnx.data import DataSource, check_batch_size, check_compatible
 from hapi_onnx.errors import HapiError
 from hapi_onnx.lazy import lazy_import
 from hapi_onnx.runtime.preprocess import Preprocessing, preprocess_image
@@ -128,8 +128,7 @@ class ImageFolder(DataSource):
         return folder
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise HapiError(f"batch_size must be a positive integer. Got {batch_size!r} instead.")
+        check_batch_size(batch_size)
         folder = self._ready()
         n = len(folder)
         if folder.workers <= 0:

@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from hapi_onnx.data import Dataset, DataSource, check_compatible
+from hapi_onnx.data import Dataset, DataSource, check_batch_size, check_compatible
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.pooling import pooled_features
 from hapi_onnx.graph.quant import float_view
@@ -114,8 +114,8 @@ def run_batch_size(model: onnx.ModelProto, requested: int | None, sample_shape: 
     With ``requested`` None, as many samples as fit in ``INPUT_BATCH_BYTES`` of float32 input
     (at most 256): 256 MNIST digits, 32 images of 3 x 224 x 224.
     """
-    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
-        raise HapiError(f"batch_size must be a positive integer. Got {requested!r} instead.")
+    if requested is not None:
+        check_batch_size(requested)
     shape = input_shape(model)
     if shape and isinstance(shape[0], int) and shape[0] > 0:
         return shape[0]

@@ -64,6 +64,17 @@ class Prediction:
     def __len__(self) -> int:
         return len(self.classes)
 
+    @classmethod
+    def join(cls, parts: "Sequence[Prediction]") -> "Prediction":
+        """One prediction of all samples of ``parts``, in order (probabilities where they all have them)."""
+        probs = [p.probs for p in parts]
+        return cls(
+            classes=np.concatenate([p.classes for p in parts]),
+            confidences=np.concatenate([p.confidences for p in parts]),
+            exit_index=np.concatenate([p.exit_index for p in parts]),
+            probs=None if any(p is None for p in probs) else np.concatenate(probs),
+        )
+
 
 class _Stage:
     """One stage's session and output names."""
@@ -370,9 +381,9 @@ class EarlyExitModel:
         if n == 0:
             x = self._check_input(x)  # raises
         if n > 1 and self._manifest.input.batch_fixed:  # the graph takes one sample per call
-            return _joined([self.predict(x[i : i + 1], return_probs) for i in range(n)])
+            return Prediction.join([self.predict(x[i : i + 1], return_probs) for i in range(n)])
         parts = [self._predict_batch(x[i : i + MAX_CHUNK], return_probs) for i in range(0, n, MAX_CHUNK)]
-        return parts[0] if len(parts) == 1 else _joined(parts)
+        return parts[0] if len(parts) == 1 else Prediction.join(parts)
 
     def progressive(self, x: np.ndarray) -> Iterator[Prediction]:
         """Yield the refined prediction after each stage, all samples running to the final one.
@@ -389,9 +400,9 @@ class EarlyExitModel:
         """
         x = _finite(self._check_input(x))
         if len(x) > 1 and self._manifest.input.batch_fixed:  # one sample per call, joined per stage
-            runs = [list(self.progressive(x[i : i + 1])) for i in range(len(x))]
+            runs = [self.progressive(x[i : i + 1]) for i in range(len(x))]  # advanced a stage at a time
             for stage_predictions in zip(*runs, strict=True):
-                yield _joined(list(stage_predictions))
+                yield Prediction.join(list(stage_predictions))
             return
         current = x
         for j, stage in enumerate(self._pipeline.stages):
@@ -494,17 +505,6 @@ def _finite(x: np.ndarray) -> np.ndarray:
             "Clean or drop those samples."
         )
     return x
-
-
-def _joined(predictions: list[Prediction]) -> Prediction:
-    """One prediction of all samples of ``predictions``, in order."""
-    probs = [p.probs for p in predictions]
-    return Prediction(
-        classes=np.concatenate([p.classes for p in predictions]),
-        confidences=np.concatenate([p.confidences for p in predictions]),
-        exit_index=np.concatenate([p.exit_index for p in predictions]),
-        probs=None if probs[0] is None else np.concatenate(probs),
-    )
 
 
 # Manifest dtype name -> ONNX Runtime's element type string.
