@@ -161,8 +161,9 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
     tested = certify(held, path, goal)
     scored = [_rescored(problem, goal, t.design) for t in tested]
     sla = goal.constraints.latency_sla_ms
-    feasible = [(s, t) for s, t in zip(scored, tested, strict=True)
-                if t.certified and (sla is None or _predicted_ms(problem, goal, s) <= sla)]
+    ok = [t.certified and (sla is None or _predicted_ms(problem, goal, s) <= sla)
+          for s, t in zip(scored, tested, strict=True)]  # worked out once: the choice and the front use it
+    feasible = [(s, t) for s, t, good in zip(scored, tested, ok, strict=True) if good]
     if not feasible:
         raise HapiError(_uncertified_message(problem, goal, scored, tested, len(held.correct[0])))
     chosen, proof = min(feasible, key=lambda pair: _preference(goal, pair[0]))
@@ -174,8 +175,8 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
             latency_ms=goal.latency_ms(s.latency_key),
             accuracy_lower_bound=t.accuracy_bound,
             accuracy_drop_bound_pp=100 * t.drop_bound,
-            feasible=any(s is f for f, _ in feasible),
-        ) for s, t in zip(scored, tested, strict=True)),
+            feasible=good,
+        ) for s, t, good in zip(scored, tested, ok, strict=True)),
         key=lambda q: (q.latency_ms, -q.accuracy),
     )
     design = _design(problem, goal, chosen, [], optimiser=optimiser, grid_size=grid_size)
