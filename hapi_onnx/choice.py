@@ -12,7 +12,10 @@ are max-softmax probabilities, at most 1, so a threshold above 1 never fires.
 
 **The comparison** (search and runtimes alike): a sample leaves at the first kept exit whose
 confidence reaches the threshold in float32, ``float32(confidence) >= float32(threshold)``
-(:func:`leaves`); the final classifier decides every sample still running.
+(:func:`leaves`); the final classifier decides every sample still running (:func:`first_exit`).
+The scorer's sorted forms (:func:`thresholds_reached`, :func:`confidences_staying`) count the
+same comparison. This is the only place the comparison is written in Python; the JS runtime
+mirrors it once (``leaves`` in ``runtime-js/src/manifest.mjs``).
 
 Imports numpy and the standard library only: the runtime uses it on the edge device.
 """
@@ -55,9 +58,49 @@ def check_threshold(value: Any, where: str = "threshold") -> float:
     return float(np.float32(number))
 
 
-def leaves(confidence: Any, threshold: float) -> Any:
-    """Whether a sample with this confidence leaves at an exit with this threshold (float32 ``>=``)."""
-    return np.float32(confidence) >= np.float32(threshold)
+def leaves(confidence: Any, threshold: Any) -> Any:
+    """Whether a sample with this confidence leaves at an exit with this threshold: float32 ``>=``.
+
+    Elementwise with numpy broadcasting (scalars give a numpy bool). A NaN confidence never
+    leaves; a NaN threshold is refused before it gets here (:func:`check_threshold`). The JS
+    runtime's mirror is ``leaves`` in ``runtime-js/src/manifest.mjs``.
+    """
+    return np.greater_equal(np.asarray(confidence, dtype=np.float32), np.asarray(threshold, dtype=np.float32))
+
+
+def first_exit(confidence: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Where each sample leaves: the first kept exit it :func:`leaves` at, else the final classifier.
+
+    Args:
+        confidence (np.ndarray): float[m, N], each sample's confidence at the m kept exits.
+        thresholds (np.ndarray): float[..., m], one threshold per kept exit (a batch of designs
+            sharing their kept exits when it has leading axes).
+
+    Returns:
+        np.ndarray: int64[..., N] exit position per sample, ``0..m`` (``m`` is the final classifier).
+    """
+    conf = np.asarray(confidence, dtype=np.float32)
+    thr = np.asarray(thresholds, dtype=np.float32)
+    m, n = conf.shape
+    confident = np.empty((*thr.shape[:-1], m + 1, n), dtype=bool)
+    np.greater_equal(conf, thr[..., None], out=confident[..., :m, :])
+    confident[..., m, :] = True
+    return np.argmax(confident, axis=-2)
+
+
+def thresholds_reached(ascending_thresholds: np.ndarray, confidence: Any) -> np.ndarray:
+    """How many of the ascending float32 thresholds each confidence :func:`leaves` at.
+
+    For confidences a trace holds (probabilities: never NaN, which ``searchsorted`` sorts last).
+    """
+    ascending = np.asarray(ascending_thresholds, dtype=np.float32)
+    return np.searchsorted(ascending, np.asarray(confidence, dtype=np.float32), side="right")
+
+
+def confidences_staying(ascending_confidences: np.ndarray, thresholds: Any) -> np.ndarray:
+    """How many of the ascending float32 confidences (never NaN) do not :func:`leave <leaves>` at each threshold."""
+    ascending = np.asarray(ascending_confidences, dtype=np.float32)
+    return np.searchsorted(ascending, np.asarray(thresholds, dtype=np.float32), side="left")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,17 @@ import pytest
 from test_bundle_models import make_ee_model
 
 from hapi_onnx.bundle import write_bundle
-from hapi_onnx.choice import FINAL, ExitChoice, check_choices, check_threshold, choices_from, leaves
+from hapi_onnx.choice import (
+    FINAL,
+    ExitChoice,
+    check_choices,
+    check_threshold,
+    choices_from,
+    confidences_staying,
+    first_exit,
+    leaves,
+    thresholds_reached,
+)
 from hapi_onnx.errors import HapiError
 from hapi_onnx.runtime import EarlyExitModel
 from hapi_onnx.search import Constraints, Design
@@ -79,6 +89,37 @@ def test_the_comparison_is_float32_greater_or_equal():
     assert leaves(np.float32(0.9), t) and leaves(0.9, t)  # 0.9 rounds to the same float32
     assert not leaves(np.nextafter(np.float32(0.9), np.float32(0)), t)
     assert leaves(np.ones(3, np.float32), 1.0).all() and not leaves(1.0, 1.5)
+
+
+def edge_values() -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds at the edges of the rule and, for each, confidences equal to it and 1 ulp either side."""
+    f32 = np.float32
+    thresholds = np.array([0.0, 1e-45, 0.5, 0.9, 1.0, 1.5, np.finfo(f32).max], dtype=f32)
+    with np.errstate(over="ignore"):  # 1 ulp past float32's largest is infinity
+        near = [np.nextafter(thresholds, f32(-np.inf)), thresholds, np.nextafter(thresholds, f32(np.inf))]
+    extra = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, 1.0], dtype=f32)
+    return thresholds, np.concatenate([*near, extra])
+
+
+def test_every_form_of_the_rule_agrees_with_leaves_at_the_edges():
+    thresholds, conf = edge_values()
+    want = np.array([[bool(leaves(c, t)) for c in conf] for t in thresholds])  # [T, C]
+    assert want[thresholds == np.float32(0.9)][0][conf == np.float32(0.9)].all()  # equal leaves
+    assert not want[:, np.isnan(conf)].any()  # a NaN confidence never leaves
+    assert (leaves(conf[None, :], thresholds[:, None]) == want).all()
+    # The sorted forms count over confidences a trace holds (never NaN: Trace refuses it).
+    number = ~np.isnan(conf)
+    assert (thresholds_reached(np.sort(thresholds), conf[number]) == want[:, number].sum(axis=0)).all()
+    finite = np.sort(conf[number])
+    stay = np.array([[not leaves(c, t) for c in finite] for t in thresholds]).sum(axis=1)
+    assert (confidences_staying(finite, thresholds) == stay).all()
+    # first_exit: kept exits with these thresholds, each sample's confidence at every exit the same.
+    pos = first_exit(np.tile(conf, (len(thresholds), 1)), thresholds)
+    expected = [next((j for j in range(len(thresholds)) if want[j, i]), len(thresholds)) for i in range(len(conf))]
+    assert pos.tolist() == expected
+    batch = first_exit(np.tile(conf, (2, 1)), np.array([[0.5, 0.9], [2.0, 1.0]], dtype=np.float32))
+    assert batch.shape == (2, len(conf)) and batch[0].tolist() == first_exit(np.tile(conf, (2, 1)), [0.5, 0.9]).tolist()
+    assert first_exit(np.zeros((0, 3), np.float32), np.zeros((4, 0), np.float32)).tolist() == [[0] * 3] * 4
 
 
 def test_a_plan_has_the_final_classifier_last_and_distinct_names():

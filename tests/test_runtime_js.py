@@ -14,6 +14,7 @@ tests skip; with ``HAPI_REQUIRE_JS=1`` (set by ``.ci/run``) they fail instead.
 import functools
 import http.server
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 from test_pipeline import QUICK
 
+from hapi_onnx.choice import check_threshold, leaves
 from hapi_onnx.data import load_dataset
 from hapi_onnx.errors import HapiError
 from hapi_onnx.pipeline import BuildConfig, build
@@ -183,6 +185,47 @@ def _one_line_error(done: subprocess.CompletedProcess) -> str:
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     return lines[0]
+
+
+def test_node_applies_the_same_exit_rule_and_threshold_rule_as_python():
+    """``leaves`` and ``checkThreshold`` (manifest.mjs) against hapi_onnx.choice, on edge values:
+    equal to the threshold, 1 ulp either side in float32, NaN, infinities, values off the float32 grid."""
+    from test_choice import BAD, edge_values
+
+    thresholds, conf = edge_values()
+    conf = [*conf.tolist(), 0.9, 0.1 + 0.2]  # doubles that round to a float32 on either side
+    thresholds = [*thresholds.tolist(), 0.9, 0.30000001]
+    candidates = [*BAD[:7], -0.0, 0.0, 1.5, float(np.finfo(np.float32).max), 3.4028235e38, 3.4028236e38]
+
+    def encode(v):  # JSON has no NaN or infinities: numbers travel as strings JS's Number() reads back
+        return {"number": repr(float(v)).replace("inf", "Infinity")} if isinstance(v, float) else {"value": v}
+
+    code = """
+import { leaves, checkThreshold } from './runtime-js/src/manifest.mjs';
+const decode = (v) => ('number' in v ? Number(v.number) : v.value);
+const { conf, thresholds, candidates } = JSON.parse(process.argv[1]);
+const checked = candidates.map(decode).map((v) => {
+  try { return Object.is(checkThreshold(v), -0) ? '-0' : checkThreshold(v); } catch (e) { return null; }
+});
+const rule = thresholds.map(decode).map((t) => conf.map(decode).map((c) => leaves(c, t)));
+console.log(JSON.stringify({ rule, checked }));
+"""
+    payload = {"conf": [encode(float(c)) for c in conf], "thresholds": [encode(float(t)) for t in thresholds],
+               "candidates": [encode(float(v)) if isinstance(v, float) else encode(v) for v in candidates]}
+    run = _run_node("--input-type=module", "-e", code, json.dumps(payload))
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    assert got["rule"] == [[bool(leaves(c, t)) for c in conf] for t in thresholds]
+
+    def python_check(v):
+        try:
+            t = check_threshold(v)
+        except HapiError:
+            return None
+        return "-0" if math.copysign(1, t) < 0 and t == 0 else t
+
+    assert got["checked"] == [python_check(v) for v in candidates]
+    assert got["checked"][2] is None and got["checked"][-1] is None  # NaN and past float32 refused
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))

@@ -2,9 +2,9 @@
 
 One ``InferenceSession`` per stage. Stage ``j`` computes exit ``j``'s class, confidence and
 probabilities in-graph and the tensor carried to stage ``j+1``; a sample leaves at the first
-stage whose confidence is ``>=`` its threshold (compared in float32, as the search scores
-designs), so a sample that leaves at
-stage ``j`` has paid ``j+1`` session calls, which is the cost model the search predicts with.
+stage whose confidence reaches its threshold (:func:`hapi_onnx.choice.leaves`, the rule the search
+scores designs with), so a sample that leaves at stage ``j`` has paid ``j+1`` session calls, which
+is the cost model the search predicts with.
 
 Hot paths:
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from hapi_onnx.choice import ExitChoice, check_choices
+from hapi_onnx.choice import ExitChoice, check_choices, leaves
 from hapi_onnx.errors import HapiError
 from hapi_onnx.runtime.archive import BundleContents, read_bundle
 from hapi_onnx.runtime.manifest import Manifest, StageSpec
@@ -426,7 +426,7 @@ class EarlyExitModel:
         j = 0
         while True:
             runs[j]()
-            if j == last or confs[j][0] >= thresholds[j]:
+            if j == last or leaves(confs[j][0], thresholds[j]):
                 break
             j += 1
         return Prediction(
@@ -451,7 +451,7 @@ class EarlyExitModel:
             if stage.last:
                 done = slice(None)
             else:
-                done = outs[1] >= self._thresholds32[j]
+                done = leaves(outs[1], self._thresholds32[j])
             rows = active[done]
             classes[rows] = outs[0][done]
             confs[rows] = outs[1][done]

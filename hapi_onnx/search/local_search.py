@@ -57,6 +57,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from hapi_onnx.choice import thresholds_reached
 from hapi_onnx.search.optimise import Candidate, GlobalResult, Goal, optimise_fast
 from hapi_onnx.search.pareto import pareto_indices
 from hapi_onnx.search.problem import SearchProblem, percentile_rank
@@ -196,7 +197,7 @@ class _Space:
         self.grid_order = np.argsort(grid, kind="stable")
         self.grid_place = np.argsort(self.grid_order)  # grid index -> place in ascending order
         # level[k, n]: how many grid values sample n's confidence at candidate k reaches (conf >= t).
-        self.level = np.searchsorted(grid[self.grid_order], problem.conf[cand], side="right").astype(np.int32)
+        self.level = thresholds_reached(grid[self.grid_order], problem.conf[cand]).astype(np.int32)
         final = problem.correct[-1]
         self.correct = np.concatenate([problem.correct[cand], final[None, :]])  # bool[E+1, N]
         self.disc = self.correct != final[None, :]

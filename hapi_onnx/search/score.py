@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hapi_onnx.choice import ExitChoice, check_choices, check_threshold
+from hapi_onnx.choice import ExitChoice, check_choices, check_threshold, confidences_staying, first_exit
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.search.constraints import PERCENTILES
@@ -161,14 +161,7 @@ def exit_positions(problem: SearchProblem, exits: Sequence[int], thresholds: np.
     Returns:
         np.ndarray: int64[D, N] exit position per design and sample (0..m; m is the final classifier).
     """
-    d, m, n = thresholds.shape[0], len(exits), problem.num_samples
-    if m == 0:
-        return np.zeros((d, n), dtype=np.int64)
-    conf = problem.conf[list(exits)]  # [m, N]
-    confident = np.empty((d, m + 1, n), dtype=bool)
-    np.greater_equal(conf[None, :, :], thresholds.astype(np.float32)[:, :, None], out=confident[:, :m])
-    confident[:, m] = True
-    return np.argmax(confident, axis=1)
+    return first_exit(problem.conf[list(exits)], thresholds)
 
 
 def batch_metrics(
@@ -258,10 +251,9 @@ def sweep_threshold(
     m, n, j = len(exits), problem.num_samples, position
     thr = check_thresholds(exits, thresholds)
     conf = problem.conf[list(exits)]
-    confident = np.ones((m + 1, n), dtype=bool)
-    np.greater_equal(conf, thr[:, None], out=confident[:m])
-    confident[j] = False
-    elsewhere = np.argmax(confident, axis=0)  # where each sample leaves if it does not leave at j
+    # where each sample leaves if it does not leave at j: exit j left out, later positions shifted back
+    without_j = first_exit(np.delete(conf, j, axis=0), np.delete(thr, j))
+    elsewhere = np.where(without_j < j, without_j, without_j + 1)
     rows = np.asarray(exits + (problem.num_exits - 1,))
     right = problem.correct[rows[elsewhere], np.arange(n)]
     final = problem.correct[-1]
@@ -280,7 +272,7 @@ def sweep_threshold(
     cum_disc_later = np.concatenate([[0], np.cumsum(disc[reach][order])])
     disc_j = problem.correct[exits[j], reach] != final[reach]
     cum_disc_j = np.concatenate([[0], np.cumsum(disc_j[order])])
-    stay = np.searchsorted(conf_j, np.asarray(values, dtype=np.float32), side="left")  # conf < value
+    stay = confidences_staying(conf_j, values)
     counts = fixed[None, :] + cum_later[stay]
     counts[:, j] += len(later) - stay
     correct = fixed_right + cum_right_later[stay] + (cum_right_j[-1] - cum_right_j[stay])

@@ -32,6 +32,7 @@ candidates (bit ``i`` = ``problem.candidates[i]``).
 
 import numpy as np
 
+from hapi_onnx.choice import thresholds_reached
 from hapi_onnx.errors import HapiError
 from hapi_onnx.search.problem import SearchProblem, check_stat, percentile_rank
 
@@ -97,7 +98,7 @@ class SubsetSpace:
         thr = np.asarray(thresholds, dtype=np.float32)
         n, g = self.problem.num_samples, len(thr)
         order = np.argsort(thr, kind="stable")
-        off = np.searchsorted(thr[order], self._conf, side="right")  # [E, N] first column it is off
+        off = thresholds_reached(thr[order], self._conf)  # [E, N] first column it is off
         bits = np.broadcast_to(self._weights, off.shape)
         rows = np.broadcast_to(np.arange(n, dtype=np.int64), off.shape)
         delta = np.bincount((rows * (g + 1) + off).ravel(), weights=bits.ravel(), minlength=n * (g + 1))

@@ -109,9 +109,12 @@ function inputSpec(data) {
 
 /**
  * The one threshold rule: a finite number >= 0 (above 1 never exits), held as its float32 value.
- * @param {unknown} value @param {string} what
+ * Mirrors `check_threshold` in `hapi_onnx/choice.py`.
+ * @param {unknown} value @param {string} [what]
+ * @returns {number}
+ * @throws {BundleError} when it is not a finite number >= 0.
  */
-function threshold32(value, what) {
+export function checkThreshold(value, what = 'threshold') {
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > FLOAT32_MAX) {
     throw new BundleError(
       `${what} must be a finite number >= 0 (a confidence in [0, 1]; above 1 never exits). ` +
@@ -119,6 +122,16 @@ function threshold32(value, what) {
     );
   }
   return Math.fround(value);
+}
+
+/**
+ * The exit rule: whether a sample with this confidence leaves at a stage with this threshold,
+ * `confidence >= threshold` compared in float32 (a NaN confidence never leaves). The one copy in
+ * JS, mirroring `leaves` in `hapi_onnx/choice.py`.
+ * @param {number} confidence @param {number} threshold
+ */
+export function leaves(confidence, threshold) {
+  return Math.fround(confidence) >= Math.fround(threshold);
 }
 
 /** @param {unknown} data @param {number} index @returns {StageSpec} */
@@ -139,7 +152,7 @@ function stageSpec(data, index) {
   let threshold = null;
   if (raw !== null) {
     try {
-      threshold = threshold32(raw, `threshold of '${stageName}'`);
+      threshold = checkThreshold(raw, `threshold of '${stageName}'`);
     } catch (err) {
       throw fail(where, /** @type {Error} */ (err).message);
     }

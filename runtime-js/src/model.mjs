@@ -7,15 +7,15 @@
  * Same semantics as `hapi_onnx.runtime.EarlyExitModel` (the reference):
  * - one session per stage; stage j returns exit j's class, confidence and probabilities and the
  *   tensor carried to stage j+1;
- * - a sample leaves at the first stage whose confidence is `>=` the stage threshold, compared in
- *   float32 (confidences come out of ORT as float32, thresholds are float32 values); the last
- *   stage decides every sample still running;
+ * - a sample leaves at the first stage whose confidence reaches the stage threshold (`leaves` in
+ *   `manifest.mjs`: float32 `>=`, as `hapi_onnx.choice.leaves`); the last stage decides every
+ *   sample still running;
  * - a batch runs each stage on the samples still undecided only (compaction); results come back
  *   in input order; batches run in chunks of {@link MAX_CHUNK} samples (of 1 where the model's graph
  *   fixes its batch at 1: manifest input shape [1, ...]).
  */
 import { BundleError } from './errors.mjs';
-import { MANIFEST_NAME, parseManifest } from './manifest.mjs';
+import { MANIFEST_NAME, leaves, parseManifest } from './manifest.mjs';
 
 /** Samples run through the stages together at most (as in Python); larger inputs go chunk by chunk. */
 export const MAX_CHUNK = 256;
@@ -230,15 +230,15 @@ export class EarlyExitModel {
       }
       const joined = (/** @type {string} */ name) => outs.flatMap((out) => Array.from(out[name].data));
       const confidences = Float32Array.from(joined(stage.outputs.confidence));
-      const leaves = new Uint8Array(n);
-      for (let r = 0; r < n; r++) leaves[r] = last || confidences[r] >= this.#thresholds[j] ? 1 : 0;
+      const leaving = new Uint8Array(n);
+      for (let r = 0; r < n; r++) leaving[r] = last || leaves(confidences[r], this.#thresholds[j]) ? 1 : 0;
       yield {
         stage: j,
         classes: Int32Array.from(joined(stage.outputs.class), Number),
         confidences,
         exitIndex: new Int32Array(n).fill(j),
         probs: Float32Array.from(joined(stage.outputs.probs)),
-        leaves,
+        leaves: leaving,
       };
       if (!last) current = outs.map((out) => out[/** @type {string} */ (stage.carried)]);
     }
@@ -271,7 +271,7 @@ export class EarlyExitModel {
       const threshold = this.#thresholds[j];
       const keep = [];
       for (let r = 0; r < active.length; r++) {
-        if (last || confs[r] >= threshold) {
+        if (last || leaves(confs[r], threshold)) {
           const i = active[r];
           result.classes[i] = Number(classes[r]);
           result.confidences[i] = confs[r];
