@@ -24,11 +24,11 @@ COMMANDS = {
     "exits": ("exits_cmd", "List the candidate exits (single-tensor cut points) of a model."),
     "split": ("split_cmd", "Split a model into segments at cut tensors."),
     "attach": ("attach_cmd", "Fit exit heads on the frozen backbone and graft them in."),
-    "calibrate": ("calibrate_cmd", "Record every exit's predictions on a labelled set (trace)."),
+    "calibrate": ("calibrate_cmd", "Record every exit's predictions labelled data or not (the trace)."),
     "profile": ("profile_cmd", "Time every segment and head on a device preset."),
     "search": ("search_cmd", "Choose exits and thresholds under latency/accuracy constraints."),
     "bundle": ("bundle_cmd", "Package a design as a staged early-exit bundle."),
-    "run": ("run_cmd", "Run a bundle on inputs from a .npy/.npz file."),
+    "run": ("run_cmd", "Classify images (files or a folder) or a .npy/.npz with a bundle."),
     "evaluate": ("evaluate_cmd", "Measure a bundle's accuracy and latency against the full model."),
     "build": ("build_cmd", "Run the whole flow, export to evaluate, in a work directory."),
 }

@@ -14,7 +14,18 @@ import click
 from hapi_onnx_cli import console
 
 from hapi_onnx.files import check_outputs_apart
-from hapi_onnx.search.constraints import DEFAULT_BOUND_LEVEL, GUARANTEES, PERCENTILES, REFERENCES, SPACES
+from hapi_onnx.search.constraints import (
+    CERTIFY_FRACTION,
+    DEFAULT_BOUND_LEVEL,
+    GUARANTEES,
+    PERCENTILES,
+    REFERENCES,
+    SPACES,
+)
+
+CERTIFY_SHARE = round(100 * CERTIFY_FRACTION)
+SEARCH_SHARE = 100 - CERTIFY_SHARE
+"""The guarantee's split in percent, for the help texts."""
 
 
 class InputPath(click.Path):
@@ -120,8 +131,8 @@ def constraint_options(defaults: bool):
                      help="With probability at least this (in [0.5, 1)), the chosen design meets the accuracy "
                      "constraints on new data from the calibration data's distribution; 0 checks raw counts."),
         click.option("--guarantee", type=click.Choice(GUARANTEES), default=default("split"), show_default=defaults,
-                     help="split: search on half the calibration data, certify on the other half (holds for the "
-                     "chosen design); per-design: one bound per design on all of it (does not survive the "
+                     help=f"split: search on {SEARCH_SHARE}% of the calibration data, certify on the other "
+                     f"{CERTIFY_SHARE}% (holds for the chosen design); per-design: one bound per design on all of it (does not survive the "
                      "selection; for comparison)."),
         click.option("--reference", type=click.Choice(REFERENCES), default=default("labels"),
                      show_default=defaults,

@@ -1,7 +1,15 @@
 """``hapi-onnx search``: choose exits and thresholds (a one-line call of ``hapi_onnx.search.search``)."""
 
 import click
-from hapi_onnx_cli.options import Command, InputPath, OutputPath, constraint_options, constraint_values
+from hapi_onnx_cli.options import (
+    CERTIFY_SHARE,
+    SEARCH_SHARE,
+    Command,
+    InputPath,
+    OutputPath,
+    constraint_options,
+    constraint_values,
+)
 
 from hapi_onnx.search.design_search import EXACT_CANDIDATES, OPTIMISERS
 
@@ -29,8 +37,9 @@ def command(trace_path, latency_path, output, plot, candidates, optimiser, **opt
     Guarantee (--guarantee split, the default): with probability at least --bound-level over the
     calibration data, the chosen design meets the accuracy floor on new data from the same
     distribution and loses (gets wrong where the full model is right) at most --max-accuracy-drop
-    of the samples, so its drop is at most that: designs are searched on one half of the trace and
-    certified on the other by fixed-sequence testing with exact binomial p-values (Learn-then-Test).
+    of the samples, so its drop is at most that: designs are searched on {search}% of the trace and
+    certified on the other {certify}% by fixed-sequence testing with exact binomial p-values
+    (Learn-then-Test).
     With --reference final the trace may be unlabelled and a loss is any disagreement with the
     full model.
 
@@ -54,3 +63,6 @@ def command(trace_path, latency_path, output, plot, candidates, optimiser, **opt
     click.echo(f"wrote {output}")
     if plot:
         click.echo(f"wrote {plot}")
+
+
+command.help = command.help.format(search=SEARCH_SHARE, certify=CERTIFY_SHARE)  # the code's split, not a copy

@@ -1,4 +1,4 @@
-"""A folder of labelled images (one subfolder per class), decoded lazily into model input.
+"""A folder of images, labelled (one subfolder per class) or not (images only), decoded lazily into model input.
 
 Nothing is decoded when the folder is opened: the class folders and files are listed. Fitting it
 to a model (:meth:`ImageFolder.fit_to`) resolves the preprocessing spec against the model's input
@@ -58,6 +58,9 @@ def decode_image(path: Path, where: str = "") -> np.ndarray:
 class ImageFolder(DataSource):
     """Images in ``root/<class>/...``; classes are the sorted subfolder names, labels their indices.
 
+    A folder with no subfolder holds unlabelled images (``root/*.jpg``: ``y`` and ``classes`` None),
+    as ``calibrate`` takes for ``--reference final``.
+
     Args:
         root (PathLike): The folder.
         preprocessing (Preprocessing | None): How pixels become model input. Defaults to None:
@@ -66,7 +69,7 @@ class ImageFolder(DataSource):
             None: ``DEFAULT_WORKERS``.
 
     Raises:
-        HapiError: when the folder has no class subfolders, or a class folder holds no image
+        HapiError: when the folder holds no image, or a class folder holds no image
             (its label would still be taken, shifting nothing but naming a class never seen).
     """
 
@@ -78,10 +81,11 @@ class ImageFolder(DataSource):
         if not self.root.is_dir():
             raise HapiError(f"image folder {str(self.root)!r} does not exist or is not a folder.")
         class_dirs = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not class_dirs:
-            raise HapiError(
-                f"{self.name}: expected one subfolder per class (e.g. {self.root}/cat/1.jpg). Found none."
-            )
+        self.files, self.y, self.classes = self._labelled(class_dirs) if class_dirs else self._unlabelled()
+        self._sizes: tuple[tuple[int, int], ...] | None = None  # (H, W) per file, from the header scan
+        self._output: tuple[int, int] | None = None  # (H, W) of every output image, once known
+
+    def _labelled(self, class_dirs: list[Path]) -> tuple[tuple[Path, ...], np.ndarray, tuple[str, ...]]:
         files: list[Path] = []
         labels: list[int] = []
         for label, folder in enumerate(class_dirs):
@@ -93,11 +97,16 @@ class ImageFolder(DataSource):
                 )
             files += found
             labels += [label] * len(found)
-        self.files: tuple[Path, ...] = tuple(files)
-        self.y = np.array(labels, dtype=np.int64)
-        self.classes = tuple(d.name for d in class_dirs)
-        self._sizes: tuple[tuple[int, int], ...] | None = None  # (H, W) per file, from the header scan
-        self._output: tuple[int, int] | None = None  # (H, W) of every output image, once known
+        return tuple(files), np.array(labels, dtype=np.int64), tuple(d.name for d in class_dirs)
+
+    def _unlabelled(self) -> tuple[tuple[Path, ...], None, None]:
+        files = tuple(image_files(self.root))
+        if not files:
+            raise HapiError(
+                f"{self.name}: expected images ({', '.join(IMAGE_SUFFIXES)}): unlabelled at its top level, or in "
+                f"one subfolder per class (e.g. {self.root}/cat/1.jpg). Found none."
+            )
+        return files, None, None
 
     @property
     def name(self) -> str:

@@ -148,10 +148,13 @@ class BuildConfig:
                 candidate = path.parent / value
                 if candidate.exists() or key != "factory":
                     values[key] = str(candidate)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        flags = {k.replace("-", "_"): v for k, v in overrides.items() if v is not None}
+        values.update(flags)
         try:
             return cls.from_options(values, note)
         except HapiError as err:
+            if any(f"'{key}'" in str(err) for key in flags):  # the messages quote the key: a flag's value is wrong
+                raise
             raise HapiError(f"build config {str(path)!r}: {err}") from None
 
 
@@ -318,7 +321,7 @@ def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | N
     from hapi_onnx.profile.presets import load_preset
     from hapi_onnx.profile.profile import profile_model
     from hapi_onnx.profile.table import LatencyTable
-    from hapi_onnx.search import search
+    from hapi_onnx.search import check_reachable, search
     from hapi_onnx.trace import Trace
 
     _remove_stale_temporaries(work)
@@ -385,6 +388,7 @@ def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | N
         lambda: calibrate(paths["ee"], split_files["calib"], progress=_counter(log, "calibrate")).save(
             paths["trace"]),
     )
+    check_reachable(Trace.load(paths["trace"]), config.constraints)  # an unreachable floor stops before profile
 
     paths["latency"] = work / "latency.json"
     preset = load_preset(config.device)

@@ -117,8 +117,8 @@ def test_image_folder_grayscale_and_rgb(tmp_path):
     assert d.x.shape == (4, 1, 6, 6)
 
 
-def test_image_folder_without_class_subfolders_fails(tmp_path):
-    with pytest.raises(HapiError, match="one subfolder per class"):
+def test_image_folder_without_images_fails(tmp_path):
+    with pytest.raises(HapiError, match="unlabelled at its top level, or in one subfolder per class"):
         load_dataset(tmp_path)
 
 

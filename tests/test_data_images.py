@@ -17,6 +17,7 @@ from hapi_onnx.exits.attach import attach_exits
 from hapi_onnx.exits.input_record import InputRecord
 from hapi_onnx.pipeline import BuildConfig, build
 from hapi_onnx.runtime import EarlyExitModel
+from hapi_onnx.trace import Trace
 
 PIL_Image = pytest.importorskip("PIL.Image")
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "mnist" / "model.onnx"
@@ -84,6 +85,27 @@ def test_folder_flow_records_the_spec_and_the_runtime_reproduces_it(photos, tmp_
     ran = run_cli("run", bundle, data / "test" / "owl", "--json")
     rows = json.loads(ran.output)["predictions"]
     assert len(rows) == 8 and rows[0]["file"].endswith(".png") and rows[0]["label"] in ("cat", "dog", "owl")
+
+
+def test_a_flat_folder_is_unlabelled_calibration_data(photos, tmp_path, run_cli):
+    """The README: "calibrate takes unlabelled data (.npy, a folder of images)"; attach still needs labels."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, f in enumerate(sorted((photos / "data" / "calib").rglob("*.png"))):
+        (flat / f"{i:03d}.png").write_bytes(f.read_bytes())
+    ee, trace = tmp_path / "ee.onnx", tmp_path / "trace.npz"
+    result = run_cli("attach", photos / "model.onnx", "--data", flat, "--preprocess", json.dumps(SPEC), "-o", ee)
+    _assert_refused(result, ee, "has no labels; save it with np.savez(path, x=images, y=labels), or put the "
+                                "images in one subfolder per class")
+    result = run_cli("attach", photos / "model.onnx", "--data", photos / "data" / "train", "--preprocess",
+                     json.dumps(SPEC), "-o", ee)
+    assert result.exit_code == 0, result.output
+    result = run_cli("calibrate", ee, "--data", flat, "-o", trace)
+    assert result.exit_code == 0, result.output
+    unlabelled = Trace.load(trace)
+    labelled = calibrate(ee, photos / "data" / "calib")
+    assert unlabelled.labels is None and unlabelled.num_samples == 24
+    np.testing.assert_array_equal(unlabelled.pred, labelled.pred)  # the same images, in the same order
 
 
 def _assert_refused(result, output: Path, message: str):

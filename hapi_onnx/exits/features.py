@@ -91,7 +91,8 @@ def check_labelled(
         raise HapiError(f"{role} must be a hapi_onnx.data.DataSource (e.g. a Dataset). Got {type(data).__name__} "
                         "instead.")
     if data.y is None and labels_required:
-        raise HapiError(f"{role} has no labels; save it with np.savez(path, x=images, y=labels).")
+        raise HapiError(f"{role} ({data.name}) has no labels; save it with np.savez(path, x=images, y=labels), or "
+                        "put the images in one subfolder per class.")
     elem = image_input(model).type.tensor_type.elem_type
     if elem != onnx.TensorProto.FLOAT:
         raise HapiError(

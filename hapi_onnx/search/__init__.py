@@ -14,6 +14,7 @@ _EXPORTS = {
     "Constraints": "constraints",
     "Design": "design",
     "search": "design_search",
+    "check_reachable": "design_search",
     "Score": "score",
     "score_design": "score",
 }

@@ -40,6 +40,9 @@ GUARANTEES = ("split", "per-design")
 REFERENCES = ("labels", "final")
 OBJECTIVES = ("max-accuracy", "min-latency")
 DEFAULT_BOUND_LEVEL = 0.9
+CERTIFY_FRACTION = 0.7
+"""Share of the calibration samples that certify the chosen design (``guarantee="split"``); the rest
+are searched on (:mod:`hapi_onnx.search.guarantee`). Here, not there, so ``--help`` reads it without scipy."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,14 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.search.constraints import Constraints
 from hapi_onnx.search.design import Design, FrontPoint
-from hapi_onnx.search.guarantee import certification_path, certify, split_indices, statement
+from hapi_onnx.search.guarantee import (
+    certification_path,
+    certify,
+    rate_upper_bound,
+    split_indices,
+    statement,
+    tail_p_value,
+)
 from hapi_onnx.search.latency import LatencyModel
 from hapi_onnx.search.local_search import SEED_CANDIDATES, optimise_local
 from hapi_onnx.search.optimise import (
@@ -105,6 +112,42 @@ def search(
         chosen = refine_per_exit(problem, chosen, within, grid, grid_size=grid_size)
         front = _merge_front(front, chosen)
     return _design(problem, goal, chosen, front, optimiser=optimiser, grid_size=grid_size)
+
+
+def check_reachable(trace: Trace, constraints: Constraints) -> None:
+    """Refuse, from the trace alone (before profiling), constraints that no design can meet.
+
+    ``build`` calls it right after calibrate, so an unreachable floor costs no profile. With the
+    split guarantee the certification path starts at the full model (:mod:`.guarantee`), so a
+    floor the full model is not certified at on the certify part stops every design, exactly as
+    :func:`search` would; otherwise no design is right on more samples than some exit gets right.
+
+    Raises:
+        HapiError: when no design can reach the accuracy floor, or the trace has no labels and the
+            constraints are on accuracy against them (``reference="labels"``).
+    """
+    right = trace.agreement if constraints.reference == "final" else trace.correct
+    floor = constraints.min_accuracy
+    if floor is None:
+        return
+    wanted = f"no design reaches {100 * floor:.2f}% accuracy"
+    if constraints.certified:
+        held = right[-1, split_indices(trace.num_samples)[1]]
+        n, errors, level = len(held), int(len(held) - held.sum()), constraints.bound_level
+        if tail_p_value(errors, n, 1.0 - floor) > 1.0 - level:
+            raise HapiError(
+                f"{wanted}: even the full model's accuracy lower bound is "
+                f"{100 * (1.0 - rate_upper_bound(errors, n, level)):.2f}% on the {n} held-out calibration samples "
+                f"(at level {level:g}; it is right on {100 * held.mean():.2f}% of them). Lower the accuracy floor or "
+                "the bound level (--bound-level), or calibrate on more data."
+            )
+        return
+    best = float(right.any(axis=0).mean())
+    if best < floor:
+        raise HapiError(
+            f"{wanted}: on the calibration data at most {100 * best:.2f}% of the samples are right at some exit "
+            f"(the full model {100 * right[-1].mean():.2f}%). Lower the accuracy floor."
+        )
 
 
 def _optimise_within_sla(

@@ -52,11 +52,11 @@ import numpy as np
 from scipy.stats import beta as beta_dist
 from scipy.stats import binom
 
+from hapi_onnx.search.constraints import CERTIFY_FRACTION
 from hapi_onnx.search.optimise import Candidate, Goal
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.search.score import score_problem
 
-CERTIFY_FRACTION = 0.7
 SPLIT_SEED = 0
 PATH_STEPS = 32
 STATEMENT = (
