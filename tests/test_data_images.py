@@ -102,6 +102,12 @@ def test_a_flat_folder_is_unlabelled_calibration_data(photos, tmp_path, run_cli)
     assert result.exit_code == 0, result.output
     result = run_cli("calibrate", ee, "--data", flat, "-o", trace)
     assert result.exit_code == 0, result.output
+    single = tmp_path / "single"
+    single.mkdir()
+    flat.rename(single / "all")  # one subfolder: one class, not unlabelled data
+    result = run_cli("calibrate", ee, "--data", single, "-o", tmp_path / "t1.npz")
+    _assert_refused(result, tmp_path / "t1.npz", "unlabelled images go in the folder itself, with no subfolder")
+    (single / "all").rename(flat)
     unlabelled = Trace.load(trace)
     labelled = calibrate(ee, photos / "data" / "calib")
     assert unlabelled.labels is None and unlabelled.num_samples == 24

@@ -102,8 +102,9 @@ def check_labelled(
     data = data.fit_to(input_shape(model))
     check_compatible(data, input_shape(model), num_classes)
     if data.classes is not None and len(data.classes) != num_classes:
+        single = " (unlabelled images go in the folder itself, with no subfolder)" if len(data.classes) == 1 else ""
         raise HapiError(
-            f"{role} names {len(data.classes)} classes but the model has {num_classes}. "
+            f"{role} names {len(data.classes)} classes but the model has {num_classes}{single}. "
             "Check that the data belongs to this model."
         )
     return data
