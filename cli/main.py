@@ -24,7 +24,7 @@ COMMANDS = {
     "exits": ("exits_cmd", "List the candidate exits (single-tensor cut points) of a model."),
     "split": ("split_cmd", "Split a model into segments at cut tensors."),
     "attach": ("attach_cmd", "Fit exit heads on the frozen backbone and graft them in."),
-    "calibrate": ("calibrate_cmd", "Record every exit's predictions labelled data or not (the trace)."),
+    "calibrate": ("calibrate_cmd", "Record every exit's predictions on calibration data, labelled or not (the trace)."),
     "profile": ("profile_cmd", "Time every segment and head on a device preset."),
     "search": ("search_cmd", "Choose exits and thresholds under latency/accuracy constraints."),
     "bundle": ("bundle_cmd", "Package a design as a staged early-exit bundle."),
