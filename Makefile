@@ -13,7 +13,7 @@ PORT   ?= 8000
 JS_STAMP := runtime-js/node_modules/.installed
 JS_DEPS  := $(if $(shell command -v npm),$(JS_STAMP))
 
-.PHONY: install demo demo-mbv2 test lint bench web clean
+.PHONY: install demo demo-mbv2 test lint bench web dist clean
 
 install: $(STAMP) $(JS_DEPS)
 
@@ -58,5 +58,11 @@ web: demo $(JS_STAMP)
 	@echo "Open http://127.0.0.1:$(PORT)/examples/web/?bundle=/$(WORK)/model.hapi/&samples=/$(WORK)/samples.npy (Ctrl-C stops the server)"
 	$(PY) -m http.server $(PORT) --bind 127.0.0.1
 
+# Release artifacts in dist/: the wheel (pip install it anywhere, with extras: 'dist/hapi_onnx-*.whl[images]')
+# and, when npm is there, the JavaScript runtime's tarball (npm install it into an app).
+dist: $(STAMP)
+	$(PY) -m pip wheel . --no-deps --no-build-isolation --quiet -w dist
+	$(if $(shell command -v npm),npm pack ./runtime-js --pack-destination dist)
+
 clean:
-	rm -rf $(VENV) work build *.egg-info runtime-js/node_modules
+	rm -rf $(VENV) work build dist *.egg-info runtime-js/node_modules
