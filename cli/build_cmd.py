@@ -43,7 +43,8 @@ def command(config_file, workdir, **options):
     Each step's output is reused while its inputs are unchanged: an interrupted build resumes
     where it stopped, and a changed SLA re-runs only search onward. MODEL is an .onnx file, or a
     PyTorch state dict with --factory and --input-shape. Flags override the config file. Every
-    option is checked before the first step runs.
+    option is checked before the first step runs, and an accuracy floor no design can reach stops
+    the build right after calibrate, before profiling.
 
     Same as: hapi_onnx.pipeline.build(BuildConfig.from_options({...}), WORKDIR)
     """
