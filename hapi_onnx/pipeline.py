@@ -22,7 +22,7 @@ from typing import Any
 from hapi_onnx import __version__
 from hapi_onnx.artifact import read_json
 from hapi_onnx.errors import HapiError
-from hapi_onnx.files import atomic_output, check_outputs_apart, sha256_file
+from hapi_onnx.files import OUTPUT_RECORD, atomic_output, check_outputs_apart, sha256_file
 from hapi_onnx.runtime.preprocess import Preprocessing
 from hapi_onnx.search.constraints import Constraints
 
@@ -255,10 +255,15 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
     if work.exists() and not work.is_dir():
         raise HapiError(f"work directory {str(work)!r} exists and is not a folder.")
     splits = _check_inputs(config, work)  # before anything is created
+    _check_workdir(work)
     created = not work.exists()
     try:
         (work / ".steps").mkdir(parents=True, exist_ok=True)
+        if not (work / OUTPUT_RECORD).is_file():
+            (work / OUTPUT_RECORD).write_text(json.dumps({"kind": "build", "files": [*OUTPUTS, ".steps"]}) + "\n")
     except OSError as err:
+        if created:
+            shutil.rmtree(work, ignore_errors=True)
         raise HapiError(f"cannot create work directory {str(work)!r}: {err.strerror or err}.") from None
     with _exclusive(work):
         try:
@@ -267,6 +272,24 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
             if created and not any((work / ".steps").glob("*.json")):  # no step done: leave nothing
                 shutil.rmtree(work, ignore_errors=True)
             raise
+
+
+def _check_workdir(work: Path) -> None:
+    """Refuse a non-empty work directory that no build wrote: a build writes its outputs into it
+    (``model.onnx``, ``data/``, ...) and must never overwrite a user's files of the same names.
+    Ours: it holds the build's :data:`~hapi_onnx.files.OUTPUT_RECORD`, or (builds before it) ``.steps/``."""
+    if not work.is_dir() or not any(work.iterdir()):
+        return
+    record = work / OUTPUT_RECORD
+    try:
+        ours = json.loads(record.read_text()).get("kind") == "build" if record.is_file() else False
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        ours = False
+    if not ours and not ((work / ".steps").is_dir() and not (work / ".steps").is_symlink()):
+        raise HapiError(
+            f"work directory {str(work)!r} already exists and is not one a build wrote; a build writes "
+            f"{', '.join(OUTPUTS)} into it. Choose a new or empty --workdir."
+        )
 
 
 def _check_inputs(config: BuildConfig, work: Path) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@
  * const pred = await model.predict({ data: images, dims: [n, 1, 28, 28] });  // images: Float32Array
  * pred.classes, pred.confidences, pred.exitIndex
  */
+import './telemetry.mjs'; // before onnxruntime-node starts
 import { createHash } from 'node:crypto';
 import { lstat, readFile } from 'node:fs/promises';
 import path from 'node:path';
