@@ -15,7 +15,6 @@ from pathlib import Path, PurePosixPath
 
 from hapi_onnx.errors import HapiError
 
-
 #: The record a directory output carries: which kind of output it is and every file written into it.
 OUTPUT_RECORD = ".hapi-onnx-output.json"
 #: Write errors that mean "the disk cannot take it", not a bug: one line, not a traceback.

@@ -13,6 +13,7 @@ holds two batches of images, whatever the folder's size.
 import contextlib
 import hashlib
 import os
+import unicodedata
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -90,6 +91,26 @@ def open_image(path: Path, where: str = "") -> Iterator[Any]:
             yield im
 
 
+def _check_class_folders(root: Path, class_dirs: Sequence[Path], where: str) -> None:
+    """Refuse class folders that name one class twice (Unicode NFC vs NFD spellings of one name)
+    or link back to the split folder itself or a folder holding it (its images would be a class)."""
+    seen: dict[str, str] = {}
+    for folder in class_dirs:
+        key = unicodedata.normalize("NFC", folder.name)
+        if key in seen:
+            raise HapiError(
+                f"{where}: class folders {seen[key]!r} and {folder.name!r} look the same but are spelled with "
+                "different Unicode code points (NFC and NFD); rename one so that each class has one folder."
+            )
+        seen[key] = folder.name
+        if folder.is_symlink():
+            target, split = folder.resolve(), root.resolve()
+            if target == split or target in split.parents:
+                what = "the split folder itself" if target == split else "a folder holding the split"
+                raise HapiError(f"{where}: class folder {folder.name!r} is a link to {what} ({str(target)!r}); "
+                                "remove the link: every subfolder is a class.")
+
+
 class ImageFolder(DataSource):
     """Images in ``root/<class>/...``; classes are the sorted subfolder names, labels their indices.
 
@@ -117,6 +138,7 @@ class ImageFolder(DataSource):
             raise HapiError(
                 f"{self.name}: expected one subfolder per class (e.g. {self.root}/cat/1.jpg). Found none."
             )
+        _check_class_folders(self.root, class_dirs, self.name)
         files: list[Path] = []
         labels: list[int] = []
         for label, folder in enumerate(class_dirs):

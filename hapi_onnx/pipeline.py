@@ -34,8 +34,9 @@ STEPS = ("data", "export", "attach", "calibrate", "profile", "search", "bundle",
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """What to build, from flags or a JSON config file (same names, ``-`` or ``_``); checked whole at
-    construction, so a bad option fails before any step runs.
+    """What to build, from flags or a JSON config file (the flags' names or the fields below, ``-``
+    or ``_``: ``latency-sla`` or ``latency_sla_ms``); checked whole at construction, so a bad
+    option fails before any step runs.
 
     Attributes:
         model (str): The trained CNN: an ``.onnx`` file, or a PyTorch state dict with ``factory``.
@@ -118,6 +119,11 @@ class BuildConfig:
             HapiError: for an unknown key or any invalid value.
         """
         values = {key.replace("-", "_"): value for key, value in options.items() if value is not None}
+        for flag, field_name in FLAG_KEYS.items():  # the flags' own names (--latency-sla) name the fields too
+            if flag in values:
+                if field_name in values:
+                    raise HapiError(f"build options {flag!r} and {field_name!r} are the same option; give one.")
+                values[field_name] = values.pop(flag)
         for old, new in DEPRECATED_KEYS.items():
             if old in values:
                 if note is not None:
@@ -148,7 +154,11 @@ class BuildConfig:
                 candidate = path.parent / value
                 if candidate.exists() or key != "factory":
                     values[key] = str(candidate)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        overrides = {FLAG_KEYS.get(k, k): v for k, v in overrides.items() if v is not None}
+        for flag, field_name in FLAG_KEYS.items():  # a flag overrides the file's key, in either spelling
+            if field_name in overrides:
+                values.pop(flag, None)
+        values.update(overrides)
         try:
             return cls.from_options(values, note)
         except HapiError as err:
@@ -156,6 +166,8 @@ class BuildConfig:
 
 
 DEPRECATED_KEYS = {"confidence": "bound_level", "thresholds": "space"}
+FLAG_KEYS = {"latency_sla": "latency_sla_ms", "profile_budget": "profile_budget_s"}
+"""Flag names (``--latency-sla``) whose field carries a unit (``latency_sla_ms``): both are accepted."""
 
 
 def _number(value: Any) -> bool:
@@ -256,21 +268,26 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
         raise HapiError(f"work directory {str(work)!r} exists and is not a folder.")
     splits = _check_inputs(config, work)  # before anything is created
     _check_workdir(work)
-    created = not work.exists()
+    record = work / OUTPUT_RECORD
+    made = [p for p in (work, work / ".steps", record) if not p.exists()]  # removed again if no step is done
+
+    def undo() -> None:
+        if not any((work / ".steps").glob("*.json")):
+            for path in reversed(made):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
     try:
         (work / ".steps").mkdir(parents=True, exist_ok=True)
-        if not (work / OUTPUT_RECORD).is_file():
-            (work / OUTPUT_RECORD).write_text(json.dumps({"kind": "build", "files": [*OUTPUTS, ".steps"]}) + "\n")
+        if record in made:
+            record.write_text(json.dumps({"kind": "build", "files": [*OUTPUTS, ".steps"]}) + "\n")
     except OSError as err:
-        if created:
-            shutil.rmtree(work, ignore_errors=True)
+        undo()
         raise HapiError(f"cannot create work directory {str(work)!r}: {err.strerror or err}.") from None
     with _exclusive(work):
         try:
             return _build(config, work, log or (lambda line: None), splits)
         except BaseException:
-            if created and not any((work / ".steps").glob("*.json")):  # no step done: leave nothing
-                shutil.rmtree(work, ignore_errors=True)
+            undo()  # no step done: leave nothing
             raise
 
 

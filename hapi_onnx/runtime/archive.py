@@ -116,9 +116,11 @@ def _read_directory(root: Path) -> BundleContents:
         blobs = []
         for i, stage in enumerate(manifest.stages):
             file = root / stage.file
-            linked = [p for p in (file, *file.relative_to(root).parents) if (root / p).is_symlink()]
+            rel = PurePosixPath(stage.file)
+            linked = [p for p in (rel, *rel.parents) if p != PurePosixPath(".") and (root / p).is_symlink()]
             if linked or not file.is_file():
-                what = f"is reached through the symlink {linked[-1].as_posix()!r}" if linked else "is missing"
+                what = ("is missing" if not linked else "is a symlink" if linked[0] == rel
+                        else f"lies in {linked[-1].as_posix()!r}, a symlink")
                 raise HapiError(
                     f"Bundle {str(root)!r}: stage file {stage.file!r} {what}. "
                     "Rebuild the bundle with `hapi-onnx bundle`."
