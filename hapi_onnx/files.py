@@ -66,7 +66,7 @@ def atomic_output(path: str | os.PathLike, directory: bool = False, kind: str | 
         raise HapiError(f"output {str(path)!r} already exists and is not a {what}; choose another path.")
     old = _replaceable(path, kind) if directory and path.is_dir() else None
     prefix = f".{path.name}.{os.getpid()}."
-    made = _missing_parents(path)
+    made = missing_parents(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if directory:
@@ -210,8 +210,8 @@ def _remove_recorded(folder: Path, files: list[str]) -> None:
             folder.rmdir()
 
 
-def _missing_parents(path: Path) -> list[Path]:
-    """The parent folders of ``path`` that do not exist yet, deepest first."""
+def missing_parents(path: Path) -> list[Path]:
+    """The parent folders of ``path`` that do not exist yet, deepest first (made by a write, removed if it fails)."""
     missing = []
     for parent in path.absolute().parents:
         if parent.exists() or parent.is_symlink():

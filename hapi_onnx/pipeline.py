@@ -22,7 +22,7 @@ from typing import Any
 from hapi_onnx import __version__
 from hapi_onnx.artifact import read_json
 from hapi_onnx.errors import HapiError
-from hapi_onnx.files import OUTPUT_RECORD, atomic_output, check_outputs_apart, sha256_file
+from hapi_onnx.files import OUTPUT_RECORD, atomic_output, check_outputs_apart, missing_parents, sha256_file
 from hapi_onnx.runtime.preprocess import Preprocessing
 from hapi_onnx.search.constraints import Constraints
 
@@ -269,12 +269,16 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
     splits = _check_inputs(config, work)  # before anything is created
     _check_workdir(work)
     record = work / OUTPUT_RECORD
-    made = [p for p in (work, work / ".steps", record) if not p.exists()]  # removed again if no step is done
+    made = [p for p in (work, work / ".steps", record) if not p.exists()]
+    parents = missing_parents(work)
 
-    def undo() -> None:
+    def undo() -> None:  # what this build made, when no step is done
         if not any((work / ".steps").glob("*.json")):
             for path in reversed(made):
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            for parent in parents:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
 
     try:
         (work / ".steps").mkdir(parents=True, exist_ok=True)

@@ -158,14 +158,32 @@ def test_sigterm_during_a_bundle_swap_leaves_a_whole_bundle_at_the_path(inputs, 
     assert [p.name for p in tmp_path.iterdir()] == ["m.hapi"]  # the next write removed it
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may delete from read-only folders")
-def test_a_read_only_earlier_bundle_is_refused_before_any_work(inputs, tmp_path):
-    assert _invoke(WRITERS["bundle"], inputs, tmp_path).exit_code == 0
-    (tmp_path / "out" / "stages").chmod(0o555)
+@contextlib.contextmanager
+def _read_only(folder: Path):
+    """``folder`` made read-only: a read-only bind mount as root (whom modes do not stop), else its mode."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    mount = ["mount", "--bind", str(folder), str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("bind mounts are not allowed here")
     try:
-        _refused(WRITERS["bundle"], inputs, tmp_path, "read-only")
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("read-only remounts are not allowed here")
+        yield
     finally:
-        (tmp_path / "out" / "stages").chmod(0o755)
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_an_earlier_bundle_that_cannot_be_deleted_is_refused_before_any_work(inputs, tmp_path):
+    assert _invoke(WRITERS["bundle"], inputs, tmp_path).exit_code == 0
+    with _read_only(tmp_path / "out" / "stages"):
+        _refused(WRITERS["bundle"], inputs, tmp_path, "read-only")
+        assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no undeletable leftover beside it
 
 
 # -- a full disk: one line, nothing changed --------------------------------------------------------
@@ -193,7 +211,7 @@ def full_disk(tmp_path):
 DISK_FULL = [
     ("bundle-folder", "bundle", "{i}/ee.onnx", "--design", "{i}/design.json", "-o", "{d}/m.hapi"),
     ("bundle-zip", "bundle", "{i}/ee.onnx", "--design", "{i}/design.json", "-o", "{d}/m.hapi.zip"),
-    ("calibrate", "calibrate", "{i}/ee.onnx", "--data", "{i}/calib.npz", "-o", "{d}/trace.npz"),
+    ("calibrate", "calibrate", "{i}/ee.onnx", "--data", "{i}/calib.npz", "-o", "{d}/new/trace.npz"),
     ("search", "search", "--trace", "{i}/trace.npz", "--latency", "{i}/latency.json", "--latency-sla", "1.5",
      "-o", "{d}/design.json"),
     ("attach", "attach", "{i}/model.onnx", "--data", "{i}/train.npz", "-o", "{d}/ee.onnx"),
@@ -202,7 +220,8 @@ DISK_FULL = [
     ("evaluate-o", "evaluate", "{i}/model.hapi", "--data", "{i}/test.npz", "-o", "{d}/report.json"),
     ("export", "export", "{i}/model.onnx", "-o", "{d}/m.onnx"),
     ("profile", "profile", "{i}/ee.onnx", "--device", "{i}/preset_fast.json", "-o", "{d}/latency.json"),
-    ("build", "build", "{i}/model.onnx", "--data", "{i}/splits", "--max-accuracy-drop", "5", "--workdir", "{d}/w"),
+    ("build", "build", "{i}/model.onnx", "--data", "{i}/splits", "--max-accuracy-drop", "5", "--workdir",
+     "{d}/new/w"),
     ("build-into-its-workdir", "build", "{i}/model.onnx", "--data", "{i}/splits", "--max-accuracy-drop", "5",
      "--workdir", "{d}/w2"),
     ("overwrite", "search", "--trace", "{i}/trace.npz", "--latency", "{i}/latency.json", "--latency-sla", "1.5",
@@ -403,13 +422,14 @@ def test_a_good_qdq_model_loads_and_runs(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(QDQ_BAD))
-@pytest.mark.parametrize("command", ["exits", "split", "attach"])
+@pytest.mark.parametrize("command", ["exits", "split", "attach", "calibrate"])
 def test_qdq_models_with_unusable_scales_are_refused_when_loaded(name, command, inputs, tmp_path):
     kwargs, expect = QDQ_BAD[name]
     (tmp_path / "in").mkdir()
     onnx.save(_qdq_model(**kwargs), tmp_path / "in" / "q.onnx")
     args = {"exits": ("exits", "{c}/in/q.onnx"), "split": ("split", "{c}/in/q.onnx", "-o", "{c}/seg"),
-            "attach": ("attach", "{c}/in/q.onnx", "--data", "{i}/train.npz", "-o", "{c}/ee.onnx")}[command]
+            "attach": ("attach", "{c}/in/q.onnx", "--data", "{i}/train.npz", "-o", "{c}/ee.onnx"),
+            "calibrate": ("calibrate", "{c}/in/q.onnx", "--data", "{i}/calib.npz", "-o", "{c}/t.npz")}[command]
     _refused(args, inputs, tmp_path, expect)
 
 
@@ -509,3 +529,13 @@ def test_missing_parent_folders_of_an_output_are_made(inputs, tmp_path):
                      inputs, tmp_path)
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "no" / "such" / "trace.npz").is_file()
+
+
+def test_a_failed_build_leaves_no_workdir_nor_its_parents(inputs, tmp_path):
+    args = ("build", "{i}/model.onnx", "--data", "{i}/splits", "--max-accuracy-drop", "5", "--device",
+            "{i}/preset_garbage.json", "--workdir", "{c}/a/b/w")
+    _refused(args, inputs, tmp_path, "not valid JSON")
+    (tmp_path / "in").mkdir()
+    onnx.save(_qdq_model(act_scale=float("nan")), tmp_path / "in" / "q.onnx")
+    _refused(("build", "{c}/in/q.onnx", "--data", "{i}/splits", "--max-accuracy-drop", "5", "--workdir",
+              "{c}/a/b/w"), inputs, tmp_path, "finite and > 0")
