@@ -7,6 +7,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -89,7 +90,7 @@ def atomic_output(path: str | os.PathLike, directory: bool = False, kind: str | 
         except OSError as err:
             if err.errno not in DISK_FULL:
                 raise
-            raise HapiError(f"cannot write {what} {str(path)!r}: {err.strerror} (nothing was changed).") from None
+            raise HapiError(f"cannot write {what} {_shown(path)!r}: {err.strerror} (nothing was changed).") from None
         try:
             if directory:
                 _swap_directories(tmp, path, prefix)
@@ -109,6 +110,14 @@ def atomic_output(path: str | os.PathLike, directory: bool = False, kind: str | 
     finally:
         if swapped and tmp.is_dir():  # the old output, exchanged into the temporary name
             _remove_recorded(tmp, old or [])
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user named it: a folder being written (``.out.<pid>.<random>.tmp``) shown as ``out``."""
+    return str(Path(*(m.group(1) if (m := _TEMPORARY.fullmatch(part)) else part for part in path.parts)))
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.\d+\.[a-z0-9_]+\.tmp")
 
 
 def _swap_directories(new: Path, path: Path, prefix: str) -> None:
