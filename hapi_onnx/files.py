@@ -235,13 +235,6 @@ def _remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
 
 
-def check_writable_dir(path: str | os.PathLike, kind: str) -> None:
-    """Refuse, before any work, a directory output that :func:`atomic_output` would refuse."""
-    path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        _replaceable(path, kind)
-
-
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files and folders a killed process left beside ``path``.
 

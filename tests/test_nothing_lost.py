@@ -368,7 +368,7 @@ def test_a_class_folder_linking_back_to_its_split_is_refused_by_name(tmp_path, t
 
 # -- quantized models: their scales are checked when they are loaded -------------------------------
 
-def _qdq_model(act_scale=0.02, weight_scale=(0.01, 0.01, 0.01, 0.01), scale_type=TensorProto.FLOAT):
+def _qdq_model(act_scale=0.02, weight_scale=(0.01, 0.01, 0.01, 0.01), scale_type=TensorProto.FLOAT, weight_zps=4):
     """x -> Q/DQ -> Conv (per-channel int8 weights) -> ReLU -> GAP -> Flatten -> Gemm: a tiny QDQ classifier."""
     rng = np.random.default_rng(0)
     def as_scale(value):
@@ -378,7 +378,7 @@ def _qdq_model(act_scale=0.02, weight_scale=(0.01, 0.01, 0.01, 0.01), scale_type
     inits = [
         as_scale(act_scale), numpy_helper.from_array(np.zeros(np.shape(act_scale), np.int8)),
         numpy_helper.from_array(rng.integers(-100, 100, (4, 1, 3, 3)).astype(np.int8), "w_q"),
-        as_scale(weight_scale), numpy_helper.from_array(np.zeros(len(weight_scale), np.int8), "w_zp"),
+        as_scale(weight_scale), numpy_helper.from_array(np.zeros(weight_zps, np.int8), "w_zp"),
         numpy_helper.from_array(rng.normal(size=(3, 4)).astype(np.float32), "fc_w"),
         numpy_helper.from_array(np.zeros(3, np.float32), "fc_b"),
     ]
@@ -407,6 +407,7 @@ QDQ_BAD = {
     "inf-weight-scale": (dict(weight_scale=(0.01, 0.01, float("inf"), 0.01)), "finite and > 0"),
     "zero-scale": (dict(act_scale=0.0), "finite and > 0"),
     "three-element-scale": (dict(act_scale=[0.02, 0.02, 0.02]), "3 values for axis 1 of size 1"),
+    "zero-point-count": (dict(weight_zps=3), "4 value\\(s\\) but a zero point of 3"),
     "int32-scale": (dict(act_scale=2, weight_scale=(1, 1, 1, 1), scale_type=TensorProto.INT32), "int32, not float"),
 }
 

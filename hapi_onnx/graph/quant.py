@@ -288,7 +288,7 @@ def check_quant_params(model: onnx.ModelProto, label: str) -> None:
 
     Each ``QuantizeLinear``/``DequantizeLinear`` scale held as a constant must be a float type,
     finite and > 0, a scalar or one value per channel of its axis (when that size is known), with
-    a zero point of the same shape; the constant float scales of the ``QLinear*`` ops likewise.
+    as many zero points; the constant float scales of the ``QLinear*`` ops likewise.
 
     Raises:
         HapiError: naming the node, the parameter and what is wrong with it.
@@ -329,9 +329,8 @@ def check_quant_params(model: onnx.ModelProto, label: str) -> None:
                 raise refuse(node, what, f"of shape {list(scale.shape)}: expected a scalar or one value per channel")
             if len(node.input) > 2 and node.input[2] in consts:
                 zero = numpy_helper.to_array(consts[node.input[2]])
-                if zero.shape != scale.shape:
-                    raise refuse(node, what, f"of shape {list(scale.shape)} but a zero point of shape "
-                                 f"{list(zero.shape)}")
+                if zero.size != scale.size:  # [1] and a scalar are both one value (quantize_static writes them)
+                    raise refuse(node, what, f"of {scale.size} value(s) but a zero point of {zero.size}")
             if scale.ndim == 1 and scale.size > 1:
                 axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
                 x = node.input[0]
