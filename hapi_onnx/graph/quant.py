@@ -287,8 +287,9 @@ def check_quant_params(model: onnx.ModelProto, label: str) -> None:
     """Refuse quantization parameters ONNX Runtime cannot run, or runs to garbage, before any work.
 
     Each ``QuantizeLinear``/``DequantizeLinear`` scale held as a constant must be a float type,
-    finite and > 0, a scalar or one value per channel of its axis (when that size is known), with
-    as many zero points; the constant float scales of the ``QLinear*`` ops likewise.
+    finite (and > 0 for ``QuantizeLinear``, which divides by it), a scalar or one value per
+    channel of its axis (when that size is known), with as many zero points; the constant float
+    scales of the ``QLinear*`` ops must be finite.
 
     Raises:
         HapiError: naming the node, the parameter and what is wrong with it.
@@ -321,8 +322,10 @@ def check_quant_params(model: onnx.ModelProto, label: str) -> None:
                 raise refuse(node, what, f"of type {TensorProto.DataType.Name(tensor.data_type).lower()}, "
                              "not float")
             scale = numpy_helper.to_array(tensor).astype(np.float64)
-            if not np.isfinite(scale).all() or (scale <= 0).any():
-                raise refuse(node, what, f"{scale.ravel()[:4].tolist()}: a scale must be finite and > 0")
+            if not np.isfinite(scale).all():
+                raise refuse(node, what, f"{scale.ravel()[:4].tolist()}: a scale must be finite")
+            if node.op_type == "QuantizeLinear" and (scale <= 0).any():  # it divides by the scale
+                raise refuse(node, what, f"{scale.ravel()[:4].tolist()}: a quantization scale must be > 0")
             if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
                 continue
             if scale.ndim > 1:
