@@ -21,7 +21,8 @@ from hapi_onnx.pipeline import BuildConfig, build, build_report
 @click.command("build", cls=Command)
 @click.argument("model", required=False, type=InputPath())
 @click.option("--config", "config_file", type=InputPath(dir_okay=False),
-              help="JSON file with any of the options below (same names, - or _).")
+              help="JSON file with any of the options below but --workdir (same names, - or _; the units may be "
+              "spelled out: latency_sla_ms, profile_budget_s).")
 @click.option("--workdir", default="work", show_default=True, type=OutputPath(file_okay=False),
               help="Where every step writes its output.")
 @click.option("--factory", help="PyTorch model factory, file.py:name or module:name (MODEL is a state dict).")

@@ -16,6 +16,7 @@ from hapi_onnx_cli import console
 
 from hapi_onnx import __version__
 from hapi_onnx.errors import HapiError
+from hapi_onnx.files import DISK_FULL
 
 # name -> (module in hapi_onnx_cli, short help), in the order of the workflow.
 COMMANDS = {
@@ -73,6 +74,11 @@ class LazyGroup(click.Group):
             fail(err.format_message(), 2)
         except HapiError as err:
             fail(str(err), 2)
+        except OSError as err:  # a full disk where no output names it (ORT, a library's own write)
+            if err.errno not in DISK_FULL:
+                raise
+            where = f" writing {err.filename!r}" if err.filename else ""
+            fail(f"{err.strerror}{where}; free some space and run it again (no output was written).", 2)
         sys.exit(0)
 
 

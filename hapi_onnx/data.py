@@ -195,6 +195,8 @@ def check_x_header(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
         elif len(shape) == 2:
             hint = " Reshape flat images, e.g. x.reshape(-1, 1, 28, 28) for MNIST."
         raise HapiError(f"{where}: x must be a 4-D array N x C x H x W. Got shape {shape} instead.{hint}")
+    if any(d < 0 for d in shape):
+        raise HapiError(f"{where}: x's header declares a negative size (shape {shape}); the file is damaged.")
     if shape[0] == 0:
         raise HapiError(f"{where}: x holds no samples (shape {shape}).")
     if not np.issubdtype(dtype, np.floating):
@@ -467,8 +469,9 @@ def write_mnist_splits(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, D
     """Write ``train.npz``, ``calib.npz`` and ``test.npz`` of :func:`mnist_splits` into ``out_dir``.
 
     The folder appears whole or not at all (keys ``x``, ``y``, ``classes`` in each file, and
-    :data:`MNIST_MARKER` describing them); an earlier one with that marker, or an empty folder, is
-    replaced, any other existing path refused.
+    :data:`MNIST_MARKER` describing them); an earlier one this function wrote (its
+    :data:`~hapi_onnx.files.OUTPUT_RECORD` says so and lists every file in it), or an empty
+    folder, is replaced, any other existing path refused.
 
     Returns:
         dict[str, Dataset]: The splits written, keyed by name; file ``out_dir/<name>.npz``.
@@ -476,7 +479,7 @@ def write_mnist_splits(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, D
     Raises:
         HapiError: when ``out_dir`` is a file or a folder this function did not write.
     """
-    with atomic_output(out_dir, directory=True, marker=MNIST_MARKER) as tmp:
+    with atomic_output(out_dir, directory=True, kind="data") as tmp:
         splits = mnist_splits(seed)
         for name, dataset in splits.items():
             dataset.save(tmp / f"{name}.npz")

@@ -445,6 +445,8 @@ def predict_file(
             provider_options=preset.provider_options,
         )
     path = Path(input_path)
+    if path.exists() and not (path.is_dir() or path.is_file()):  # a FIFO, socket or device: reading could block
+        raise HapiError(f"input {str(path)!r} is not a regular file or a folder.")
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         files = image_files(path) if path.is_dir() else [path]
         if not files:

@@ -1,27 +1,46 @@
 """Atomic outputs and content fingerprints, shared by every step that writes an artifact."""
 
 import contextlib
+import ctypes
+import errno
 import glob
 import hashlib
+import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from hapi_onnx.errors import HapiError
 
+#: The record a directory output carries: which kind of output it is and every file written into it.
+OUTPUT_RECORD = ".hapi-onnx-output.json"
+#: Write errors that mean "the disk cannot take it", not a bug: one line, not a traceback.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, directory: bool = False, marker: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+def atomic_output(path: str | os.PathLike, directory: bool = False, kind: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
 
     An error inside the block, Ctrl-C, or SIGTERM turned into an exit (the CLI does so) leaves no
     half-written output, and an existing ``path`` stays untouched until the new one is complete.
-    A directory output replaces an existing directory only if that one is empty or holds
-    ``marker`` (the file that identifies an earlier output of the same kind, e.g.
-    ``manifest.json``): a user's folder is never deleted. The swap of two directories is two
-    renames, so ``path`` is briefly absent.
+    A disk that fills up (or a file size limit) is a :class:`HapiError`, with the same guarantees.
+
+    A directory output gets :data:`OUTPUT_RECORD` (``kind`` and every file written). It replaces
+    an existing directory only if that one is empty or provably an earlier output of the same
+    kind: its record names ``kind`` and lists every file in it, so a user's folder, or a file a
+    user added to an earlier output, is never deleted; of the old output only the files its
+    record lists are removed. On Linux the two directories are exchanged in one step
+    (``renameat2(RENAME_EXCHANGE)``), so ``path`` always holds the old or the new output; where
+    that is not available, the old one is moved aside first (``.<name>.<pid>.old.tmp``) and put
+    back by the next writer if the process dies before the new one is in place.
+
+    Missing parent folders of ``path`` are created, as by every command's ``-o`` (and removed
+    again if the output is not written).
 
     Temporary names are ``.<name>.<pid>.<random>.tmp`` beside ``path``; what a killed process
     (SIGKILL, power loss) left there is removed the next time ``path`` is written, once that
@@ -30,28 +49,25 @@ def atomic_output(path: str | os.PathLike, directory: bool = False, marker: str 
     Args:
         path (PathLike): The final file or directory.
         directory (bool): Create the temporary path as an empty directory. Defaults to False.
-        marker (str | None): With ``directory``: the file name that marks a replaceable
-            directory. Defaults to None (only an empty directory is replaced).
+        kind (str | None): With ``directory``: what the output is (``bundle``, ``split``, ...),
+            recorded and checked before an existing directory is replaced. Defaults to None
+            (only an empty directory is replaced).
 
     Yields:
         Path: Where to write.
 
     Raises:
         HapiError: when ``path`` is of the other kind (file vs directory), is a directory that
-            is not ours to replace, or cannot be written.
+            is not ours to replace, or cannot be written (no permission, disk full).
     """
     path = Path(path)
     remove_stale_temporaries(path)
     what = "folder" if directory else "file"
-    if path.exists() and path.is_dir() != directory:
+    if (path.exists() or path.is_symlink()) and (path.is_symlink() and directory or path.is_dir() != directory):
         raise HapiError(f"output {str(path)!r} already exists and is not a {what}; choose another path.")
-    if directory and path.is_dir() and any(path.iterdir()) and not (marker and (path / marker).is_file()):
-        raise HapiError(
-            f"output {str(path)!r} already exists and is not one this step wrote"
-            + (f" (no {marker} in it)" if marker else "")
-            + "; choose a new path or remove it first."
-        )
+    old = _replaceable(path, kind) if directory and path.is_dir() else None
     prefix = f".{path.name}.{os.getpid()}."
+    made = missing_parents(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if directory:
@@ -61,29 +77,162 @@ def atomic_output(path: str | os.PathLike, directory: bool = False, marker: str 
             os.close(fd)
             tmp = Path(name)
     except OSError as err:
+        _remove_empty(made)
         raise HapiError(f"cannot write {what} {str(path)!r}: {err.strerror or err}.") from None
+    swapped = False  # once True, tmp holds the old output (or nothing)
     try:
-        yield tmp
-        # mkstemp/mkdtemp create owner-only files; give the output the usual umask-based mode.
-        mask = _umask()
-        tmp.chmod((0o777 if tmp.is_dir() else 0o666) & ~mask)
         try:
-            if directory and path.is_dir():
-                old = path.with_name(prefix + "old.tmp")  # restored by the next writer if we die here
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
+            yield tmp
+            if directory:
+                _write_record(tmp, kind)
+            # mkstemp/mkdtemp create owner-only files; give the output the usual umask-based mode.
+            tmp.chmod((0o777 if directory else 0o666) & ~_umask())
+        except OSError as err:
+            if err.errno not in DISK_FULL:
+                raise
+            raise HapiError(f"cannot write {what} {_shown(path)!r}: {err.strerror} (nothing was changed).") from None
+        try:
+            if directory:
+                _swap_directories(tmp, path, prefix)
             else:
                 os.replace(tmp, path)
+            swapped = True
         except OSError as err:
             raise HapiError(f"cannot write {what} {str(path)!r}: {err.strerror or err}.") from None
     except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        if not swapped:
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            _remove_empty(made)
         raise
+    finally:
+        if swapped and tmp.is_dir():  # the old output, exchanged into the temporary name
+            _remove_recorded(tmp, old or [])
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user named it: a folder being written (``.out.<pid>.<random>.tmp``) shown as ``out``."""
+    return str(Path(*(m.group(1) if (m := _TEMPORARY.fullmatch(part)) else part for part in path.parts)))
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.\d+\.[a-z0-9_]+\.tmp")
+
+
+def _swap_directories(new: Path, path: Path, prefix: str) -> None:
+    """Put the directory ``new`` at ``path``; an old directory there ends up at ``new``'s name."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    if _exchange(new, path):
+        return
+    aside = path.with_name(prefix + "old.tmp")  # restored by the next writer if we die in between
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(path, aside)
+    os.replace(new, path)
+    os.replace(aside, new)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux's ``renameat2(RENAME_EXCHANGE)``; False where unsupported."""
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # no libc symbol (old glibc, musl)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # kernel or file system without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _replaceable(path: Path, kind: str | None) -> list[str]:
+    """The files of ``path``, an existing directory, if it is ours to replace; HapiError if not.
+
+    Ours: empty, or holding a :data:`OUTPUT_RECORD` of ``kind`` that lists every file in it (no
+    links, nothing else), in folders we can delete from.
+    """
+    entries = list(path.iterdir())
+    if not entries:
+        return []
+    listed = _read_record(path / OUTPUT_RECORD, kind) if kind else None
+    if listed is None:
+        raise HapiError(
+            f"output {str(path)!r} already exists and is not one this step wrote"
+            + (f" (no {kind} record {OUTPUT_RECORD} in it)" if kind else "")
+            + "; choose a new path or remove it first."
+        )
+    folders = {p.as_posix() for f in listed for p in PurePosixPath(f).parents}
+    for root, dirs, files in os.walk(path):
+        rel = PurePosixPath(Path(root).relative_to(path).as_posix())
+        for name in dirs + files:
+            entry = (rel / name).as_posix()
+            ours = entry in folders if name in dirs else entry in listed or entry == OUTPUT_RECORD
+            if Path(root, name).is_symlink() or not ours:
+                raise HapiError(
+                    f"output {str(path)!r} holds {entry!r}, which this step did not write; hapi-onnx never deletes "
+                    "files it did not write: move it out or choose a new path."
+                )
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise HapiError(f"cannot replace folder {str(path)!r}: {root!r} is read-only; "
+                            "make it writable or choose a new path.")
+    return sorted(listed)
+
+
+def _read_record(record: Path, kind: str) -> set[str] | None:
+    """The files an output record lists if it is one of ``kind``, else None."""
+    if record.is_symlink() or not record.is_file() or record.stat().st_size > 1 << 20:
+        return None
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    files = data.get("files") if isinstance(data, dict) and data.get("kind") == kind else None
+    if not isinstance(files, list) or not all(isinstance(f, str) and f and not f.startswith("/")
+                                              and ".." not in PurePosixPath(f).parts for f in files):
+        return None
+    return set(files)
+
+
+def _write_record(folder: Path, kind: str | None) -> None:
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
+    (folder / OUTPUT_RECORD).write_text(json.dumps({"kind": kind, "files": files}, indent=1) + "\n")
+
+
+def _remove_recorded(folder: Path, files: list[str]) -> None:
+    """Delete an old output: the files its record lists, then its emptied folders; nothing else."""
+    for name in files:
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    if [p.name for p in folder.iterdir()] in ([], [OUTPUT_RECORD]):
+        with contextlib.suppress(OSError):
+            (folder / OUTPUT_RECORD).unlink(missing_ok=True)
+            folder.rmdir()
+
+
+def missing_parents(path: Path) -> list[Path]:
+    """The parent folders of ``path`` that do not exist yet, deepest first (made by a write, removed if it fails)."""
+    missing = []
+    for parent in path.absolute().parents:
+        if parent.exists() or parent.is_symlink():
+            break
+        missing.append(parent)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
@@ -92,7 +241,8 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     Only names :func:`atomic_output` makes for ``path`` (``.<name>.<pid>.<random>.tmp``) whose
     process no longer runs are touched, so a concurrent writer's work in progress is kept. A
     directory output swapped out (``.<name>.<pid>.old.tmp``) by a process killed before it put the
-    new one in place is renamed back onto ``path`` when ``path`` is missing: nothing is lost.
+    new one in place is renamed back onto ``path`` when ``path`` is missing: nothing is lost. An
+    old output left after a swap is removed only as far as its record lists its files.
     On systems without POSIX process checks nothing is removed.
 
     Returns:
@@ -111,10 +261,15 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
             if leftover.name.endswith(".old.tmp") and leftover.is_dir() and not path.exists():
                 os.replace(leftover, path)
             elif leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover)
+                record = leftover / OUTPUT_RECORD
+                if record.is_file():  # a finished output (an old one swapped out): only its files
+                    kind = json.loads(record.read_text()).get("kind")
+                    _remove_recorded(leftover, sorted(_read_record(record, kind) or []))
+                else:  # a write in progress, into the private folder mkdtemp made
+                    shutil.rmtree(leftover)
             else:
                 leftover.unlink()
-        except OSError:  # gone meanwhile, or not ours to remove: leave it
+        except (OSError, ValueError, AttributeError):  # gone meanwhile, or not ours to remove: leave it
             continue
         done.append(leftover)
     return done

@@ -10,8 +10,11 @@ ahead of the caller, and applies the spec with
 holds two batches of images, whatever the folder's size.
 """
 
+import contextlib
 import hashlib
 import os
+import unicodedata
+import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,7 +27,7 @@ import numpy as np
 from hapi_onnx.data import DataSource, check_batch_size, check_compatible
 from hapi_onnx.errors import HapiError
 from hapi_onnx.lazy import lazy_import
-from hapi_onnx.runtime.preprocess import Preprocessing, preprocess_image
+from hapi_onnx.runtime.preprocess import MAX_IMAGE_PIXELS, Preprocessing, preprocess_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -42,17 +45,70 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def decode_image(path: Path, where: str = "") -> np.ndarray:
-    """The pixels of an image file: uint8 ``H x W`` (grayscale modes) or ``H x W x 3`` (RGB).
+    """The pixels of an image file: ``H x W`` (grayscale modes) or ``H x W x 3`` (RGB).
+
+    8-bit images decode to uint8, 16-bit grayscale ones (``I;16`` PNG and TIFF, ``I``) to uint16,
+    which preprocessing scales by their own range, never clipped to 8 bits.
 
     Raises:
-        HapiError: when the file is not a readable image (naming it, after ``where``).
+        HapiError: when the file is not a readable image or is over
+            :data:`~hapi_onnx.runtime.preprocess.MAX_IMAGE_PIXELS` (naming it, after ``where``).
+    """
+    with open_image(path, where) as im:
+        try:
+            if im.mode.startswith("I;16") or im.mode == "I":
+                return np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+            return np.asarray(im.convert("L" if im.mode in GRAY_MODES else "RGB"))
+        except (OSError, ValueError, SyntaxError) as err:
+            raise HapiError(f"{where + ': ' if where else ''}cannot read image {str(path)!r} ({err}).") from None
+
+
+@contextlib.contextmanager
+def open_image(path: Path, where: str = "") -> Iterator[Any]:
+    """A Pillow image with only its header read, refused when it is not a regular file or too large.
+
+    The pixel count is checked from the header, before anything is decoded, and Pillow's own
+    decompression-bomb warning is silenced (the check here is the same limit, as an error).
     """
     image_mod = lazy_import("PIL.Image", "images")
+    prefix = f"{where + ': ' if where else ''}"
+    if not Path(path).is_file():  # a FIFO would block the read forever
+        raise HapiError(f"{prefix}image {str(path)!r} is not a regular file.")
     try:
-        with image_mod.open(path) as im:
-            return np.asarray(im.convert("L" if im.mode in GRAY_MODES else "RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", image_mod.DecompressionBombWarning)
+            im = image_mod.open(path)
     except (OSError, ValueError, SyntaxError, image_mod.DecompressionBombError) as err:
-        raise HapiError(f"{where + ': ' if where else ''}cannot read image {str(path)!r} ({err}).") from None
+        raise HapiError(f"{prefix}cannot read image {str(path)!r} ({err}).") from None
+    with im:
+        if im.width * im.height > MAX_IMAGE_PIXELS:
+            raise HapiError(
+                f"{prefix}image {str(path)!r} is {im.width}x{im.height} pixels, more than the {MAX_IMAGE_PIXELS} "
+                "hapi-onnx decodes; downscale it first."
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", image_mod.DecompressionBombWarning)
+            yield im
+
+
+def _check_class_folders(root: Path, class_dirs: Sequence[Path], where: str) -> None:
+    """Refuse class folders that name one class twice (Unicode NFC vs NFD spellings of one name)
+    or link back to the split folder itself or a folder holding it (its images would be a class)."""
+    seen: dict[str, str] = {}
+    for folder in class_dirs:
+        key = unicodedata.normalize("NFC", folder.name)
+        if key in seen:
+            raise HapiError(
+                f"{where}: class folders {seen[key]!r} and {folder.name!r} look the same but are spelled with "
+                "different Unicode code points (NFC and NFD); rename one so that each class has one folder."
+            )
+        seen[key] = folder.name
+        if folder.is_symlink():
+            target, split = folder.resolve(), root.resolve()
+            if target == split or target in split.parents:
+                what = "the split folder itself" if target == split else "a folder holding the split"
+                raise HapiError(f"{where}: class folder {folder.name!r} is a link to {what} ({str(target)!r}); "
+                                "remove the link: every subfolder is a class.")
 
 
 class ImageFolder(DataSource):
@@ -86,6 +142,7 @@ class ImageFolder(DataSource):
         self._output: tuple[int, int] | None = None  # (H, W) of every output image, once known
 
     def _labelled(self, class_dirs: list[Path]) -> tuple[tuple[Path, ...], np.ndarray, tuple[str, ...]]:
+        _check_class_folders(self.root, class_dirs, self.name)
         files: list[Path] = []
         labels: list[int] = []
         for label, folder in enumerate(class_dirs):
@@ -198,15 +255,11 @@ class ImageFolder(DataSource):
 
     def _scan(self) -> tuple[tuple[tuple[int, int], ...], tuple[str, ...]]:
         """``(H, W)`` and Pillow mode of every file, from the headers alone."""
-        image_mod = lazy_import("PIL.Image", "images")
         sizes, modes = [], []
         for path in self.files:
-            try:
-                with image_mod.open(path) as im:
-                    sizes.append((im.height, im.width))
-                    modes.append(im.mode)
-            except (OSError, ValueError, SyntaxError, image_mod.DecompressionBombError) as err:
-                raise HapiError(f"{self.name}: cannot read image {str(path)!r} ({err}).") from None
+            with open_image(path, self.name) as im:
+                sizes.append((im.height, im.width))
+                modes.append(im.mode)
         self._sizes = tuple(sizes)
         return self._sizes, tuple(modes)
 

@@ -22,7 +22,7 @@ from typing import Any
 from hapi_onnx import __version__
 from hapi_onnx.artifact import read_json
 from hapi_onnx.errors import HapiError
-from hapi_onnx.files import atomic_output, check_outputs_apart, sha256_file
+from hapi_onnx.files import OUTPUT_RECORD, atomic_output, check_outputs_apart, missing_parents, sha256_file
 from hapi_onnx.runtime.preprocess import Preprocessing
 from hapi_onnx.search.constraints import Constraints
 
@@ -34,8 +34,9 @@ STEPS = ("data", "export", "attach", "calibrate", "profile", "search", "bundle",
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """What to build, from flags or a JSON config file (same names, ``-`` or ``_``); checked whole at
-    construction, so a bad option fails before any step runs.
+    """What to build, from flags or a JSON config file (the flags' names or the fields below, ``-``
+    or ``_``: ``latency-sla`` or ``latency_sla_ms``); checked whole at construction, so a bad
+    option fails before any step runs.
 
     Attributes:
         model (str): The trained CNN: an ``.onnx`` file, or a PyTorch state dict with ``factory``.
@@ -118,6 +119,11 @@ class BuildConfig:
             HapiError: for an unknown key or any invalid value.
         """
         values = {key.replace("-", "_"): value for key, value in options.items() if value is not None}
+        for flag, field_name in FLAG_KEYS.items():  # the flags' own names (--latency-sla) name the fields too
+            if flag in values:
+                if field_name in values:
+                    raise HapiError(f"build options {flag!r} and {field_name!r} are the same option; give one.")
+                values[field_name] = values.pop(flag)
         for old, new in DEPRECATED_KEYS.items():
             if old in values:
                 if note is not None:
@@ -149,6 +155,10 @@ class BuildConfig:
                 if candidate.exists() or key != "factory":
                     values[key] = str(candidate)
         flags = {k.replace("-", "_"): v for k, v in overrides.items() if v is not None}
+        flags = {FLAG_KEYS.get(k, k): v for k, v in flags.items()}
+        for flag, field_name in FLAG_KEYS.items():  # a flag overrides the file's key, in either spelling
+            if field_name in flags:
+                values.pop(flag, None)
         values.update(flags)
         try:
             return cls.from_options(values, note)
@@ -159,6 +169,8 @@ class BuildConfig:
 
 
 DEPRECATED_KEYS = {"confidence": "bound_level", "thresholds": "space"}
+FLAG_KEYS = {"latency_sla": "latency_sla_ms", "profile_budget": "profile_budget_s"}
+"""Flag names (``--latency-sla``) whose field carries a unit (``latency_sla_ms``): both are accepted."""
 
 
 def _number(value: Any) -> bool:
@@ -258,18 +270,50 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
     if work.exists() and not work.is_dir():
         raise HapiError(f"work directory {str(work)!r} exists and is not a folder.")
     splits = _check_inputs(config, work)  # before anything is created
-    created = not work.exists()
+    _check_workdir(work)
+    record = work / OUTPUT_RECORD
+    made = [p for p in (work, work / ".steps", record) if not p.exists()]
+    parents = missing_parents(work)
+
+    def undo() -> None:  # what this build made, when no step is done
+        if not any((work / ".steps").glob("*.json")):
+            for path in reversed(made):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            for parent in parents:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
+
     try:
         (work / ".steps").mkdir(parents=True, exist_ok=True)
+        if record in made:
+            record.write_text(json.dumps({"kind": "build", "files": [*OUTPUTS, ".steps"]}) + "\n")
     except OSError as err:
+        undo()
         raise HapiError(f"cannot create work directory {str(work)!r}: {err.strerror or err}.") from None
     with _exclusive(work):
         try:
             return _build(config, work, log or (lambda line: None), splits)
         except BaseException:
-            if created and not any((work / ".steps").glob("*.json")):  # no step done: leave nothing
-                shutil.rmtree(work, ignore_errors=True)
+            undo()  # no step done: leave nothing
             raise
+
+
+def _check_workdir(work: Path) -> None:
+    """Refuse a non-empty work directory that no build wrote: a build writes its outputs into it
+    (``model.onnx``, ``data/``, ...) and must never overwrite a user's files of the same names.
+    Ours: it holds the build's :data:`~hapi_onnx.files.OUTPUT_RECORD`, or (builds before it) ``.steps/``."""
+    if not work.is_dir() or not any(work.iterdir()):
+        return
+    record = work / OUTPUT_RECORD
+    try:
+        ours = json.loads(record.read_text()).get("kind") == "build" if record.is_file() else False
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        ours = False
+    if not ours and not ((work / ".steps").is_dir() and not (work / ".steps").is_symlink()):
+        raise HapiError(
+            f"work directory {str(work)!r} already exists and is not one a build wrote; a build writes "
+            f"{', '.join(OUTPUTS)} into it. Choose a new or empty --workdir."
+        )
 
 
 def _check_inputs(config: BuildConfig, work: Path) -> dict[str, Any] | None:

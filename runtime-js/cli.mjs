@@ -8,7 +8,7 @@
  * indices; name them with "exit_names"). A user error prints one "error: ..." line on stderr and
  * exits with status 2.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { BundleError, EarlyExitModel, parseNpy } from './src/node.mjs';
 
@@ -49,6 +49,7 @@ async function main(argv) {
   const threads = positiveInt(values.threads, '--threads');
   let bytes;
   try {
+    if (!(await stat(images)).isFile()) throw new Error('not a regular file'); // a FIFO would block the read
     bytes = await readFile(images);
   } catch (err) {
     throw new BundleError(`cannot read images '${images}': ${/** @type {Error} */ (err).message}.`);

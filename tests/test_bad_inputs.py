@@ -31,6 +31,7 @@ from click.testing import CliRunner
 from hapi_onnx_cli.main import cli
 
 from hapi_onnx.errors import HapiError
+from hapi_onnx.files import OUTPUT_RECORD
 from hapi_onnx.runtime import EarlyExitModel
 
 
@@ -816,7 +817,7 @@ def test_data_mnist_killed_mid_write_is_cleaned_by_the_next_run(tmp_path, tmp_pa
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
-    assert sorted(p.name for p in out.iterdir()) == ["calib.npz", "splits.json", "test.npz", "train.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_RECORD, "calib.npz", "splits.json", "test.npz", "train.npz"]
 
 
 # -- bounded reads -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from graph_models import mobilenetv2, resnet, run_chain, run_model
 from onnx import TensorProto, helper
 
-from hapi_onnx.files import sha256_file
+from hapi_onnx.files import OUTPUT_RECORD, sha256_file
 from hapi_onnx.graph import SplitIndex, candidate_exits, load_model
 
 
@@ -53,7 +53,8 @@ def test_split_default_writes_every_candidate_segment(run_cli, resnet_file, tmp_
     index = SplitIndex.load(out / "index.json")
     assert index.cuts == cuts and index.input == "image"
     assert [e.file for e in index.segments] == [f"segment_{k:02d}.onnx" for k in range(len(cuts) + 1)]
-    assert sorted(p.name for p in out.iterdir()) == sorted([e.file for e in index.segments] + ["index.json"])
+    written = [e.file for e in index.segments] + ["index.json", OUTPUT_RECORD]
+    assert sorted(p.name for p in out.iterdir()) == sorted(written)
     chained = [index.segments[0].inputs] + [e.outputs for e in index.segments]
     assert chained[1:-1] == [[c] for c in cuts]
     segments = []
@@ -73,7 +74,7 @@ def test_split_at_named_tensors_in_any_order(run_cli, resnet_file, tmp_path):
     # splitting again replaces the old split directory
     assert run_cli("split", resnet_file, "-o", out, "--at", cuts[1]).exit_code == 0
     assert SplitIndex.load(out / "index.json").cuts == [cuts[1]]
-    assert sorted(p.name for p in out.iterdir()) == ["index.json", "segment_00.onnx", "segment_01.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_RECORD, "index.json", "segment_00.onnx", "segment_01.onnx"]
 
 
 def _no_image_input_model(path):
@@ -129,5 +130,5 @@ def test_split_refuses_to_overwrite_other_directories(run_cli, resnet_file, tmp_
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     result = run_cli("split", resnet_file, "-o", out)
-    assert result.exit_code == 2 and "no index.json in it" in result.stderr
+    assert result.exit_code == 2 and "no split record" in result.stderr
     assert [p.name for p in out.iterdir()] == ["notes.txt"]

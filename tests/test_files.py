@@ -1,11 +1,13 @@
 """Atomic outputs: nothing half-written, an existing output kept until the new one is complete."""
 
+import json
 import stat
+import sys
 
 import pytest
 
 from hapi_onnx.errors import HapiError
-from hapi_onnx.files import atomic_output
+from hapi_onnx.files import OUTPUT_RECORD, atomic_output
 
 
 def test_file_appears_only_when_complete_with_the_usual_mode(tmp_path):
@@ -31,11 +33,13 @@ def test_error_leaves_the_old_file_and_no_temporary(tmp_path):
 
 def test_directory_is_replaced_whole(tmp_path):
     out = tmp_path / "d"
-    out.mkdir()
-    (out / "MARK").write_text("old")
-    with atomic_output(out, directory=True, marker="MARK") as tmp:
+    with atomic_output(out, directory=True, kind="thing") as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "old.txt").write_text("old")
+    with atomic_output(out, directory=True, kind="thing") as tmp:
         (tmp / "new.txt").write_text("new")
-    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_RECORD, "new.txt"]
+    assert json.loads((out / OUTPUT_RECORD).read_text()) == {"kind": "thing", "files": ["new.txt"]}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
 
@@ -43,10 +47,74 @@ def test_a_foreign_directory_is_never_replaced(tmp_path):
     out = tmp_path / "precious"
     out.mkdir()
     (out / "important.txt").write_text("keep")
-    with pytest.raises(HapiError, match="no manifest.json in it"):
-        with atomic_output(out, directory=True, marker="manifest.json"):
+    (out / "manifest.json").write_text("{}")  # a file named like an output's is no proof
+    with pytest.raises(HapiError, match="not one this step wrote"):
+        with atomic_output(out, directory=True, kind="bundle"):
             raise AssertionError("must not be reached")
-    assert [p.name for p in out.iterdir()] == ["important.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["important.txt", "manifest.json"]
+
+
+@pytest.mark.parametrize("change", ["added file", "added folder", "symlink", "other kind", "bad record"])
+def test_an_output_a_user_changed_is_never_replaced(tmp_path, change):
+    out = tmp_path / "d"
+    with atomic_output(out, directory=True, kind="thing") as tmp:
+        (tmp / "a.txt").write_text("ours")
+    if change == "added file":
+        (out / "NOTES.txt").write_text("mine")
+    elif change == "added folder":
+        (out / "mine").mkdir()
+    elif change == "symlink":
+        (out / "a.txt").unlink()
+        (out / "a.txt").symlink_to(tmp_path)
+    elif change == "other kind":
+        (out / OUTPUT_RECORD).write_text(json.dumps({"kind": "other", "files": ["a.txt"]}))
+    else:
+        (out / OUTPUT_RECORD).write_text('{"kind": "thing", "files": "a.txt"}')
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(HapiError, match="did not write|not one this step wrote"):
+        with atomic_output(out, directory=True, kind="thing"):
+            raise AssertionError("must not be reached")
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_the_directory_swap_is_one_exchange_on_linux(tmp_path, monkeypatch):
+    """``path`` holds the old or the new output at every instant: no rename leaves it missing."""
+    from hapi_onnx import files
+
+    out = tmp_path / "d"
+    with atomic_output(out, directory=True, kind="thing") as tmp:
+        (tmp / "a.txt").write_text("old")
+    calls = []
+    monkeypatch.setattr(files.os, "replace", lambda *a: calls.append(a))  # any plain rename would show here
+    with atomic_output(out, directory=True, kind="thing") as tmp:
+        (tmp / "a.txt").write_text("new")
+    if sys.platform == "linux":
+        assert calls == []
+    assert (out / "a.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_without_the_exchange_the_old_output_is_swapped_by_two_renames(tmp_path, monkeypatch):
+    from hapi_onnx import files
+
+    out = tmp_path / "d"
+    with atomic_output(out, directory=True, kind="thing") as tmp:
+        (tmp / "a.txt").write_text("old")
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    with atomic_output(out, directory=True, kind="thing") as tmp:
+        (tmp / "a.txt").write_text("new")
+    assert (out / "a.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_missing_parent_folders_are_made_and_removed_again_on_failure(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_output(tmp_path / "a" / "b" / "out.json"):
+            raise RuntimeError("failed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_output(tmp_path / "a" / "b" / "out.json") as tmp:
+        tmp.write_text("{}")
+    assert (tmp_path / "a" / "b" / "out.json").read_text() == "{}"
 
 
 def test_kind_mismatch_and_unwritable_paths_are_user_errors(tmp_path):
@@ -124,9 +192,10 @@ def test_a_directory_swap_cut_short_by_a_kill_is_undone(tmp_path):
     old = tmp_path / f".out.{dead}.old.tmp"  # killed between moving the old output away and the new in
     old.mkdir()
     (old / "MARK").write_text("previous")
+    (old / OUTPUT_RECORD).write_text(json.dumps({"kind": "thing", "files": ["MARK"]}))
     (tmp_path / f".out.{dead}.xyz.tmp").mkdir()
     with pytest.raises(RuntimeError):
-        with atomic_output(tmp_path / "out", directory=True, marker="MARK"):
+        with atomic_output(tmp_path / "out", directory=True, kind="thing"):
             raise RuntimeError("this write fails too")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert (tmp_path / "out" / "MARK").read_text() == "previous"

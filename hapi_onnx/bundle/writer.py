@@ -156,7 +156,7 @@ def write_bundle(
     as_zip = zip or out.name.endswith(".zip")
     files = {MANIFEST_NAME: contents.manifest.to_json().encode()}
     files.update({spec.file: contents.stage_bytes[j] for j, spec in enumerate(contents.manifest.stages)})
-    with atomic_output(out, directory=not as_zip, marker=MANIFEST_NAME) as tmp:
+    with atomic_output(out, directory=not as_zip, kind="bundle") as tmp:
         if as_zip:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 for name, data in files.items():

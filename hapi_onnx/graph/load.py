@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output
 from hapi_onnx.graph.macs import WEIGHTED_OPS
-from hapi_onnx.graph.quant import ms_output_types
+from hapi_onnx.graph.quant import check_quant_params, ms_output_types
 from hapi_onnx.graph.tensors import FLOAT_TYPES, Dim, describe, dims_of, elem_type_of, value_infos
 from hapi_onnx.graph.topology import (
     constant_names,
@@ -89,6 +89,7 @@ def load_model(source: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     if _flatten_score_outputs(model, record):
         del model.graph.value_info[:]
         model = _infer_shapes(model, label)
+    check_quant_params(model, label)  # with every tensor's shape inferred
     record.to_model(model)
     return model
 

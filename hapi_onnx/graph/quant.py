@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from hapi_onnx.errors import HapiError
 from hapi_onnx.graph.tensors import dims_of, elem_type_of, value_infos
 from hapi_onnx.graph.topology import producers
 
@@ -277,3 +278,66 @@ def _pool_shape(a: list, attrs: dict, elem: int) -> tuple[int, list] | None:
             return None
         spatial.append(rounding((size + pads[i] + pads[i + k] - kernel[i]) / strides[i]) + 1)
     return elem, [a[0], a[1], *spatial]
+
+
+FLOAT_SCALE_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16})
+
+
+def check_quant_params(model: onnx.ModelProto, label: str) -> None:
+    """Refuse quantization parameters ONNX Runtime cannot run, or runs to garbage, before any work.
+
+    Each ``QuantizeLinear``/``DequantizeLinear`` scale held as a constant must be a float type,
+    finite (and > 0 for ``QuantizeLinear``, which divides by it), a scalar or one value per
+    channel of its axis (when that size is known), with as many zero points; the constant float
+    scales of the ``QLinear*`` ops must be finite.
+
+    Raises:
+        HapiError: naming the node, the parameter and what is wrong with it.
+    """
+    graph = model.graph
+    consts = {init.name: init for init in graph.initializer}
+    consts.update({n.output[0]: n.attribute[0].t for n in graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    infos = value_infos(graph)
+
+    def refuse(node: onnx.NodeProto, what: str, problem: str) -> HapiError:
+        return HapiError(
+            f"{label}: {node.op_type} node {node.name or node.output[0]!r} has {what} {problem}; ONNX Runtime "
+            "cannot run it correctly. Quantize the model again (e.g. onnxruntime.quantization.quantize_static)."
+        )
+
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            scale_names = node.input[1:2]
+        elif node.op_type.startswith("QLinear") or node.op_type == "QGemm":
+            scale_names = [n for n in node.input if n in consts and consts[n].data_type in FLOAT_SCALE_TYPES]
+        else:
+            continue
+        for name in scale_names:
+            if name not in consts:
+                continue  # computed at run time: nothing to check here
+            tensor = consts[name]
+            what = f"the scale {name!r}"
+            if tensor.data_type not in FLOAT_SCALE_TYPES:
+                raise refuse(node, what, f"of type {TensorProto.DataType.Name(tensor.data_type).lower()}, "
+                             "not float")
+            scale = numpy_helper.to_array(tensor).astype(np.float64)
+            if not np.isfinite(scale).all():
+                raise refuse(node, what, f"{scale.ravel()[:4].tolist()}: a scale must be finite")
+            if node.op_type == "QuantizeLinear" and (scale <= 0).any():  # it divides by the scale
+                raise refuse(node, what, f"{scale.ravel()[:4].tolist()}: a quantization scale must be > 0")
+            if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+                continue
+            if scale.ndim > 1:
+                raise refuse(node, what, f"of shape {list(scale.shape)}: expected a scalar or one value per channel")
+            if len(node.input) > 2 and node.input[2] in consts:
+                zero = numpy_helper.to_array(consts[node.input[2]])
+                if zero.size != scale.size:  # [1] and a scalar are both one value (quantize_static writes them)
+                    raise refuse(node, what, f"of {scale.size} value(s) but a zero point of {zero.size}")
+            if scale.ndim == 1 and scale.size > 1:
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+                x = node.input[0]
+                dims = list(consts[x].dims) if x in consts else dims_of(infos[x]) if x in infos else None
+                if dims is not None and -len(dims) <= axis < len(dims) and isinstance(dims[axis], int) \
+                        and dims[axis] != scale.size:
+                    raise refuse(node, what, f"with {scale.size} values for axis {axis} of size {dims[axis]}")

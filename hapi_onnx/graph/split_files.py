@@ -85,7 +85,7 @@ def write_split(
         cuts = [c.tensor for c in validate_exit_tensors(model, list(at))]
     segments = split_model(model, cuts)
     entries = []
-    with atomic_output(directory, directory=True, marker=INDEX_FILE) as tmp:
+    with atomic_output(directory, directory=True, kind="split") as tmp:
         for k, segment in enumerate(segments):
             name = f"segment_{k:02d}.onnx"
             onnx.save(segment, tmp / name)

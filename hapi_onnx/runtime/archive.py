@@ -49,6 +49,9 @@ def read_bundle(path: str | os.PathLike) -> BundleContents:
         HapiError: when the path is missing, the manifest is malformed, a file is missing,
             unexpected (zip), unsafe (zip) or does not match its sha256.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise HapiError(f"A bundle path must be a str or os.PathLike (MODEL.hapi or MODEL.hapi.zip). "
+                        f"Got {type(path).__name__} {path!r} instead.")
     path = Path(path)
     if path.is_dir():
         return _read_directory(path)
@@ -113,8 +116,11 @@ def _read_directory(root: Path) -> BundleContents:
         blobs = []
         for i, stage in enumerate(manifest.stages):
             file = root / stage.file
-            if file.is_symlink() or not file.is_file():
-                what = "is a symlink" if file.is_symlink() else "is missing"
+            rel = PurePosixPath(stage.file)
+            linked = [p for p in (rel, *rel.parents) if p != PurePosixPath(".") and (root / p).is_symlink()]
+            if linked or not file.is_file():
+                what = ("is missing" if not linked else "is a symlink" if linked[0] == rel
+                        else f"lies in {linked[-1].as_posix()!r}, a symlink")
                 raise HapiError(
                     f"Bundle {str(root)!r}: stage file {stage.file!r} {what}. "
                     "Rebuild the bundle with `hapi-onnx bundle`."

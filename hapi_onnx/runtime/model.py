@@ -354,7 +354,28 @@ class EarlyExitModel:
                 "This bundle records no preprocessing, so it cannot preprocess images: feed predict the "
                 "model's input directly, or rebuild the bundle with a spec (e.g. --preprocess imagenet)."
             )
+        self._check_image_sizes(spec, images)  # before any work: a wrong size is refused up front
         return preprocess_images(spec, images)
+
+    def _check_image_sizes(self, spec, images) -> None:
+        """Refuse images whose preprocessed size is not the bundle's input size (when it is fixed)."""
+        shape = self._manifest.input.shape
+        want = tuple(shape[2:4] if spec.layout == "NCHW" else shape[1:3])
+        if None in want or not isinstance(images, (np.ndarray, list, tuple)):
+            return
+        single = isinstance(images, np.ndarray) and images.ndim in (2, 3)
+        for image in [images] if single else images:
+            dims = np.shape(image) if isinstance(image, np.ndarray) else None
+            if dims is None or len(dims) not in (2, 3):
+                continue  # preprocess_images names the problem
+            resized = spec.resized_size(*dims[:2])
+            got = spec.crop or resized
+            if tuple(got) != want:
+                raise HapiError(
+                    f"An image of {dims[0]}x{dims[1]} pixels becomes {got[0]}x{got[1]} with the bundle's "
+                    f"preprocessing, but the model takes {want[0]}x{want[1]} (H x W). Resize the images to "
+                    f"{want[0]}x{want[1]} first."
+                )
 
     def predict(self, x: np.ndarray, return_probs: bool = False) -> Prediction:
         """Classify a batch, each sample leaving at its first confident exit.

@@ -39,6 +39,10 @@ CHANNEL_ORDERS = ("RGB", "BGR", "L")
 LAYOUTS = ("NCHW", "NHWC")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 DTYPES = ("float32",)
+MAX_SIDE = 8192
+"""The largest ``resize``, ``size`` or ``crop`` side a spec may ask for (CNN inputs are far smaller)."""
+MAX_IMAGE_PIXELS = 89_478_485
+"""The most pixels an image may have (Pillow's decompression-bomb limit): larger ones are refused."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _UNRESOLVED = "This preprocessing spec has no channel order/layout yet; resolve it with for_input(shape)."
@@ -273,15 +277,23 @@ def preprocess_images(spec: Preprocessing, images: Any) -> np.ndarray:
         spec (Preprocessing): A resolved spec (channel order and layout set).
         images: One image (``H x W`` or ``H x W x C`` array, C in 1, 3, 4; RGB(A) order), a
             4-D ``N x H x W x C`` array, or a sequence of images. 8-bit (uint8) pixels are the
-            usual input; any real dtype is accepted and multiplied by ``spec.scale``.
+            usual input; 16-bit (uint16) pixels are first brought to the 8-bit range
+            (x 255/65535), so both bit depths give the same input; any other real dtype is taken
+            as it is. Then pixels are multiplied by ``spec.scale``.
 
     Returns:
         np.ndarray: float32 ``[N, C, H, W]`` (NCHW) or ``[N, H, W, C]`` (NHWC).
 
     Raises:
-        HapiError: for a malformed image, an image smaller than the crop, images whose outputs
-            differ in size (no resize/crop in the spec), or a resize without Pillow installed.
+        HapiError: for a malformed image, NaN or infinite pixels, an image smaller than the crop or
+            over :data:`MAX_IMAGE_PIXELS`, images whose outputs differ in size (no resize/crop in
+            the spec), or a resize without Pillow installed.
     """
+    if not isinstance(images, (np.ndarray, list, tuple)):
+        raise HapiError(
+            "preprocess expects one image (H x W or H x W x C numpy array), a batch N x H x W x C, or a list of "
+            f"images. Got {type(images).__name__} instead."
+        )
     if isinstance(images, np.ndarray) and images.ndim in (2, 3):
         images = [images]
     elif isinstance(images, np.ndarray) and images.ndim != 4:
@@ -315,6 +327,15 @@ def preprocess_image(spec: Preprocessing, image: Any) -> np.ndarray:
         )
     if not (np.issubdtype(pixels.dtype, np.integer) or np.issubdtype(pixels.dtype, np.floating)):
         raise HapiError(f"Image pixels must be numbers. Got dtype {pixels.dtype} instead.")
+    if pixels.shape[0] * pixels.shape[1] > MAX_IMAGE_PIXELS:
+        raise HapiError(
+            f"An image of {pixels.shape[0]}x{pixels.shape[1]} pixels is larger than the {MAX_IMAGE_PIXELS} pixels "
+            "preprocessing takes; downscale it first."
+        )
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+        raise HapiError("An image holds NaN or infinite pixel values; decoded images hold finite numbers.")
+    if pixels.dtype == np.uint16:  # 16-bit images (PNG, TIFF): to the 8-bit range that `scale` is for
+        pixels = pixels.astype(np.float32) * np.float32(255 / 65535)
     pixels = _convert_channels(pixels[:, :, :3] if pixels.shape[2] == 4 else pixels, spec.channel_order)
     height, width = spec.resized_size(*pixels.shape[:2])
     if (height, width) != pixels.shape[:2]:
@@ -381,8 +402,9 @@ def _real(value: Any) -> bool:
 def _positive_int(value: Any, name: str, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise _bad(f"field {name!r} must be a positive integer. Got {value!r} instead", f"fix {name!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= MAX_SIDE:
+        raise _bad(f"field {name!r} must be a positive integer up to {MAX_SIDE}. Got {value!r} instead",
+                   f"fix {name!r}")
     return int(value)
 
 

@@ -9,6 +9,7 @@
  * const pred = await model.predict({ data: images, dims: [n, 1, 28, 28] });  // images: Float32Array
  * pred.classes, pred.confidences, pred.exitIndex
  */
+import './telemetry.mjs'; // before onnxruntime-node starts
 import { createHash } from 'node:crypto';
 import { lstat, readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -34,17 +35,25 @@ export function directorySource(dir) {
   return {
     origin: dir,
     async read(file) {
-      const full = path.join(dir, ...file.split('/'));
+      const parts = file.split('/');
+      const full = path.join(dir, ...parts);
       let stat;
-      try {
-        stat = await lstat(full);
-      } catch (err) {
-        if (/** @type {NodeJS.ErrnoException} */ (err).code === 'ENOENT') return null;
-        throw new BundleError(`Bundle '${dir}': cannot read '${file}': ${/** @type {Error} */ (err).message}.`);
+      for (let k = 1; k <= parts.length; k++) {
+        // every component under the bundle: a linked stages/ folder is refused like a linked stage file
+        const part = parts.slice(0, k).join('/');
+        try {
+          stat = await lstat(path.join(dir, ...parts.slice(0, k)));
+        } catch (err) {
+          if (/** @type {NodeJS.ErrnoException} */ (err).code === 'ENOENT') return null;
+          throw new BundleError(`Bundle '${dir}': cannot read '${file}': ${/** @type {Error} */ (err).message}.`);
+        }
+        if (stat.isSymbolicLink()) {
+          const what = k === parts.length ? 'is a symlink' : `lies in '${part}', a symlink`;
+          throw new BundleError(`Bundle '${dir}': '${file}' ${what}. Rebuild the bundle with \`hapi-onnx bundle\`.`);
+        }
       }
-      if (stat.isSymbolicLink() || !stat.isFile()) {
-        const what = stat.isSymbolicLink() ? 'is a symlink' : 'is not a file';
-        throw new BundleError(`Bundle '${dir}': '${file}' ${what}. Rebuild the bundle with \`hapi-onnx bundle\`.`);
+      if (!stat?.isFile()) {
+        throw new BundleError(`Bundle '${dir}': '${file}' is not a file. Rebuild the bundle with \`hapi-onnx bundle\`.`);
       }
       const buffer = await readFile(full);
       return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);

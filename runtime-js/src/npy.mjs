@@ -3,6 +3,8 @@
 import { BundleError } from './errors.mjs';
 
 const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
+/** The longest header numpy reads (`max_header_size`), as the Python side refuses longer ones. */
+export const MAX_HEADER = 10000;
 
 /**
  * Parse a little-endian float32, C-order `.npy` array.
@@ -20,6 +22,12 @@ export function parseNpy(bytes, source = 'the .npy file') {
   const major = bytes[6];
   const [lengthAt, lengthSize] = major === 1 ? [8, 2] : [8, 4];
   const headerLength = lengthSize === 2 ? view.getUint16(lengthAt, true) : view.getUint32(lengthAt, true);
+  if (headerLength > MAX_HEADER) {
+    throw new BundleError(
+      `${source} has a ${headerLength}-byte header, more than the ${MAX_HEADER} numpy reads; it is damaged. ` +
+        'Save images with numpy.save.',
+    );
+  }
   const start = lengthAt + lengthSize;
   const header = new TextDecoder('latin1').decode(bytes.subarray(start, start + headerLength));
   const descr = /'descr':\s*'([^']*)'/.exec(header)?.[1];
@@ -32,6 +40,9 @@ export function parseNpy(bytes, source = 'the .npy file') {
     );
   }
   const dims = shapeText.split(',').map((d) => d.trim()).filter((d) => d !== '').map(Number);
+  if (!dims.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new BundleError(`${source} declares the shape (${shapeText}); sizes must be whole numbers >= 0.`);
+  }
   const count = dims.reduce((a, b) => a * b, 1);
   const offset = start + headerLength;
   if (bytes.length - offset !== count * 4) {
