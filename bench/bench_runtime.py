@@ -11,7 +11,7 @@ Prints, on one device preset (default ``cpu-1t``):
   (c) the design's predicted mean, p90 and p99 latency (from the manifest, i.e. on the calibration
       split's exit mix) vs the measured ones; and, with the latency table (``--latency``, default
       next to ``--ee``), the latency model on the exits the test samples really took (mean from
-      the path costs, percentiles from the pieces' measured distributions,
+      the path costs, percentiles with the backbone's jitter,
       :mod:`hapi_onnx.search.latency`): the model's own error, free of the exit mix shifting
       between calibration and test;
   (d) throughput at batch ``--batch`` with compaction vs the full model.
@@ -44,7 +44,6 @@ from hapi_onnx.evaluate import full_model_bytes, measure
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.runtime import EarlyExitModel
-from hapi_onnx.search.latency import LatencyModel
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.trace import Trace
 
@@ -232,13 +231,13 @@ def main(argv=None) -> None:
             err = report.latency.mean_ms / (on_test + entry) - 1
             print(f"    + the runtime's own work per predict from the table ({entry * 1e3:.1f} us, "
                   f"extra.runtime): predicted {on_test + entry:.3f} ms ({100 * err:+.1f}%)")
-        latency_model = LatencyModel.from_table(table, runtime_ms=entry or 0.0)
-        if latency_model is not None:
+        problem = SearchProblem.from_artifacts(_trace_for(table), table)
+        if problem.latency_model is not None:
             index = {name: k for k, name in enumerate(table.exit_names)}
             kept = [index[name] for name in model.exit_names[:-1]]
-            predicted = latency_model.percentiles(kept, report.exit_counts)
+            predicted = problem.percentiles(kept, report.exit_counts, ("p90", "p99"))
             ratios = ", ".join(f"{s} {report.latency.stat(s) / predicted[s]:.3f}" for s in ("p90", "p99"))
-            print(f"    percentiles from the pieces' distributions on the test split's own exits: "
+            print(f"    percentiles with the backbone's jitter on the test split's own exits: "
                   f"p90 {predicted['p90']:.3f} ms, p99 {predicted['p99']:.3f} ms; measured/predicted {ratios}")
         per_exit = per_exit_latency_ms(model, data.x)
         add = entry or 0.0

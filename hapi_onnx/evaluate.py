@@ -34,6 +34,8 @@ from hapi_onnx.profile.table import TimingStats
 from hapi_onnx.profile.timing import stats_from_samples
 from hapi_onnx.runtime import EarlyExitModel, Prediction
 from hapi_onnx.runtime.preprocess import Preprocessing
+from hapi_onnx.search.design import valid_positions
+from hapi_onnx.search.latency import mixture_stats
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,18 @@ class EvaluationReport(JsonArtifact):
         exit_counts (list[int]): Samples leaving at each stage.
         accuracy (float): Bundle top-1 accuracy.
         latency (TimingStats): Bundle per-sample latency at batch 1.
-        predicted (dict | None): The design's predicted metrics, from the manifest.
+        predicted (dict | None): The design's predicted metrics, from the manifest (on the
+            calibration split's exits).
         full_accuracy (float | None): Full model top-1 accuracy, if a full model was given.
         full_latency (TimingStats | None): Full model per-sample latency at batch 1.
         batch_size (int): Batch size of the throughput measurement (1: none).
         throughput (dict | None): ``bundle_sps`` and ``full_sps`` (samples/s) at ``batch_size``.
         batch_fixed (bool): The model's graph fixes the batch at 1, so batches ran one sample per
             call (no batch compaction).
+        predicted_on_data (dict | None): The design's latency prediction re-computed for the exits
+            these samples took (``mean_ms``, ``p50_ms``, ``p90_ms``, ``p99_ms``), so measured/predicted
+            compares like with like (:func:`hapi_onnx.search.latency.mixture_stats`); None when the
+            design records no per-exit distributions.
     """
 
     KIND = "hapi-onnx evaluation"
@@ -73,6 +80,7 @@ class EvaluationReport(JsonArtifact):
     batch_size: int
     throughput: dict[str, float] | None
     batch_fixed: bool = False
+    predicted_on_data: dict[str, float] | None = None
 
     @property
     def speedup(self) -> float | None:
@@ -84,9 +92,10 @@ class EvaluationReport(JsonArtifact):
         """The design's predicted mean latency, if recorded."""
         return self.predicted_ms("mean")
 
-    def predicted_ms(self, stat: str) -> float | None:
-        """The design's predicted latency statistic (``mean``, ``p90``, ...), if recorded."""
-        value = (self.predicted or {}).get(f"{stat}_ms")
+    def predicted_ms(self, stat: str, on_data: bool = False) -> float | None:
+        """The design's predicted latency statistic (``mean``, ``p90``, ...), if recorded: on the
+        calibration split's exits, or (``on_data``) on the exits these samples took."""
+        value = ((self.predicted_on_data if on_data else self.predicted) or {}).get(f"{stat}_ms")
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,9 +141,14 @@ class EvaluationReport(JsonArtifact):
             values = "  ".join(f"{s} {self.predicted_ms(s):.3f}" for s in stats)
             ratios = ", ".join(f"{s} {lat.stat(s) / self.predicted_ms(s):.3f}" for s in stats)
             out.append(
-                f"  predicted (ms)  {values}  (measured/predicted {ratios})"
+                f"  predicted (ms)  {values}  (measured/predicted {ratios}; on the calibration split's exits)"
                 + (f", accuracy {acc:.4f}" if isinstance(acc, int | float) else "")
             )
+        if self.predicted_on_data is not None:
+            values = "  ".join(f"{s} {self.predicted_ms(s, True):.3f}" for s in ("mean", "p90", "p99"))
+            ratios = ", ".join(f"{s} {lat.stat(s) / self.predicted_ms(s, True):.3f}" for s in ("mean", "p90", "p99"))
+            out.append(f"  on these exits  {values}  (measured/predicted {ratios}; the same prediction "
+                       "for the exits these samples took)")
         if self.throughput is not None:
             tp = self.throughput
             out.append(
@@ -349,12 +363,13 @@ def measure(
     throughput = None
     if batch_size > 1:
         throughput = _throughput(model, run_full, data, batch_size)
+    exit_counts = np.bincount(exits, minlength=model.num_stages).tolist()
     return EvaluationReport(
         bundle=bundle,
         device=device,
         num_samples=n,
         exits=model.exits,
-        exit_counts=np.bincount(exits, minlength=model.num_stages).tolist(),
+        exit_counts=exit_counts,
         accuracy=float((classes == y).mean()),
         latency=stats_from_samples(bundle_ns[warmup:], warmup),
         predicted=(model.manifest.design or {}).get("predicted"),
@@ -363,7 +378,17 @@ def measure(
         batch_size=batch_size,
         throughput=throughput,
         batch_fixed=model.manifest.input.batch_fixed,
+        predicted_on_data=_predicted_on(model, exit_counts),
     )
+
+
+def _predicted_on(model: EarlyExitModel, exit_counts: list[int]) -> dict[str, float] | None:
+    """The design's latency prediction for samples leaving at the bundle's exits in ``exit_counts``,
+    from its per-exit distributions (None when the bundle's design records none)."""
+    positions = ((model.manifest.design or {}).get("predicted") or {}).get("positions")
+    if not valid_positions(positions, model.num_stages) or [p.get("exit") for p in positions] != list(model.exit_names):
+        return None
+    return mixture_stats(positions, exit_counts)
 
 
 _READ_BATCH = 64  # samples read from the data at a time by measure: one timed stream per model

@@ -108,3 +108,52 @@ def test_commands_turn_bad_bundles_into_one_line_errors(case, run_cli, tmp_path)
     root, _, _, _, _ = case
     result = run_cli("run", tmp_path / "missing.hapi", root / "x.npy")
     assert result.exit_code == 2 and "error: Bundle" in result.output and "does not exist" in result.output
+
+
+def test_evaluate_predicts_on_the_exits_the_data_took(case, run_cli, tmp_path):
+    """A design records each exit's latency distribution; evaluate re-computes the prediction for the
+    exit counts it measured, next to the calibration split's, and stores it in --json."""
+    from hapi_onnx.search.latency import mixture_stats
+
+    root, bundle, _, _, _ = case
+    levels = np.linspace(0, 1, 101)
+    positions = [{"exit": "exit1", "mean_ms": 0.02, "quantiles_ms": list(0.015 + 0.01 * levels ** 3),
+                  "source": "pieces"},
+                 {"exit": "final", "mean_ms": 0.09, "quantiles_ms": list(0.07 + 0.05 * levels ** 3),
+                  "source": "pieces"}]
+    model = onnx.load(root / "ee.onnx")
+    from hapi_onnx.runtime import EarlyExitModel
+
+    exits = EarlyExitModel.load(bundle).exits
+    with_positions = write_bundle(model, exits, tmp_path / "p.hapi", labels=list("abcde"), design={
+        "predicted": {"accuracy": 0.8, "mean_ms": 0.05, "p90_ms": 0.1, "p99_ms": 0.12, "positions": positions}})
+    report = evaluate_bundle(with_positions, root / "test.npz", warmup=5)
+    want = mixture_stats(positions, report.exit_counts)
+    assert report.predicted_on_data == want
+    assert want["mean_ms"] == pytest.approx((report.exit_counts[0] * 0.02 + report.exit_counts[1] * 0.09) / 60)
+    assert 0.015 <= want["p50_ms"] <= want["p90_ms"] <= want["p99_ms"] <= 0.12
+    assert any("on these exits" in line for line in report.lines())
+    assert EvaluationReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+    result = run_cli("evaluate", with_positions, "--data", root / "test.npz", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output.strip().splitlines()[-1])
+    assert set(payload["predicted_on_data"]) == {"mean_ms", "p50_ms", "p90_ms", "p99_ms"}
+    assert payload["predicted"]["p99_ms"] == 0.12  # the calibration split's prediction, next to it
+    old = evaluate_bundle(bundle, root / "test.npz", warmup=5)  # a design without positions: nothing made up
+    assert old.predicted_on_data is None and not any("on these exits" in line for line in old.lines())
+
+
+def test_a_designs_positions_reproduce_its_own_prediction():
+    from hapi_onnx.search import Constraints, search
+    from hapi_onnx.search.latency import mixture_stats
+    from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
+
+    trace, table = synthetic_trace(6, 800, seed=3), synthetic_table(6, seed=3, jitter=0.3)
+    design = search(trace, table, Constraints(max_accuracy_drop=1.0, guarantee="per-design"))
+    positions = design.predicted["positions"]
+    assert [p["exit"] for p in positions] == design.exit_names and {p["source"] for p in positions} == {"pieces"}
+    counts = np.round(np.asarray(design.predicted["exit_distribution"]) * 800).astype(int)
+    again = mixture_stats(positions, counts)
+    assert again["mean_ms"] == pytest.approx(design.predicted["mean_ms"], rel=1e-9)
+    for stat in ("p50", "p90", "p99"):
+        assert again[f"{stat}_ms"] == pytest.approx(design.predicted[f"{stat}_ms"], rel=0.01)

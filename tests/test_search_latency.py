@@ -7,7 +7,7 @@ from hapi_onnx_cli.main import cli
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.timing import stats_from_samples
-from hapi_onnx.search import Constraints, search
+from hapi_onnx.search import Constraints, Design, search
 from hapi_onnx.search.latency import LatencyModel
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.search.score import score_problem
@@ -25,9 +25,8 @@ def test_timings_keep_their_distribution():
 def test_position_draws_add_up_to_the_mean_model():
     trace, table = synthetic_trace(6, 500, seed=1), synthetic_table(6, seed=1, jitter=0.3)
     problem = SearchProblem.from_artifacts(trace, table)
-    model = problem.latency_model
     exits = (1, 3, 4)
-    draws = model.position_draws(exits)
+    draws = problem.position_draws(exits)
     costs_ms = problem.position_costs(exits) / 1e6
     np.testing.assert_allclose(draws.mean(axis=1), costs_ms, rtol=0.02)  # the mean of a sum is the sum of means
     assert np.all(draws.std(axis=1) > 0) and np.all(np.diff(draws.mean(axis=1)) > 0)
@@ -37,7 +36,7 @@ def test_without_jitter_the_percentiles_are_the_path_costs():
     trace, table = synthetic_trace(6, 500, seed=2), synthetic_table(6, seed=2, jitter=1e-9)
     problem = SearchProblem.from_artifacts(trace, table)
     ev = score_problem(problem, (0, 2), (0.8, 0.8))
-    got = problem.latency_model.percentiles(ev.exits, ev.exit_counts)
+    got = problem.percentiles(ev.exits, ev.exit_counts, ("p50", "p90", "p99"))
     for stat in ("p50", "p90", "p99"):
         assert got[stat] == pytest.approx(ev.stat_ms(stat), rel=1e-6)
 
@@ -103,7 +102,7 @@ def test_cutting_at_an_exit_is_charged_to_keeping_it():
     base = plain.position_costs((1, 3))
     assert kept[0] == pytest.approx(base[0] - 0.01e6, abs=2)  # leaving at exit 1: cut 0 fused, cut 1 paid
     assert kept[-1] == pytest.approx(base[-1] - 0.01e6, abs=2)  # the final stage: cuts 0 and 2 fused
-    draws = cut.latency_model.position_draws((1, 3))
+    draws = cut.position_draws((1, 3))
     np.testing.assert_allclose(draws.mean(axis=1), kept / 1e6, rtol=1e-3)
 
 
@@ -137,5 +136,132 @@ def test_a_cut_costlier_than_the_segment_before_it_is_not_paid_by_samples_leavin
     # Nothing kept: one stage, every cut fused away.
     whole = sum(seg) - sum(cuts) + over
     assert problem.position_costs(())[0] == pytest.approx(whole * 1e6, abs=5)
-    draws = problem.latency_model.position_draws((1, 3))
+    draws = problem.position_draws((1, 3))
     np.testing.assert_allclose(draws.mean(axis=1), truth / 1e6, rtol=1e-3)
+
+
+# --- issue 21: percentile SLAs checked on the jittered prediction, fronts printing what they name ---
+
+STATS = ("mean", "p90", "p99")
+
+
+def _jittered(num_intermediate=5, samples=600, seed=11):
+    trace = synthetic_trace(num_intermediate, samples, seed=seed, decimals=2)
+    return trace, synthetic_table(num_intermediate, seed=seed, jitter=0.35, cuts=True)
+
+
+def _every_design(problem, grid):
+    """Every (exits, global threshold) design, scored: (exits, thresholds, correct, predicted stat per STATS)."""
+    import itertools
+
+    out = []
+    for r in range(len(problem.candidates) + 1):
+        for exits in itertools.combinations(problem.candidates, r):
+            for t in (grid if exits else grid[:1]):
+                ev = score_problem(problem, exits, [float(t)] * len(exits))
+                pct = problem.percentiles(exits, ev.exit_counts, ("p90", "p99"))
+                out.append((exits, ev.thresholds, ev.correct, {"mean": ev.mean_ms, **pct},
+                            {s: ev.stat_ms(s) for s in ("p90", "p99")}))
+    return out
+
+
+@pytest.mark.parametrize("optimiser", ["fast", "exhaustive", "local"])
+@pytest.mark.parametrize("stat", ["p90", "p99"])
+def test_a_percentile_sla_finds_the_most_accurate_design_whose_prediction_meets_it(stat, optimiser):
+    """Percentiles are not additive over a path: a design's p90 with the jitter can be below its path
+    costs' p90 (its rank falls where a position's spread reaches under the next position's mean) or
+    above it. The old search pruned on the path costs' percentile and then tightened the SLA by one
+    design's gap, so it missed designs whose prediction meets the SLA. Checked against every design."""
+    from hapi_onnx.search.optimise import threshold_grid
+
+    trace, table = _jittered(seed=12)
+    problem = SearchProblem.from_artifacts(trace, table)
+    grid = threshold_grid(problem, 8)
+    designs = _every_design(problem, grid)
+    predicted = sorted({d[3][stat] for d in designs})
+
+    def optimum(sla):
+        feasible = [d for d in designs if d[3][stat] <= sla]
+        best = max(d[2] for d in feasible)
+        return best, all(d[4][stat] > sla for d in feasible if d[2] == best)
+
+    slas = list(np.quantile(predicted, [0.1, 0.3, 0.5, 0.7]))
+    if stat == "p90":  # an SLA whose optimum every design of which the path costs' p90 refuses
+        slas.append(next(sla for sla in predicted if optimum(sla)[1]))
+    for sla in slas:
+        design = search(trace, table, Constraints(latency_sla_ms=float(sla), percentile=stat),
+                        optimiser=optimiser, grid_size=8)
+        assert design.predicted[f"{stat}_ms"] <= sla
+        if optimiser != "local":  # exact: nothing more accurate meets the SLA
+            assert round(design.predicted["accuracy"] * problem.num_samples) == optimum(sla)[0]
+
+
+@pytest.mark.parametrize("stat", STATS)
+def test_an_infeasible_sla_ends_in_one_line_naming_the_closest_achievable_value(tmp_path, stat):
+    """Far below and just below the least achievable value: one line, exit 2, nothing written, and the
+    value named is achievable while 1 us less is not. (With a p99 SLA and no accuracy constraint, the
+    old search ended in an AttributeError where the path costs met the SLA and the jitter did not.)"""
+    trace, table = _jittered()
+    trace.save(tmp_path / "trace.npz")
+    table.save(tmp_path / "lat.json")
+    base = ["search", "--trace", str(tmp_path / "trace.npz"), "--latency", str(tmp_path / "lat.json"),
+            "-o", str(tmp_path / "d.json"), "--percentile", stat]
+
+    def refused(sla, extra=()):
+        result = CliRunner().invoke(cli, [*base, "--latency-sla", f"{sla:.6f}", *extra])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.output
+        assert not (tmp_path / "d.json").exists()
+        return lines[0]
+
+    line = refused(0.01)
+    assert f"no design meets {stat} latency <= 0.01 ms; the fastest is" in line
+    least = float(line.split("the fastest is ")[1].split(" at ")[1].split(" ms")[0])
+    met = search(trace, table, Constraints(latency_sla_ms=least + 5e-4, percentile=stat))
+    assert met.predicted[f"{stat}_ms"] <= least + 5e-4
+    for extra in ((), ("--min-accuracy", "0.5", "--guarantee", "per-design")):
+        line = refused(least - 1e-3, extra)
+        assert f"no design meets {stat} latency <= " in line and f" at {least:.3f} ms {stat}" in line
+    line = refused(least - 1e-3, ("--min-accuracy", "0.5"))  # certified (split): names the path's safest design
+    assert f"no certified design meets {stat} latency <= " in line
+
+
+@pytest.mark.parametrize("stat", STATS)
+def test_the_printed_front_shows_the_statistic_it_names(tmp_path, stat):
+    """Each front point's latency is its predicted statistic, as the chosen design's own record, and
+    no printed point is beaten on both accuracy and that statistic by another."""
+    trace, table = _jittered()
+    trace.save(tmp_path / "trace.npz")
+    table.save(tmp_path / "lat.json")
+    result = CliRunner().invoke(cli, ["search", "--trace", str(tmp_path / "trace.npz"), "--latency",
+                                      str(tmp_path / "lat.json"), "-o", str(tmp_path / "d.json"),
+                                      "--latency-sla", "100", "--percentile", stat])
+    assert result.exit_code == 0, result.output
+    design = Design.load(tmp_path / "d.json")
+    problem = SearchProblem.from_artifacts(trace, table)
+    for point in design.pareto_front:
+        exits = problem.exit_tuple([e.name for e in point.exits])
+        ev = score_problem(problem, exits, [e.threshold for e in point.exits[:-1]])
+        want = ev.mean_ms if stat == "mean" else problem.percentiles(exits, ev.exit_counts, [stat])[stat]
+        assert point.latency_ms == pytest.approx(want, rel=1e-9)
+    assert [p.latency_ms for p in design.pareto_front] == sorted(p.latency_ms for p in design.pareto_front)
+    assert all(a.accuracy < b.accuracy for a, b in zip(design.pareto_front, design.pareto_front[1:], strict=False))
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Pareto front"))
+    assert f"{stat} ms" in lines[start + 1]
+    chosen = next(line for line in lines[start + 2:] if line.lstrip().startswith("*"))
+    assert chosen.split()[1] == f"{design.predicted[f'{stat}_ms']:.3f}"
+
+
+@pytest.mark.parametrize("stat", STATS)
+def test_a_split_guarantee_front_lists_no_dominated_point(stat):
+    trace, table = _jittered(samples=1000)
+    design = search(trace, table, Constraints(max_accuracy_drop=2.0, percentile=stat, guarantee="split"))
+    front = design.pareto_front
+    assert front and design.search["guarantee"]["tested"] >= len(front)
+    for a, b in zip(front, front[1:], strict=False):
+        assert a.latency_ms < b.latency_ms and a.accuracy < b.accuracy
+    chosen = next((p for p in front if p.exits == design.exits), None)
+    if chosen is not None:
+        assert chosen.latency_ms == pytest.approx(design.predicted[f"{stat}_ms"], rel=1e-9)

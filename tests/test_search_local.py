@@ -27,33 +27,39 @@ from test_search_optimise import constraint_sets, problem_for  # noqa: E402
 STATS = ["mean", "p50", "p90", "p99"]
 
 
-def scored_exactly(problem, grid, stat, space, batches):
-    """Whether every design of the batches has the score score_problem gives it."""
-    for designs, sizes, correct, disc, latency in batches:
+def scored_exactly(problem, grid, goal, space, batches):
+    """Whether every design of the batches has the score score_problem gives it (and, for a percentile
+    SLA checked on the latency draws, the draws within it that Goal.scored counts)."""
+    for designs, sizes, correct, disc, latency, within in batches:
+        assert (within is None) == (goal.within_need is None)
         for i in range(len(designs)):
             kept, g = designs[i]
-            ev = score_problem(problem, space.exits(kept), [grid[g]] * len(kept))
-            expected = (ev.correct, ev.discordant, ev.latency_key(stat), len(kept))
-            if (correct[i], disc[i], latency[i], sizes[i]) != expected:
+            ev = goal.scored(problem, space.exits(kept), [grid[g]] * len(kept))
+            expected = (ev.correct, ev.discordant, ev.latency_key, ev.within, len(kept))
+            if (correct[i], disc[i], latency[i], None if within is None else within[i], sizes[i]) != expected:
                 return False
     return True
 
 
+@pytest.mark.parametrize("jitter", [None, 0.3])
 @pytest.mark.parametrize("stat", STATS)
-def test_every_move_is_scored_exactly(stat):
+def test_every_move_is_scored_exactly(stat, jitter):
     rng = np.random.default_rng(0)
-    trace, table = synthetic_trace(9, 150, seed=3, decimals=2), synthetic_table(9, seed=3, cuts=True)
+    trace, table = synthetic_trace(9, 150, seed=3, decimals=2), synthetic_table(9, seed=3, cuts=True, jitter=jitter)
     problem = SearchProblem.from_artifacts(trace, table, candidates=[0, 1, 3, 4, 5, 7, 8])
     assert problem.entry_ns.max() > 0  # at some exits, samples leaving pay less than those passing
     grid = threshold_grid(problem, 12)[::-1].copy()  # any order
-    space = _Space(problem, grid, resolve_goal(problem, Constraints(latency_sla_ms=1.0, percentile=stat)))
+    goal = resolve_goal(problem, Constraints(latency_sla_ms=1.0, percentile=stat))
+    assert (goal.within_need is not None) == (jitter is not None and stat != "mean")
+    space = _Space(problem, grid, goal)
     for _ in range(4):
         kept = tuple(sorted(rng.choice(7, size=int(rng.integers(0, 8)), replace=False).tolist()))
         st = space.state(kept, int(rng.integers(len(grid))))
-        ev = score_problem(problem, space.exits(kept), [grid[st.g]] * len(kept))
-        assert (st.correct, st.discordant, st.latency) == (ev.correct, ev.discordant, ev.latency_key(stat))
-        assert scored_exactly(problem, grid, stat, space, space.neighbours(st))
-        assert scored_exactly(problem, grid, stat, space, space.blocks(st, 3))
+        ev = goal.scored(problem, space.exits(kept), [grid[st.g]] * len(kept))
+        assert (st.correct, st.discordant, st.latency, st.within) == (ev.correct, ev.discordant, ev.latency_key,
+                                                                       ev.within)
+        assert scored_exactly(problem, grid, goal, space, space.neighbours(st))
+        assert scored_exactly(problem, grid, goal, space, space.blocks(st, 3))
 
 
 def test_thinned_keeps_the_ends_and_spreads_over_the_cost():
@@ -84,10 +90,10 @@ def test_guarantees_feasible_never_worse_than_the_thinned_optimum_and_locally_op
         space = _Space(problem, grid, goal)
         archive = _Archive(space)
         design = space.design(best)
-        mine = archive.order(design, best.correct, best.discordant, best.latency_key)
+        mine = archive.order(design, best.correct, best.discordant, best.latency_key, best.within)
         seed_best = optimise_fast(replace(problem, candidates=thinned(problem, 8)), grid, goal).best
         assert mine <= archive.order(space.design(seed_best), seed_best.correct, seed_best.discordant,
-                                     seed_best.latency_key)
+                                     seed_best.latency_key, seed_best.within)
         neighbours = space.neighbours(space.state(*design)) + space.blocks(space.state(*design), 8)
         assert not archive.add(neighbours)[0] < mine  # no single move or block change improves it
         # The front: exact scores, non-dominated, by increasing latency and accuracy.
@@ -143,7 +149,7 @@ def compare(goal, exact, local) -> str:
 
 def test_scales_to_100_candidates():
     trace, table = synthetic_trace(100, 1000, seed=5), synthetic_table(100, seed=5)
-    design = search(trace, table, Constraints(max_accuracy_drop=1.0))
+    design = search(trace, table, Constraints(max_accuracy_drop=1.0, guarantee="per-design"))  # the search's front
     assert design.search["optimiser"] == "local" and design.search["exact"] is False
     assert "not proven optimal" in design.search["optimality"]
     assert len(design.search["candidates"]) == 100

@@ -11,7 +11,11 @@
   kept exit, final last), ``speedup_vs_full`` (``reference.mean_ms / predicted.mean_ms``),
   ``accuracy_lower_bound`` (Wilson, a fraction) and ``accuracy_drop_bound_pp`` (paired upper bound
   of the drop) at ``constraints.bound_level`` (the raw values when it is 0; see
-  :mod:`hapi_onnx.search.bounds`).
+  :mod:`hapi_onnx.search.bounds`); and ``positions`` (optional in older designs): per kept exit, final
+  last, the ``exit``, the ``mean_ms`` of leaving there, its distribution (``quantiles_ms``, 101
+  quantiles) and its ``source`` (``pieces``: summed from the latency table's timed pieces), from
+  which ``evaluate`` re-computes the prediction on the test split's own exits
+  (:func:`hapi_onnx.search.latency.mixture_stats`).
 
 Everything else records how the design was found: ``constraints``
 (:class:`~hapi_onnx.search.constraints.Constraints`, which also give the objective, the latency
@@ -30,6 +34,7 @@ from typing import Any
 from hapi_onnx.artifact import JsonArtifact
 from hapi_onnx.choice import ExitChoice, check_choices
 from hapi_onnx.errors import HapiError
+from hapi_onnx.profile.table import QUANTILES
 from hapi_onnx.search.constraints import Constraints
 
 POLICIES = ("max-softmax",)
@@ -149,6 +154,12 @@ def _validate(d: Design) -> None:
         raise HapiError(f"predicted exit_distribution must hold one fraction per exit. Got {dist!r}.")
     if not all(_number(d.predicted[k]) for k in PREDICTED_KEYS if k != "exit_distribution"):
         raise HapiError(f"predicted metrics must be numbers. Got {d.predicted!r}.")
+    positions = d.predicted.get("positions")
+    if positions is not None and not valid_positions(positions, len(d.exits)):
+        raise HapiError(
+            f"predicted positions must hold, per exit, its mean_ms and {QUANTILES} non-decreasing quantiles_ms. "
+            f"Got {positions!r}."
+        )
     if not isinstance(d.reference, dict) or not all(_number(d.reference.get(k)) for k in REFERENCE_KEYS):
         raise HapiError(f"reference must hold the numbers {', '.join(REFERENCE_KEYS)}. Got {d.reference!r}.")
     if not all(isinstance(p, FrontPoint) for p in d.pareto_front):
@@ -175,6 +186,16 @@ def _validate(d: Design) -> None:
     for name in ("device", "trace_fingerprint", "latency_fingerprint", "model_fingerprint"):
         if not isinstance(getattr(d, name), str):
             raise HapiError(f"{name} must be a string. Got {getattr(d, name)!r}.")
+
+
+def valid_positions(positions: Any, num_exits: int) -> bool:
+    """Whether ``positions`` are a design's per-exit latency records (see the module docstring)."""
+    def ok(p: Any) -> bool:
+        q = p.get("quantiles_ms") if isinstance(p, dict) else None
+        return (_number(p.get("mean_ms")) and isinstance(q, list) and len(q) == QUANTILES
+                and all(_number(v) for v in q) and all(a <= b for a, b in zip(q, q[1:], strict=False)))
+
+    return isinstance(positions, list) and len(positions) == num_exits and all(ok(p) for p in positions)
 
 
 def _number(x: Any) -> bool:

@@ -4,7 +4,6 @@ The CLI's ``hapi-onnx search`` is this function; see :mod:`hapi_onnx.search.opti
 space, the objective and the tie-breaking, and :mod:`hapi_onnx.search.problem` for the cost model.
 """
 
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -23,12 +22,10 @@ from hapi_onnx.search.guarantee import (
     statement,
     tail_p_value,
 )
-from hapi_onnx.search.latency import LatencyModel
 from hapi_onnx.search.local_search import SEED_CANDIDATES, optimise_local
 from hapi_onnx.search.optimise import (
     GRID_SIZE,
     Candidate,
-    GlobalResult,
     Goal,
     optimise_exhaustive,
     optimise_fast,
@@ -42,12 +39,12 @@ from hapi_onnx.search.score import Score, score_problem
 from hapi_onnx.trace import Trace
 
 OPTIMISERS = ("auto", "fast", "local", "exhaustive")
+FASTEST_ROUNDS = 12  # bisection rounds naming the least achievable percentile of an infeasible SLA
 EXACT_CANDIDATES = 16  # auto: the exact subset-sum optimiser up to here (2^16 subsets, under a second)
 LOCAL_OPTIMALITY = (
     f"local search, not proven optimal: never worse than the exact optimum over {SEED_CANDIDATES} thinned "
     "candidates, and no single-exit, block or window move improves it (hapi_onnx.search.local_search)"
 )
-MAX_SLA_ROUNDS = 8
 
 
 def search(
@@ -101,16 +98,16 @@ def search(
     if constraints.certified:
         return _certified_search(problem, goal, optimise, optimiser=optimiser, grid_size=grid_size)
     grid = threshold_grid(problem, grid_size)
-    result, within = _optimise_within_sla(problem, grid, goal, optimise)
+    result = optimise(problem, grid, goal)
     if result.best is None:
         accurate = None  # the fastest design meeting the accuracy constraints, ignoring the SLA
-        if goal.has_accuracy_constraint and goal.max_latency_key is not None:
+        if goal.has_accuracy_constraint and goal.has_sla:
             accurate = optimise(problem, grid, goal.without_sla()).best
-        raise HapiError(infeasible_message(problem, goal, result.front, accurate))
+        fastest = _fastest_predicted(problem, grid, goal, optimise, result.front)
+        raise HapiError(infeasible_message(problem, goal, result.front, accurate, fastest))
     chosen, front = result.best, result.front
     if constraints.space == "per-exit":
-        chosen = refine_per_exit(problem, chosen, within, grid, grid_size=grid_size)
-        front = _merge_front(front, chosen)
+        chosen = refine_per_exit(problem, chosen, goal, grid, grid_size=grid_size)
     return _design(problem, goal, chosen, front, optimiser=optimiser, grid_size=grid_size)
 
 
@@ -150,44 +147,52 @@ def check_reachable(trace: Trace, constraints: Constraints) -> None:
         )
 
 
-def _optimise_within_sla(
-    problem: SearchProblem, grid: np.ndarray, goal: Goal, optimise
-) -> tuple[GlobalResult, Goal]:
-    """The optimum whose predicted percentile *with the device's jitter* meets a percentile SLA.
-
-    The optimisers compare exact path costs; for a p50/p90/p99 SLA the chosen design's percentile
-    is then predicted from the pieces' measured distributions (:mod:`.latency`), and while it
-    misses the SLA, the SLA the optimiser sees is tightened by the gap and the search rerun.
-
-    Returns:
-        tuple[GlobalResult, Goal]: The result (``best`` None when nothing meets the SLA) and the
-        goal it was found under.
-    """
-    result = optimise(problem, grid, goal)
-    if problem.latency_model is None or goal.stat == "mean" or goal.max_latency_key is None:
-        return result, goal
-    sla, current = goal.constraints.latency_sla_ms, goal
-    for _ in range(MAX_SLA_ROUNDS):
-        if result.best is None:
-            break
-        predicted = _predicted_ms(problem, goal, result.best)
-        if predicted <= sla:
-            return result, current
-        gap = predicted - goal.latency_ms(result.best.latency_key)
-        key = min(math.floor((sla - gap) * NS_PER_MS), current.max_latency_key - 1)
-        if key < 0:
-            break
-        current = replace(current, max_latency_key=key)
-        result = optimise(problem, grid, current)
-    return GlobalResult(None, result.front), current
-
-
 def _predicted_ms(problem: SearchProblem, goal: Goal, point: Candidate) -> float:
-    """A design's predicted latency statistic: the mean, or a percentile with the device's jitter."""
-    if goal.stat == "mean" or problem.latency_model is None:
+    """A design's predicted latency statistic: the mean, or a percentile with the backbone's jitter
+    (:meth:`SearchProblem.percentiles`): what the design stores and the SLA is checked on."""
+    if goal.stat == "mean":
         return goal.latency_ms(point.latency_key)
     counts = score_problem(problem, point.exits, point.thresholds).exit_counts
-    return problem.latency_model.percentiles(point.exits, counts, [goal.stat])[goal.stat]
+    return problem.percentiles(point.exits, counts, [goal.stat])[goal.stat]
+
+
+def _fastest_predicted(problem: SearchProblem, grid: np.ndarray, goal: Goal, optimise, front: list[Candidate],
+                       rounds: int = FASTEST_ROUNDS) -> Candidate | None:
+    """The design with the least predicted percentile, found by bisection on the SLA (None for other goals).
+
+    The optimisers rank on the path costs' percentile, so their front's fastest point need not have
+    the least percentile with the jitter; but whether *any* design meets a percentile SLA is exact
+    (:meth:`Goal.fast_enough`), so bisecting on the SLA, accuracy ignored, closes in on it (to within
+    ``2^-rounds`` of the front's fastest prediction).
+    """
+    if goal.within_need is None:
+        return None
+    anything = replace(goal, objective="max-accuracy", min_correct=np.zeros_like(goal.min_correct),
+                       reference_min_correct=0)
+    best = min(front, key=lambda p: _predicted_ms(problem, goal, p))
+    low, high = 0.0, _predicted_ms(problem, goal, best)
+    for _ in range(rounds):
+        middle = (low + high) / 2
+        probe = replace(anything, constraints=replace(goal.constraints, latency_sla_ms=middle))
+        found = optimise(problem, grid, probe).best
+        if found is None:
+            low = middle
+        else:
+            best, high = found, _predicted_ms(problem, goal, found)
+    return best
+
+
+def _front(problem: SearchProblem, goal: Goal, points: list[Candidate]) -> list[tuple[int, float]]:
+    """Indices of the points no other point beats on both accuracy and the predicted statistic, each
+    with that statistic (ms), by increasing latency.
+
+    The optimisers' fronts are of the path cost's statistic; a percentile is then predicted with the
+    jitter (as the design's own), which can reorder points, so the ones it leaves dominated go.
+    """
+    latency = [_predicted_ms(problem, goal, p) for p in points]
+    keys = np.rint(np.asarray(latency) * NS_PER_MS).astype(np.int64)
+    correct = np.array([p.correct for p in points], dtype=np.int64)
+    return [(int(i), latency[i]) for i in pareto_indices(keys, correct)]
 
 
 def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser: str, grid_size: int) -> Design:
@@ -202,26 +207,22 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
         chosen = refine_per_exit(part, chosen, goal_part, grid, grid_size=grid_size)
     path = certification_path(part, chosen, grid, goal_part, per_exit)
     tested = certify(held, path, goal)
-    scored = [_rescored(problem, goal, t.design) for t in tested]
-    sla = goal.constraints.latency_sla_ms
-    ok = [t.certified and (sla is None or _predicted_ms(problem, goal, s) <= sla)
+    scored = [goal.scored(problem, t.design.exits, t.design.thresholds) for t in tested]
+    ok = [t.certified and bool(goal.fast_enough(s.latency_key, s.within))
           for s, t in zip(scored, tested, strict=True)]  # worked out once: the choice and the front use it
     feasible = [(s, t) for s, t, good in zip(scored, tested, ok, strict=True) if good]
     if not feasible:
         raise HapiError(_uncertified_message(problem, goal, scored, tested, len(held.correct[0])))
     chosen, proof = min(feasible, key=lambda pair: _preference(goal, pair[0]))
     level = goal.constraints.bound_level
-    front = sorted(
-        (FrontPoint(
-            exits=_choices(problem, s),
-            accuracy=s.correct / problem.num_samples,
-            latency_ms=goal.latency_ms(s.latency_key),
-            accuracy_lower_bound=t.accuracy_bound,
-            accuracy_drop_bound_pp=100 * t.drop_bound,
-            feasible=good,
-        ) for s, t, good in zip(scored, tested, ok, strict=True)),
-        key=lambda q: (q.latency_ms, -q.accuracy),
-    )
+    front = [FrontPoint(
+        exits=_choices(problem, scored[i]),
+        accuracy=scored[i].correct / problem.num_samples,
+        latency_ms=latency,
+        accuracy_lower_bound=tested[i].accuracy_bound,
+        accuracy_drop_bound_pp=100 * tested[i].drop_bound,
+        feasible=ok[i],
+    ) for i, latency in _front(problem, goal, scored)]
     design = _design(problem, goal, chosen, [], optimiser=optimiser, grid_size=grid_size)
     guarantee = {
         "method": "split",
@@ -244,12 +245,6 @@ def _preference(goal: Goal, point: Candidate) -> tuple:
     return (*metric, len(point.exits), point.exits, tuple(-t for t in point.thresholds))
 
 
-def _rescored(problem: SearchProblem, goal: Goal, point: Candidate) -> Candidate:
-    """The design scored on every calibration sample (the prediction reported and the SLA checked)."""
-    s = score_problem(problem, point.exits, point.thresholds)
-    return Candidate(point.exits, point.thresholds, s.correct, s.latency_key(goal.stat), s.discordant)
-
-
 def _uncertified_message(problem, goal, scored, tested, certify_samples: int) -> str:
     c = goal.constraints
     wanted = _accuracy_wanted(goal)
@@ -268,7 +263,8 @@ def _uncertified_message(problem, goal, scored, tested, certify_samples: int) ->
 
 
 def infeasible_message(
-    problem: SearchProblem, goal: Goal, front: list[Candidate], accurate: Candidate | None
+    problem: SearchProblem, goal: Goal, front: list[Candidate], accurate: Candidate | None,
+    fastest: Candidate | None = None,
 ) -> str:
     """Why no design meets the constraints, naming the closest achievable designs with their bounds.
 
@@ -278,22 +274,26 @@ def infeasible_message(
         front (list[Candidate]): The Pareto front of the space.
         accurate (Candidate | None): The fastest design meeting the accuracy constraints when the
             SLA is ignored (None when there is none, or no SLA or accuracy constraint).
+        fastest (Candidate | None): The design with the least predicted latency statistic, where the
+            front's fastest point need not be it (:func:`_fastest_predicted`). Defaults to None: the
+            front's.
     """
     stat, sla = goal.stat, goal.constraints.latency_sla_ms
     wanted = _accuracy_wanted(goal)
-    fastest, most_accurate = front[0], front[-1]
+    most_accurate = front[-1]
     if goal.has_accuracy_constraint and accurate is None:
         fix = "Lower the accuracy floor" + (" or the bound level (--bound-level)" if goal.z else "")
         return (
             f"no design reaches {wanted} on the search data; the most accurate is "
             f"{_describe(problem, goal, most_accurate)}. {fix}."
         )
-    if goal.max_latency_key is not None and fastest.latency_key > goal.max_latency_key:
+    within = [p for p in front if goal.fast_enough(p.latency_key, p.within)]
+    if not within or accurate is None:  # the SLA alone is out of reach: name the fastest prediction
+        fastest = fastest or min(front, key=lambda p: (_predicted_ms(problem, goal, p), -p.correct))
         return (
             f"no design meets {stat} latency <= {sla:g} ms; the fastest is "
             f"{_describe(problem, goal, fastest)}. Raise the SLA or profile on a faster device."
         )
-    within = [p for p in front if p.latency_key <= goal.max_latency_key]
     short = [int(goal.required_correct(p.discordant, not p.exits)) - p.correct for p in within]
     closest = within[max(range(len(within)), key=lambda i: (-short[i], i))]  # ties: the more accurate
     return (
@@ -332,27 +332,19 @@ def _describe(problem: SearchProblem, goal: Goal, point: Candidate) -> str:
     )
 
 
-def _merge_front(front: list[Candidate], extra: Candidate) -> list[Candidate]:
-    """The Pareto front of ``front`` plus one more point, which wins exact ties (so a refined
-    design, never dominated by a global one, is always on the front)."""
-    points = [extra] + front
-    latency = np.array([p.latency_key for p in points], dtype=np.int64)
-    correct = np.array([p.correct for p in points], dtype=np.int64)
-    return [points[i] for i in pareto_indices(latency, correct)]
-
-
 def _design(
     problem: SearchProblem, goal: Goal, chosen: Candidate, front: list[Candidate], *, optimiser: str, grid_size: int
 ) -> Design:
     ev = score_problem(problem, chosen.exits, chosen.thresholds)
     full = score_problem(problem, (), ())
-    model = problem.latency_model
     exact = optimiser != "local" or len(problem.candidates) <= SEED_CANDIDATES  # local then solved it whole
+    front = [chosen, *front]  # the chosen design wins exact ties, so a refined one is never left off
+    points = _front(problem, goal, front)
     return Design(
         exits=_choices(problem, chosen),
         constraints=goal.constraints,
         predicted={
-            **_predicted(ev, problem.monolithic_ms, model),
+            **_predicted(problem, ev),
             "accuracy_lower_bound": goal.accuracy_bound(chosen),
             "accuracy_drop_bound_pp": goal.drop_bound_pp(chosen),
         },
@@ -364,14 +356,14 @@ def _design(
         },
         pareto_front=tuple(
             FrontPoint(
-                exits=_choices(problem, p),
-                accuracy=p.correct / problem.num_samples,
-                latency_ms=goal.latency_ms(p.latency_key),
-                accuracy_lower_bound=goal.accuracy_bound(p),
-                accuracy_drop_bound_pp=goal.drop_bound_pp(p),
-                feasible=goal.feasible_candidate(p),
+                exits=_choices(problem, front[i]),
+                accuracy=front[i].correct / problem.num_samples,
+                latency_ms=latency,
+                accuracy_lower_bound=goal.accuracy_bound(front[i]),
+                accuracy_drop_bound_pp=goal.drop_bound_pp(front[i]),
+                feasible=goal.feasible_candidate(front[i]),
             )
-            for p in front
+            for i, latency in points
         ),
         search={
             "optimiser": optimiser,
@@ -394,15 +386,16 @@ def _choices(problem: SearchProblem, point: Candidate) -> tuple[ExitChoice, ...]
     return (*map(ExitChoice, names, point.thresholds), ExitChoice(problem.exit_names[-1]))
 
 
-def _predicted(ev: Score, monolithic_ms: float, model: LatencyModel | None) -> dict:
-    """Predicted metrics: percentiles with the device's jitter when the table has distributions."""
+def _predicted(problem: SearchProblem, ev: Score) -> dict:
+    """Predicted metrics: percentiles with the backbone's jitter when the table has distributions."""
     stats = ("p50", "p90", "p99")
-    percentiles = (model.percentiles(ev.exits, ev.exit_counts, stats) if model is not None
-                   else {s: ev.stat_ms(s) for s in stats})
+    percentiles = problem.percentiles(ev.exits, ev.exit_counts, stats)
+    monolithic_ms = problem.monolithic_ms
     return {
         "accuracy": ev.accuracy,
         "mean_ms": ev.mean_ms,
         **{f"{s}_ms": percentiles[s] for s in stats},
         "exit_distribution": list(ev.exit_distribution),
+        "positions": problem.position_records(ev.exits),
         "speedup_vs_full": monolithic_ms / ev.mean_ms,
     }

@@ -3,17 +3,27 @@
 The search ranks designs on exact integer costs built from each piece's *mean*
 (:mod:`hapi_onnx.search.problem`): the mean of a sum is the sum of the means, so mean latency
 predictions need nothing more. Percentiles do: a sample leaving at kept exit ``j`` pays every
-segment up to it, every kept head on the way and one session call per stage, and the p99 of that
-sum is not the sum of p99s nor the deterministic path cost. So the latency table keeps each
-piece's measured distribution (101 quantiles, :class:`~hapi_onnx.profile.table.TimingStats`), and
-:class:`LatencyModel` draws each piece's time from its own distribution (inverse-CDF sampling,
-independent draws, seeded) and sums along the path, the same bookkeeping as the mean model: a piece
-contributes its measured time minus one mean call overhead, each stage call adds one mean overhead,
-the cost of cutting at an exit moves from the segments beside it to keeping that exit (less the
-part on the next segment's side, for the samples leaving there), and the runtime's per-predict
-work is paid once. The design's latency distribution is the mixture of the exit positions'
-distributions weighted by where the samples leave; its percentiles are the predictions reported
-and checked against a percentile SLA.
+segment up to it, and the p99 of that sum is neither the sum of p99s nor the path's mean cost. So
+the latency table keeps each piece's measured distribution (101 quantiles,
+:class:`~hapi_onnx.profile.table.TimingStats`), and a sample leaving at a position costs
+
+    the position's mean path cost (exactly :meth:`SearchProblem.position_costs`)
+    + the backbone's jitter up to that exit
+
+where the jitter is the sum of the segments' centred draws (inverse-CDF sampling from each
+segment's distribution, independent, seeded; made once per model). The kept heads, the calls and the
+cuts are charged at their means: they are the same few microseconds on every path through them,
+while the backbone's jitter grows with depth. Because a position's distribution is its exit's
+jitter *shifted* by its mean cost, the share of a position's draws within a latency limit is one
+sorted lookup (:meth:`LatencyModel.within`), whatever exits are kept before it; the optimisers use
+that to check a percentile SLA on this very prediction, design by design
+(:meth:`hapi_onnx.search.optimise.Goal.feasible`).
+
+A design's latency distribution is the mixture of its positions' distributions weighted by how
+many samples leave at each (every draw of position ``j`` weighs ``counts[j]``); its nearest-rank
+percentile ``q`` is the smallest draw value whose cumulative weight reaches ``ceil(q * N * D)``
+(N samples, D draws), in integers, so ``percentile <= limit`` exactly when
+``sum(counts[j] * within[j]) >= ceil(q * N * D)``.
 """
 
 from collections.abc import Sequence
@@ -25,84 +35,130 @@ from hapi_onnx.profile.table import QUANTILES, LatencyTable
 
 DRAWS = 20_000
 SEED = 0
-LEVELS = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
+LEVELS = {"p50": 50, "p90": 90, "p99": 99}
+
+
+def needed_weight(stat: str, num_samples: int, draws: int = DRAWS) -> int:
+    """The cumulative weight (samples x draws) a percentile's value must reach: ``ceil(q * N * D)``."""
+    return -(-LEVELS[stat] * num_samples * draws // 100)
 
 
 @dataclass(frozen=True, eq=False)
 class LatencyModel:
-    """The measured time distribution of every piece of a latency table, call overhead removed.
+    """The backbone's measured jitter up to every exit, around its mean.
 
     Attributes:
-        segments (np.ndarray): float64[K, Q] quantiles (ms) of each segment's compute.
-        heads (np.ndarray): float64[K-1, Q] quantiles (ms) of each head's compute.
-        overhead_ms (float): Mean cost of one session call.
-        runtime_ms (float): The runtime's own work per predict (paid once per sample).
-        entry_ms (np.ndarray): float64[K-1] each exit's cut on the next segment's side (mean), not paid by the
-            samples leaving there.
+        segments (np.ndarray): float64[K, Q] quantiles (ms) of each segment's time, centred on the
+            mean of that distribution (so each segment adds jitter, not cost).
     """
 
     segments: np.ndarray
-    heads: np.ndarray
-    overhead_ms: float
-    runtime_ms: float
-    entry_ms: np.ndarray
 
     @classmethod
-    def from_table(cls, table: LatencyTable, runtime_ms: float = 0.0) -> "LatencyModel | None":
-        """The model of ``table``, or None when its pieces carry no distributions (older tables)."""
-        pieces = [p.stats.quantiles_ms for p in (*table.segments, *table.heads)]
+    def from_table(cls, table: LatencyTable) -> "LatencyModel | None":
+        """The model of ``table``, or None when its segments carry no distributions (older tables)."""
+        pieces = [p.stats.quantiles_ms for p in table.segments]
         if any(q is None for q in pieces):
             return None
-        over = table.overhead.mean_ms
-        k = len(table.segments)
-        quantiles = np.asarray(pieces, dtype=np.float64) - over
-        cuts = np.asarray(table.cut_costs("mean"))  # charged to keeping the exit, as the mean model does
-        entry = np.asarray(table.entry_costs("mean"))
-        quantiles[: k - 1] -= (cuts - entry)[:, None]  # the rest of the cut, off the segment before
-        quantiles[1:k] -= entry[:, None]  # the next segment's side, off it
-        quantiles[k:] += cuts[:, None]
-        return cls(quantiles[:k], quantiles[k:], float(over), float(runtime_ms), entry)
+        quantiles = np.asarray(pieces, dtype=np.float64)
+        levels = np.linspace(0.0, 1.0, QUANTILES)
+        means = np.trapezoid(quantiles, levels, axis=1)  # the mean of the interpolated distribution drawn from
+        return cls(quantiles - means[:, None])
 
-    def position_draws(self, exits: Sequence[int], draws: int = DRAWS, seed: int = SEED) -> np.ndarray:
-        """float64[m+1, draws]: latency draws (ms) of a sample leaving at each kept exit, the final last.
+    @property
+    def num_draws(self) -> int:
+        """D, draws per position."""
+        return DRAWS
+
+    def jitter(self) -> np.ndarray:
+        """float64[K, D]: the backbone's jitter (ms) up to and including each segment, each row sorted.
+
+        Made once per model (the draws do not depend on the design, which every search round asks about).
+        """
+        cache = self.__dict__.setdefault("_jitter", [])  # frozen: the cache lives beside the fields
+        if not cache:
+            rng = np.random.default_rng(SEED)
+            levels = np.linspace(0.0, 1.0, QUANTILES)
+            seg = np.stack([np.interp(rng.random(DRAWS), levels, q) for q in self.segments])
+            seg -= seg.mean(axis=1, keepdims=True)  # centred exactly: a position's mean is its path cost
+            cache.append(np.sort(np.cumsum(seg, axis=0), axis=1))
+        return cache[0]
+
+    def position_draws(self, ends: Sequence[int], costs_ms: Sequence[float]) -> np.ndarray:
+        """float64[P, D]: latency draws (ms) of leaving at positions ending at trace exits ``ends``
+        whose mean path costs are ``costs_ms``."""
+        return self.jitter()[np.asarray(ends, dtype=np.int64)] + np.asarray(costs_ms, dtype=np.float64)[:, None]
+
+    def within(self, ends: np.ndarray, costs_ms: np.ndarray, limit_ms: float) -> np.ndarray:
+        """int64, shaped like ``costs_ms``: how many of each position's D draws are <= ``limit_ms``.
 
         Args:
-            exits (Sequence[int]): Kept intermediate exits, ascending trace indices (m of them).
-            draws (int): Draws per position. Defaults to :data:`DRAWS`.
-            seed (int): Seed of the draws (the same pieces get the same draws for every design).
+            ends (np.ndarray): Trace exit index each position ends at (the final classifier: K - 1),
+                broadcastable to ``costs_ms``.
+            costs_ms (np.ndarray): Each position's mean path cost (ms).
+            limit_ms (float): The latency limit.
         """
-        path, head = self._piece_draws(draws, seed)
-        k = len(self.segments)
-        out = np.empty((len(exits) + 1, draws))
-        heads = np.full(draws, self.runtime_ms)
-        for j, e in enumerate(exits):
-            heads = heads + head[e] + self.overhead_ms
-            out[j] = path[e] + heads - self.entry_ms[e]
-        out[len(exits)] = path[k - 1] + heads + self.overhead_ms
+        jitter = self.jitter()
+        ends, costs = np.broadcast_arrays(np.asarray(ends, dtype=np.int64), np.asarray(costs_ms, dtype=np.float64))
+        out = np.zeros(costs.shape, dtype=np.int64)
+        for e in np.unique(ends):
+            here = ends == e
+            row, cost = jitter[e], costs[here]
+            count = np.searchsorted(row, limit_ms - cost, side="right")
+            while True:  # to the draw: count the draws as percentiles() forms them (row + cost), not by a difference
+                over = (count > 0) & (row[np.maximum(count - 1, 0)] + cost > limit_ms)
+                under = (count < len(row)) & (row[np.minimum(count, len(row) - 1)] + cost <= limit_ms)
+                if not (over.any() or under.any()):
+                    break
+                count += under.astype(np.int64) - over.astype(np.int64)
+            out[here] = count
         return out
 
-    def _piece_draws(self, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """The backbone's cumulative draws [K, draws] and the heads' draws [K-1, draws], made once per
-        (draws, seed): they do not depend on the design, which every search round asks about."""
-        cache = self.__dict__.setdefault("_draws", {})  # frozen: the cache lives beside the fields
-        if (draws, seed) not in cache:
-            rng = np.random.default_rng(seed)
-            levels = np.linspace(0.0, 1.0, QUANTILES)
-            seg = np.stack([np.interp(rng.random(draws), levels, q) for q in self.segments])  # [K, draws]
-            head = np.stack([np.interp(rng.random(draws), levels, q) for q in self.heads]) if len(self.heads) \
-                else seg[:0]
-            cache[draws, seed] = (np.cumsum(seg, axis=0), head)  # backbone up to and including segment i
-        return cache[draws, seed]
-
-    def percentiles(self, exits: Sequence[int], exit_counts: Sequence[int],
+    def percentiles(self, ends: Sequence[int], costs_ms: Sequence[float], exit_counts: Sequence[int],
                     stats: Sequence[str] = tuple(LEVELS)) -> dict[str, float]:
-        """Predicted percentiles (ms) of a design whose samples leave at its positions in ``exit_counts``."""
-        draws = self.position_draws(exits)
-        weights = np.asarray(exit_counts, dtype=np.float64)
-        weights = np.repeat(weights / weights.sum() / draws.shape[1], draws.shape[1])
+        """Predicted nearest-rank percentiles (ms) of a design whose samples leave at its positions
+        (ending at ``ends``, mean costs ``costs_ms``) in ``exit_counts``."""
+        draws = self.position_draws(ends, costs_ms)
+        counts = np.asarray(exit_counts, dtype=np.int64)
         values = draws.ravel()
         order = np.argsort(values, kind="stable")
-        cumulative = np.cumsum(weights[order])
+        cumulative = np.cumsum(np.repeat(counts, draws.shape[1])[order])
         values = values[order]
-        return {s: float(values[min(np.searchsorted(cumulative, LEVELS[s] - 1e-12), len(values) - 1)])
-                for s in stats}
+        n = int(counts.sum())
+        return {s: float(values[min(np.searchsorted(cumulative, needed_weight(s, n, draws.shape[1])),
+                                    len(values) - 1)]) for s in stats}
+
+
+def position_quantiles(draws: np.ndarray) -> np.ndarray:
+    """float64[P, Q] each position's latency distribution as :data:`QUANTILES` quantiles (ms), from its draws."""
+    return np.quantile(draws, np.linspace(0.0, 1.0, QUANTILES), axis=1).T
+
+
+def mixture_stats(positions: Sequence[dict], exit_counts: Sequence[int], resolution: int = 1000) -> dict[str, float]:
+    """Predicted ``mean_ms`` and ``p50_ms``/``p90_ms``/``p99_ms`` of a design whose samples leave at its
+    positions in ``exit_counts``, from the positions' records in a design (``mean_ms``, ``quantiles_ms``).
+
+    This is how a design's prediction is re-computed for other samples' exits (``evaluate`` on the test
+    split): the mean exactly, the percentiles from each position's distribution read back at
+    ``resolution`` evenly spaced levels (the same nearest-rank rule as :meth:`LatencyModel.percentiles`).
+
+    Args:
+        positions (Sequence[dict]): One record per kept exit, the final classifier last.
+        exit_counts (Sequence[int]): Samples leaving at each position.
+        resolution (int): Levels each position's distribution is read at. Defaults to 1000.
+    """
+    counts = np.asarray(exit_counts, dtype=np.int64)
+    n = int(counts.sum())
+    means = np.array([float(p["mean_ms"]) for p in positions])
+    levels = (np.arange(resolution) + 0.5) / resolution
+    grid = np.linspace(0.0, 1.0, QUANTILES)
+    values = np.concatenate([np.interp(levels, grid, np.asarray(p["quantiles_ms"], dtype=np.float64))
+                             for p in positions])
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(np.repeat(counts, resolution)[order])
+    values = values[order]
+    out = {"mean_ms": float(counts @ means / n)}
+    for s in LEVELS:
+        out[f"{s}_ms"] = float(values[min(np.searchsorted(cumulative, needed_weight(s, n, resolution)),
+                                          len(values) - 1)])
+    return out

@@ -60,7 +60,7 @@ import numpy as np
 from hapi_onnx.choice import thresholds_reached
 from hapi_onnx.search.optimise import Candidate, GlobalResult, Goal, optimise_fast
 from hapi_onnx.search.pareto import pareto_indices
-from hapi_onnx.search.problem import SearchProblem, percentile_rank
+from hapi_onnx.search.problem import NS_PER_MS, SearchProblem, percentile_rank
 
 SEED_CANDIDATES = 12
 STARTS = 4
@@ -113,7 +113,10 @@ def optimise_local(
     archive = _Archive(space)
     seeds = space.scored(seeded)
     archive.add([seeds])
-    orders = {d: archive.order(d, c, dd, lat) for d, _, c, dd, lat in zip(*seeds, strict=True)}
+    designs, _, correct, disc, latency, within = seeds
+    within = [None] * len(designs) if within is None else within.tolist()
+    orders = {d: archive.order(d, c, dd, lat, w)
+              for d, c, dd, lat, w in zip(designs, correct, disc, latency, within, strict=True)}
     for design in sorted(orders, key=orders.get)[:starts]:
         _descend(space, archive, design, orders[design], window)
     reached = archive.best_order
@@ -177,6 +180,7 @@ class _State:
     correct: int
     discordant: int
     latency: int
+    within: int | None  # latency draws within the SLA, where the goal checks it on them
     at: np.ndarray  # uint64[m+1, W] samples leaving at each position
     then: np.ndarray  # uint64[m+1, W] samples whose next confident position (current one dropped) is p
     right: np.ndarray  # uint64[W] right where they leave
@@ -206,6 +210,8 @@ class _Space:
         self.leave = problem.leave_ns[self.cand]  # leaving at candidate k, the kept heads apart
         self.samples = np.arange(self.num_samples)
         self.rank = None if goal.stat == "mean" else percentile_rank(goal.stat, self.num_samples)
+        self.limit = goal.constraints.latency_sla_ms if goal.within_need is not None else None
+        self.ends = np.append(self.cand, problem.num_exits - 1)  # local index -> trace exit (E: the final)
         self.grid_index = {float(t): i for i, t in enumerate(grid)}
         self._masks: dict[int, np.ndarray] = {}
         self._retuned: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -223,7 +229,8 @@ class _Space:
             points.setdefault(self.design(point), point)
         values = [np.array([getattr(p, f) for p in points.values()], dtype=np.int64)
                   for f in ("correct", "discordant", "latency_key")]
-        return list(points), np.array([len(d[0]) for d in points], dtype=np.int64), *values
+        within = None if self.limit is None else np.array([p.within for p in points.values()], dtype=np.int64)
+        return list(points), np.array([len(d[0]) for d in points], dtype=np.int64), *values, within
 
     def window(self, kept: tuple[int, ...], size: int, turn: int) -> tuple[int, ...] | None:
         """``size`` candidates around a design (trace indices), or None when its exits do not fit.
@@ -254,6 +261,14 @@ class _Space:
             bits = self._masks[g] = _pack(self.level > self.grid_place[g])
         return bits
 
+    def within(self, counts: np.ndarray, costs: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+        """int64[B] latency draws within the SLA of designs with these samples, costs and local exits
+        per position ([B, P] each, ``ends`` broadcastable), or None when the SLA is not checked on draws."""
+        if self.limit is None:
+            return None
+        model = self.problem.latency_model
+        return (counts * model.within(self.ends[ends], costs / NS_PER_MS, self.limit)).sum(axis=1)
+
     def keys(self, counts: np.ndarray, costs: np.ndarray) -> np.ndarray:
         """int64[B] latency keys of designs with these samples and costs per position ([B, P] each)."""
         if self.rank is None:
@@ -276,8 +291,10 @@ class _Space:
         positions = np.arange(m + 1)[:, None]
         counts = np.bincount(pos, minlength=m + 1)
         costs = self.problem.position_costs(self.exits(kept))
+        within = self.within(counts[None], costs[None], ext)
         return _State(
             kept, g, counts, costs, int(right.sum()), int(disc.sum()), int(self.keys(counts[None], costs[None])[0]),
+            None if within is None else int(within[0]),
             _pack(pos[None, :] == positions), _pack(nxt[None, :] == positions), _pack(right), _pack(disc),
             _pack(self.correct[there, self.samples]), _pack(self.disc[there, self.samples]),
         )
@@ -286,6 +303,7 @@ class _Space:
         """Every design one move from ``st``, scored: batches of (designs, right, discordant, latency)."""
         kept, g, m = st.kept, st.g, len(st.kept)
         kept_arr = np.asarray(kept, dtype=np.int64)
+        ext = np.append(kept_arr, self.num_candidates)  # local exit of each position
         free = np.setdiff1d(np.arange(self.num_candidates), kept_arr)
         confident = self.confident(g)
         reach = np.bitwise_or.accumulate(st.at[::-1], axis=0)[::-1]  # reach[p]: samples at positions >= p
@@ -304,14 +322,19 @@ class _Space:
             moved = _count(take[:, None, :] & st.at[None, :, :])  # [r, m+1]
             slot = self.leave[free] + before[q] + self.step[free]
             counts, costs = _insert_slot(st, q, moved.sum(axis=1), slot, -moved, self.step[free])
+            idx = np.arange(m + 2)[None, :]
+            ends = np.where(idx == q[:, None], free[:, None], ext[np.minimum(idx - (idx > q[:, None]), m)])
             designs = [(tuple(sorted(kept + (int(k),))), g) for k in free]
-            batches.append((designs, np.full(len(free), m + 1), right, disc, self.keys(counts, costs)))
+            batches.append((designs, np.full(len(free), m + 1), right, disc, self.keys(counts, costs),
+                            self.within(counts, costs, ends)))
         if m:
             j = np.arange(m)
             counts, costs = _remove_slot(st, j, moves_on[j], self.step[kept_arr])
+            idx = np.arange(m)[None, :]
+            ends = ext[idx + (idx >= j[:, None])]
             designs = [(kept[:i] + kept[i + 1 :], g) for i in range(m)]
             batches.append((designs, np.full(m, m - 1), st.correct + drop_right, st.discordant + drop_disc,
-                            self.keys(counts, costs)))
+                            self.keys(counts, costs), self.within(counts, costs, ends)))
             # Shifts: kept exit j replaced by a free candidate k between its kept neighbours.
             pairs = [(int(k), int(i)) for k, p in zip(free, q, strict=True) for i in (p - 1, p) if 0 <= i < m]
             if pairs:
@@ -325,8 +348,11 @@ class _Space:
                 moved = _count(take[:, None, :] & st.at[None, :, :]) - _count(left[:, None, :] & st.then[None, :, :])
                 slot = self.leave[k] + before[j] + self.step[k]
                 counts, costs = _replace_slot(st, j, _count(take), slot, -moved, self.step[k] - self.step[kept_arr[j]])
+                idx = np.arange(m + 1)[None, :]
+                ends = np.where(idx == j[:, None], k[:, None], ext[None, :])
                 designs = [(kept[:i] + (kk,) + kept[i + 1 :], g) for kk, i in pairs]
-                batches.append((designs, np.full(len(pairs), m), right, disc, self.keys(counts, costs)))
+                batches.append((designs, np.full(len(pairs), m), right, disc, self.keys(counts, costs),
+                                self.within(counts, costs, ends)))
         retuned = self._retuned.get(kept)  # the same designs whatever the current threshold
         if retuned is None:
             retuned = self._retuned[kept] = self.retune(st)
@@ -387,11 +413,14 @@ class _Space:
             fixed = tuple(int(k) for k in before), tuple(int(k) for k in after)
             designs = _Designs(len(rows), lambda r, fixed=fixed, block=block, use=use, g=st.g: (
                 fixed[0] + tuple(int(k) for k in block[use[r]]) + fixed[1], g))
-            batches.append((designs, q0 + use.sum(axis=1) + len(after), right, disc, self.keys(counts, costs)))
+            ends = np.append(order, self.num_candidates)[None, :]  # a run exit not kept takes no samples
+            batches.append((designs, q0 + use.sum(axis=1) + len(after), right, disc, self.keys(counts, costs),
+                            self.within(counts, costs, ends)))
         return batches
 
-    def retune(self, st: _State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Right answers, discordant counts and latency keys of ``st.kept`` at every grid threshold.
+    def retune(self, st: _State) -> tuple[np.ndarray, ...]:
+        """Right answers, discordant counts, latency keys and draws within the SLA (or None) of
+        ``st.kept`` at every grid threshold.
 
         Sample n leaves at kept exit j for the thresholds in ``(max(conf before j), conf_j]``: in
         ascending grid order, the places ``[max(level before j), level_j)``; ``O(N * m)``.
@@ -413,9 +442,11 @@ class _Space:
             w = values[rows, n]
             total = np.bincount(lo[w], minlength=size + 1) - np.bincount(hi[w], minlength=size + 1)
             out.append(np.cumsum(total)[:size])
-        keys = self.keys(counts, np.broadcast_to(st.costs, counts.shape))
+        costs = np.broadcast_to(st.costs, counts.shape)
+        keys = self.keys(counts, costs)
+        within = self.within(counts, costs, np.asarray(kept + [self.num_candidates])[None, :])
         place = self.grid_place
-        return out[0][place], out[1][place], keys[place]
+        return out[0][place], out[1][place], keys[place], None if within is None else within[place]
 
 
 class _Designs:
@@ -494,25 +525,26 @@ class _Archive:
         kept, g = design
         return len(kept), kept, -int(self.space.grid_place[g])
 
-    def order(self, design: Design, correct: int, discordant: int, latency: int) -> tuple:
+    def order(self, design: Design, correct: int, discordant: int, latency: int, within: int | None) -> tuple:
         """(violation, objective keys, tie-break) of one design: smaller is better."""
         primary, secondary = (int(x) for x in self.goal.metric_order(correct, latency))
-        violation = float(_violation(self.goal, correct, discordant, latency, not design[0]))
+        violation = float(_violation(self.goal, correct, discordant, latency, not design[0], within))
         return violation, primary, secondary, *self.tiebreak(design)
 
     def add(self, batches) -> tuple[tuple, Design] | None:
         """Record batches of scored designs; returns the order and design of the best of them."""
         best = None
-        for designs, sizes, correct, disc, latency in batches:
-            self._archive(designs, correct, disc, latency)
+        for designs, sizes, correct, disc, latency, within in batches:
+            self._archive(designs, correct, disc, latency, within)
             reference = np.asarray(sizes) == 0
-            violation = _violation(self.goal, correct, disc, latency, reference)
+            violation = _violation(self.goal, correct, disc, latency, reference, within)
             primary, secondary = self.goal.metric_order(correct, latency)
             top = np.lexsort((secondary, primary, violation))[0]
             tied = np.flatnonzero((violation == violation[top]) & (primary == primary[top])
                                   & (secondary == secondary[top]))
             i = int(min(tied, key=lambda i: self.tiebreak(designs[i])))
-            scored = (designs[i], int(correct[i]), int(disc[i]), int(latency[i]))
+            scored = (designs[i], int(correct[i]), int(disc[i]), int(latency[i]),
+                      None if within is None else int(within[i]))
             order = self.order(*scored)
             if best is None or order < best[0]:
                 best = (order, designs[i])
@@ -520,18 +552,18 @@ class _Archive:
                 self.best_order, self.best_design, self.best = order, designs[i], self.candidate(*scored)
         return best
 
-    def _archive(self, designs, correct, disc, latency) -> None:
+    def _archive(self, designs, correct, disc, latency, within) -> None:
         for i in np.flatnonzero(latency <= self.latency[correct]):
             c, lat, tie = int(correct[i]), int(latency[i]), self.tiebreak(designs[i])
             held = self.held.get(c)
             if held is None or (lat, tie) < held[:2]:
                 self.latency[c] = lat
-                self.held[c] = (lat, tie, designs[i], int(disc[i]))
+                self.held[c] = (lat, tie, designs[i], int(disc[i]), None if within is None else int(within[i]))
 
-    def candidate(self, design: Design, correct: int, discordant: int, latency: int) -> Candidate:
+    def candidate(self, design: Design, correct: int, discordant: int, latency: int, within: int | None) -> Candidate:
         kept, g = design
         exits = self.space.exits(kept)
-        return Candidate(exits, (float(self.space.grid[g]),) * len(exits), correct, latency, discordant)
+        return Candidate(exits, (float(self.space.grid[g]),) * len(exits), correct, latency, discordant, within)
 
     def _front(self) -> list[int]:
         counts = np.array(sorted(self.held), dtype=np.int64)
@@ -543,15 +575,17 @@ class _Archive:
     def front(self) -> list[Candidate]:
         out = []
         for c in self._front():
-            lat, _, design, disc = self.held[c]
-            out.append(self.candidate(design, c, disc, lat))
+            lat, _, design, disc, within = self.held[c]
+            out.append(self.candidate(design, c, disc, lat, within))
         return out
 
 
-def _violation(goal: Goal, correct, discordant, latency, reference):
+def _violation(goal: Goal, correct, discordant, latency, reference, within=None):
     """How far designs miss the constraints: relative shortfall of right answers plus relative SLA
-    excess (exactly 0 when feasible)."""
+    excess (for a percentile SLA on draws: relative shortfall of draws within it; exactly 0 when feasible)."""
     short = np.maximum(goal.required_correct(discordant, reference) - np.asarray(correct), 0) / goal.num_samples
+    if goal.within_need is not None:
+        return short + np.maximum(goal.within_need - np.asarray(within), 0) / goal.within_need
     if goal.max_latency_key is None:
         return short
     return short + np.maximum(np.asarray(latency) - goal.max_latency_key, 0) / max(goal.max_latency_key, 1)

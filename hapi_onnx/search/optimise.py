@@ -15,7 +15,12 @@ per-sample latency. Accuracy constraints are checked on one-sided bounds at the 
 ``bound_level`` (:mod:`hapi_onnx.search.bounds`): the drop budget on a paired upper bound that
 depends on the right answers C *and* the discordant count D (samples where the design and the
 final classifier differ in being right), the accuracy floor on a Wilson lower bound of C. The
-latency SLA is checked on the predicted statistic itself (deterministic given the profile).
+latency SLA is checked on the predicted statistic itself (deterministic given the profile): a mean
+SLA on the path costs' mean; a percentile SLA, where the table has distributions, on the percentile
+predicted with the backbone's jitter (:mod:`hapi_onnx.search.latency`), exactly, by counting each
+design's latency draws within the SLA (:attr:`Goal.within_need`). Percentiles are not additive
+over a path, so no bound on the path costs' percentile stands in for it: that one (the latency
+key) only orders designs (objective and tie-breaks).
 
 **Tie-breaking** (total and deterministic, the same in every optimiser): first the objective
 (``max-accuracy``: higher accuracy, then lower latency; ``min-latency``: lower latency, then higher
@@ -52,9 +57,10 @@ from hapi_onnx.search.bounds import (
     z_score,
 )
 from hapi_onnx.search.constraints import Constraints
+from hapi_onnx.search.latency import needed_weight
 from hapi_onnx.search.pareto import front_candidates, pareto_indices
 from hapi_onnx.search.problem import NS_PER_MS, SearchProblem, ms_from_ns
-from hapi_onnx.search.score import batch_metrics
+from hapi_onnx.search.score import batch_metrics, exit_positions, position_counts, score_problem
 from hapi_onnx.search.subsets import SubsetSpace
 
 GRID_SIZE = 100
@@ -71,6 +77,8 @@ class Candidate:
         correct (int): Samples classified right on the search data.
         latency_key (int): Total ns (statistic ``mean``) or the percentile's ns.
         discordant (int): Samples where the design and the final classifier differ in being right.
+        within (int | None): Its latency draws within the SLA (:meth:`Goal.within`), where the goal
+            checks a percentile SLA on them; else None.
     """
 
     exits: tuple[int, ...]
@@ -78,6 +86,7 @@ class Candidate:
     correct: int
     latency_key: int
     discordant: int
+    within: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,7 +100,11 @@ class Goal:
             (all 0 without an accuracy constraint); see :mod:`hapi_onnx.search.bounds`.
         reference_min_correct (int): Fewest right answers allowed for the design keeping no
             intermediate exit, which is the final classifier (its drop is exactly 0).
-        max_latency_key (int | None): Largest latency key allowed (None without an SLA).
+        max_latency_key (int | None): Largest latency key allowed (None without an SLA, or where the
+            SLA is checked on the jittered prediction, ``within_need``).
+        within_need (int | None): For a percentile SLA with a latency model: the weight (samples x
+            draws) a design's latency draws within the SLA must reach, ``ceil(q * N * D)``; a design
+            meets the SLA exactly when its predicted percentile does (:mod:`.latency`). None otherwise.
         num_samples (int): N, to turn keys and counts back into ms and fractions.
         final_correct (int): Samples the final classifier gets right.
         z (float): One-sided normal quantile of the bound level (0: raw counts).
@@ -107,6 +120,12 @@ class Goal:
     final_correct: int
     z: float
     constraints: Constraints
+    within_need: int | None = None
+
+    @property
+    def has_sla(self) -> bool:
+        """Whether a latency SLA is checked (on the key, or on the jittered prediction)."""
+        return self.max_latency_key is not None or self.within_need is not None
 
     @property
     def has_accuracy_constraint(self) -> bool:
@@ -133,7 +152,7 @@ class Goal:
         """Whether each design meets the accuracy constraints (bounds included)."""
         return np.asarray(correct) >= self.required_correct(discordant, reference)
 
-    def feasible(self, correct, discordant, latency_key, reference=False) -> np.ndarray:
+    def feasible(self, correct, discordant, latency_key, reference=False, within=None) -> np.ndarray:
         """Whether each design meets every constraint.
 
         Args:
@@ -142,15 +161,38 @@ class Goal:
             latency_key (int | np.ndarray): Latency keys.
             reference (bool | np.ndarray): Whether each design keeps no intermediate exit.
                 Defaults to False.
+            within (int | np.ndarray | None): Each design's latency draws within the SLA
+                (:meth:`within`); needed when ``within_need`` is set. Defaults to None.
         """
-        ok = self.accurate(correct, discordant, reference)
+        return self.accurate(correct, discordant, reference) & self.fast_enough(latency_key, within)
+
+    def fast_enough(self, latency_key, within=None) -> np.ndarray:
+        """Whether each design meets the SLA (all True without one)."""
+        if self.within_need is not None:
+            if within is None:
+                raise ValueError("a percentile SLA with a latency model is checked on the draws within it")
+            return np.asarray(within) >= self.within_need
         if self.max_latency_key is not None:
-            ok = ok & (np.asarray(latency_key) <= self.max_latency_key)
-        return ok
+            return np.asarray(latency_key) <= self.max_latency_key
+        return np.ones(np.shape(latency_key), dtype=bool)
+
+    def within(self, problem: SearchProblem, exits, counts) -> np.ndarray | None:
+        """int64[D] the latency draws within the SLA of designs keeping ``exits`` with samples per
+        position ``counts`` (int64[D, m+1]), or None when the SLA is not checked on draws."""
+        if self.within_need is None:
+            return None
+        return np.asarray(counts, dtype=np.int64) @ problem.within(exits, self.constraints.latency_sla_ms)
 
     def feasible_candidate(self, point: "Candidate") -> bool:
         """Whether one scored design meets every constraint."""
-        return bool(self.feasible(point.correct, point.discordant, point.latency_key, not point.exits))
+        return bool(self.feasible(point.correct, point.discordant, point.latency_key, not point.exits, point.within))
+
+    def scored(self, problem: SearchProblem, exits, thresholds) -> "Candidate":
+        """One design scored on ``problem`` as the optimisers score it (its draws within the SLA included)."""
+        s = score_problem(problem, exits, thresholds)
+        within = self.within(problem, s.exits, np.asarray(s.exit_counts)[None, :])
+        return Candidate(s.exits, s.thresholds, s.correct, s.latency_key(self.stat), s.discordant,
+                         None if within is None else int(within[0]))
 
     def drop_bound_pp(self, point: "Candidate") -> float:
         """Upper bound of the design's accuracy drop, in percentage points (raw drop when z = 0)."""
@@ -166,7 +208,7 @@ class Goal:
 
     def without_sla(self) -> "Goal":
         """The same goal with no latency SLA (to explain infeasibility)."""
-        return replace(self, max_latency_key=None)
+        return replace(self, max_latency_key=None, within_need=None)
 
     def metric_order(self, correct: np.ndarray, latency_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(primary, secondary) keys, smaller is better, for the objective."""
@@ -217,8 +259,10 @@ def resolve_goal(problem: SearchProblem, constraints: Constraints) -> Goal:
     if c.max_accuracy_drop is not None:
         # The design without intermediate exits is the final classifier: its drop is 0, in budget.
         np.maximum(min_correct, min_correct_for_drop(c.max_accuracy_drop, problem.final_correct, n, z), out=min_correct)
-    max_key = None
-    if c.latency_sla_ms is not None:
+    max_key = within_need = None
+    if c.latency_sla_ms is not None and c.percentile != "mean" and problem.latency_model is not None:
+        within_need = needed_weight(c.percentile, n, problem.latency_model.num_draws)
+    elif c.latency_sla_ms is not None:
         scale = n if c.percentile == "mean" else 1
         limit = c.latency_sla_ms * NS_PER_MS * scale
         max_key = math.floor(limit + 1e-9 * max(1.0, limit))  # 1.2 ms is 1200000 ns, not 1199999.99...
@@ -232,6 +276,7 @@ def resolve_goal(problem: SearchProblem, constraints: Constraints) -> Goal:
         final_correct=problem.final_correct,
         z=z if c.has_accuracy_constraint else 0.0,
         constraints=c,
+        within_need=within_need,
     )
 
 
@@ -278,19 +323,24 @@ def optimise_exhaustive(problem: SearchProblem, grid: np.ndarray, goal: Goal) ->
     correct = np.empty((len(subsets), len(grid)), dtype=np.int64)
     discordant = np.empty_like(correct)
     latency = np.empty_like(correct)
+    within = np.zeros_like(correct)
     for i, exits in enumerate(subsets):
         thr = np.repeat(grid[:, None], len(exits), axis=1)
         correct[i], discordant[i], latency[i] = batch_metrics(problem, exits, thr, goal.stat)
+        if goal.within_need is not None:
+            within[i] = goal.within(problem, exits, position_counts(exit_positions(problem, exits, thr), len(exits)))
     rank = np.repeat(np.arange(len(subsets))[:, None], len(grid), axis=1).ravel()
     neg_g = np.tile(-np.arange(len(grid)), len(subsets))
-    c, d, lat = correct.ravel(), discordant.ravel(), latency.ravel()
+    c, d, lat, w = correct.ravel(), discordant.ravel(), latency.ravel(), within.ravel()
+    w_or_none = None if goal.within_need is None else w
 
     def candidate(i: int) -> Candidate:
         exits = subsets[rank[i]]
-        return Candidate(exits, (float(grid[-neg_g[i]]),) * len(exits), int(c[i]), int(lat[i]), int(d[i]))
+        return Candidate(exits, (float(grid[-neg_g[i]]),) * len(exits), int(c[i]), int(lat[i]), int(d[i]),
+                         None if w_or_none is None else int(w[i]))
 
     primary, secondary = goal.metric_order(c, lat)
-    feasible = np.flatnonzero(goal.feasible(c, d, lat, reference=rank == 0))  # subsets[0] is ()
+    feasible = np.flatnonzero(goal.feasible(c, d, lat, rank == 0, w_or_none))  # subsets[0] is ()
     best = None
     if len(feasible):
         f = feasible
@@ -316,29 +366,33 @@ def optimise_fast(problem: SearchProblem, grid: np.ndarray, goal: Goal) -> Globa
     reference[0] = True  # the empty subset: the final classifier alone
     kept, winners = [], []
     step = space.chunk_size
+    limit = goal.constraints.latency_sla_ms if goal.within_need is not None else None
     for start in range(0, len(grid), step):
-        correct, discordant, latency = space.metrics(grid[start : start + step], goal.stat)
+        correct, discordant, latency, within = space.metrics(grid[start : start + step], goal.stat, limit)
         width = correct.shape[1]
         c, d, lat = correct.ravel(), discordant.ravel(), latency.ravel()
+        w = np.zeros_like(lat) if within is None else within.ravel()
         idx = front_candidates(lat, c)
-        kept.append((idx // width, start + idx % width, c[idx], d[idx], lat[idx]))
-        ok = goal.feasible(correct, discordant, latency, reference).ravel()
+        kept.append((idx // width, start + idx % width, c[idx], d[idx], lat[idx], w[idx]))
+        ok = goal.feasible(correct, discordant, latency, reference, within).ravel()
         i = _best_feasible(goal, ok, c, lat, rank, width)
         if i is not None:
-            winners.append((i // width, start + i % width, c[i], d[i], lat[i]))
+            winners.append((i // width, start + i % width, c[i], d[i], lat[i], w[i]))
 
-    def candidate(subset: int, g: int, c: int, d: int, lat: int) -> Candidate:
+    def candidate(subset: int, g: int, c: int, d: int, lat: int, w: int) -> Candidate:
         exits = space.exits(int(subset))
-        return Candidate(exits, (float(grid[g]),) * len(exits), int(c), int(lat), int(d))
+        return Candidate(exits, (float(grid[g]),) * len(exits), int(c), int(lat), int(d),
+                         None if limit is None else int(w))
 
     best = None
     if winners:
-        subset, g, c, d, lat = (np.array(v) for v in zip(*winners, strict=True))
+        subset, g, c, d, lat, w = (np.array(v) for v in zip(*winners, strict=True))
         primary, secondary = goal.metric_order(c, lat)
         i = int(np.lexsort((-g, rank[subset], secondary, primary))[0])
-        best = candidate(subset[i], g[i], c[i], d[i], lat[i])
-    subset, g, c, d, lat = (np.concatenate(parts) for parts in zip(*kept, strict=True))
-    front = [candidate(subset[i], g[i], c[i], d[i], lat[i]) for i in pareto_indices(lat, c, (rank[subset], -g))]
+        best = candidate(subset[i], g[i], c[i], d[i], lat[i], w[i])
+    subset, g, c, d, lat, w = (np.concatenate(parts) for parts in zip(*kept, strict=True))
+    front = [candidate(subset[i], g[i], c[i], d[i], lat[i], w[i])
+             for i in pareto_indices(lat, c, (rank[subset], -g))]
     return GlobalResult(best, front)
 
 

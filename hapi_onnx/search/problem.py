@@ -39,9 +39,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hapi_onnx.errors import HapiError
-from hapi_onnx.profile.table import LatencyTable
+from hapi_onnx.profile.table import QUANTILES, LatencyTable
 from hapi_onnx.search.constraints import PERCENTILES
-from hapi_onnx.search.latency import LatencyModel
+from hapi_onnx.search.latency import LatencyModel, position_quantiles
 from hapi_onnx.trace import Trace
 
 PERCENTILE_LEVELS = {"p50": 50, "p90": 90, "p99": 99}
@@ -93,9 +93,8 @@ class SearchProblem:
         latency_fingerprint (str): :attr:`LatencyTable.fingerprint` of the table.
         model_fingerprint (str): The over-provisioned model both were taken on.
         device (str): Device preset of the latency table.
-        latency_model (LatencyModel | None): Every piece's measured time distribution, for
-            percentile predictions with jitter (:mod:`hapi_onnx.search.latency`); None for a table
-            without distributions.
+        latency_model (LatencyModel | None): The backbone's measured jitter, for percentile
+            predictions (:mod:`hapi_onnx.search.latency`); None for a table without distributions.
     """
 
     exit_names: tuple[str, ...]
@@ -163,7 +162,7 @@ class SearchProblem:
             conf=np.ascontiguousarray(conf[:-1]),
             correct=np.ascontiguousarray(trace.agreement if reference == "final" else trace.correct),
             seg_ns=_ns(_segment_costs(table)),
-            latency_model=LatencyModel.from_table(table, runtime_ms=_runtime_cost(table)),
+            latency_model=LatencyModel.from_table(table),
             head_ns=_ns(_exit_costs(table)),
             entry_ns=_ns(table.entry_costs("mean")),
             overhead_ns=int(_ns([table.overhead.mean_ms])[0]),
@@ -244,6 +243,43 @@ class SearchProblem:
         costs[:-1] = self.leave_ns[exits] + heads
         costs[-1] = self.final_ns + (heads[-1] if len(exits) else 0)
         return costs
+
+    def ends(self, exits: Sequence[int]) -> np.ndarray:
+        """int64[m+1] the trace exit each position ends at: the kept exits, then the final classifier."""
+        return np.asarray((*exits, self.num_exits - 1), dtype=np.int64)
+
+    def percentiles(self, exits: Sequence[int], exit_counts: Sequence[int], stats: Sequence[str]) -> dict[str, float]:
+        """Predicted latency percentiles (ms) of a design keeping ``exits`` whose samples leave at its
+        positions in ``exit_counts``: with the backbone's jitter (:mod:`.latency`), or the nearest-rank
+        percentiles of the path costs for a table without distributions."""
+        costs = self.position_costs(exits)
+        if self.latency_model is not None:
+            return self.latency_model.percentiles(self.ends(exits), costs / NS_PER_MS, exit_counts, stats)
+        counts = np.asarray(exit_counts, dtype=np.int64)
+        return {s: ms_from_ns(costs[np.argmax(np.cumsum(counts) >= percentile_rank(s, int(counts.sum())))])
+                for s in stats}
+
+    def position_draws(self, exits: Sequence[int]) -> np.ndarray:
+        """float64[m+1, D] latency draws (ms) of leaving at each position (needs a latency model)."""
+        return self.latency_model.position_draws(self.ends(exits), self.position_costs(exits) / NS_PER_MS)
+
+    def position_records(self, exits: Sequence[int]) -> list[dict]:
+        """What the design records of each position (kept exits, the final classifier last): its exit,
+        the mean latency of leaving there and its distribution (:data:`~.latency.QUANTILES` quantiles,
+        ms), and where the numbers come from (``pieces``: summed from the latency table's timed pieces).
+        :func:`~.latency.mixture_stats` re-computes a prediction from them for any exit counts."""
+        costs = self.position_costs(exits) / NS_PER_MS
+        if self.latency_model is not None:
+            quantiles = position_quantiles(self.position_draws(exits))
+        else:
+            quantiles = np.repeat(costs[:, None], QUANTILES, axis=1)
+        return [{"exit": name, "mean_ms": float(c), "quantiles_ms": [round(float(v), 7) for v in q],
+                 "source": "pieces"}
+                for name, c, q in zip(self.names(exits), costs, quantiles, strict=True)]
+
+    def within(self, exits: Sequence[int], limit_ms: float) -> np.ndarray:
+        """int64[m+1] how many of each position's latency draws are <= ``limit_ms`` (needs a latency model)."""
+        return self.latency_model.within(self.ends(exits), self.position_costs(exits) / NS_PER_MS, limit_ms)
 
     def names(self, exits: Sequence[int]) -> list[str]:
         """Names of kept intermediate exits followed by the final classifier's."""

@@ -100,17 +100,19 @@ def best_move(
     Returns:
         Candidate | None: The moved design, or None when no feasible value strictly beats ``current``.
     """
-    correct, discordant, latency = sweep_threshold(
-        problem, current.exits, current.thresholds, position, values, goal.stat
+    correct, discordant, latency, counts = sweep_threshold(
+        problem, current.exits, current.thresholds, position, values, goal.stat, with_counts=True
     )
-    ok = np.flatnonzero(goal.feasible(correct, discordant, latency))
+    within = goal.within(problem, current.exits, counts)
+    ok = np.flatnonzero(goal.feasible(correct, discordant, latency, within=within))
     if not len(ok):
         return None
     primary, secondary = goal.metric_order(correct[ok], latency[ok])
     i = int(ok[np.lexsort((-np.arange(len(ok)), secondary, primary))[0]])
     j = position
     thresholds = current.thresholds[:j] + (float(values[i]),) + current.thresholds[j + 1 :]
-    moved = Candidate(current.exits, thresholds, int(correct[i]), int(latency[i]), int(discordant[i]))
+    moved = Candidate(current.exits, thresholds, int(correct[i]), int(latency[i]), int(discordant[i]),
+                      None if within is None else int(within[i]))
     return moved if goal.better(moved, current) else None
 
 
@@ -131,8 +133,7 @@ def cross_fitted_move(
     correct = discordant = flips = 0
     counts = np.zeros(len(exits) + 1, dtype=np.int64)
     for fold in folds:
-        here = score_problem(fold.train, exits, current.thresholds)
-        start = Candidate(exits, current.thresholds, here.correct, here.latency_key(goal.stat), here.discordant)
+        start = fold.goal.scored(fold.train, exits, current.thresholds)
         moved = best_move(fold.train, fold.goal, start, position, values)
         chosen = moved.thresholds if moved is not None else current.thresholds
         scored = score_problem(fold.held_out, exits, chosen, keep_positions=True)
@@ -142,7 +143,10 @@ def cross_fitted_move(
         flips += int(np.count_nonzero(_right(fold.held_out, exits, scored) != _right(fold.held_out, exits, before)))
         counts += np.asarray(scored.exit_counts, dtype=np.int64)
     key = int(keys_from_counts(counts[None, :], problem.position_costs(exits), goal.stat)[0])
-    return Candidate(exits, current.thresholds, int(correct), key, int(discordant)), flips
+    within = goal.within(problem, exits, counts[None, :])
+    fitted = Candidate(exits, current.thresholds, int(correct), key, int(discordant),
+                       None if within is None else int(within[0]))
+    return fitted, flips
 
 
 def _right(problem: SearchProblem, exits: tuple[int, ...], scored: Score) -> np.ndarray:
@@ -204,6 +208,7 @@ def refine_per_exit(
                     honest.correct + fitted.correct - current.correct,
                     honest.latency_key + fitted.latency_key - current.latency_key,
                     honest.discordant + flips + 1,
+                    None if fitted.within is None else honest.within + fitted.within - current.within,
                 )
                 if not goal.feasible_candidate(after) or goal.better(honest, after):
                     continue

@@ -164,6 +164,13 @@ def exit_positions(problem: SearchProblem, exits: Sequence[int], thresholds: np.
     return first_exit(problem.conf[list(exits)], thresholds)
 
 
+def position_counts(positions: np.ndarray, m: int) -> np.ndarray:
+    """int64[D, m+1] samples leaving at each position, from exit positions int[D, N] (0..m)."""
+    d = positions.shape[0]
+    flat = (np.arange(d, dtype=np.int64)[:, None] * (m + 1) + positions).ravel()
+    return np.bincount(flat, minlength=d * (m + 1)).reshape(d, m + 1)
+
+
 def batch_metrics(
     problem: SearchProblem, exits: Sequence[int], thresholds: np.ndarray, stat: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -226,7 +233,9 @@ def sweep_threshold(
     position: int,
     values: np.ndarray,
     stat: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    *,
+    with_counts: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Correct and discordant counts and latency keys when one kept exit's threshold takes each
     of ``values``.
 
@@ -242,10 +251,12 @@ def sweep_threshold(
         position (int): Which kept exit's threshold varies (0..m-1).
         values (np.ndarray): float[C] thresholds to try there.
         stat (str): ``mean`` or a percentile.
+        with_counts (bool): Also return int64[C, m+1] the samples leaving at each position.
+            Defaults to False.
 
     Returns:
-        tuple[np.ndarray, np.ndarray, np.ndarray]: int64[C] correct counts, int64[C] discordant
-        counts (see :func:`batch_metrics`) and int64[C] latency keys.
+        tuple[np.ndarray, ...]: int64[C] correct counts, int64[C] discordant counts (see
+        :func:`batch_metrics`) and int64[C] latency keys (then the counts, if asked for).
     """
     exits = tuple(exits)
     m, n, j = len(exits), problem.num_samples, position
@@ -278,4 +289,5 @@ def sweep_threshold(
     correct = fixed_right + cum_right_later[stay] + (cum_right_j[-1] - cum_right_j[stay])
     discordant = fixed_disc + cum_disc_later[stay] + (cum_disc_j[-1] - cum_disc_j[stay])
     keys = keys_from_counts(counts, problem.position_costs(exits), stat)
-    return correct.astype(np.int64), discordant.astype(np.int64), keys
+    out = correct.astype(np.int64), discordant.astype(np.int64), keys
+    return (*out, counts) if with_counts else out

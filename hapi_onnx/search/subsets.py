@@ -34,7 +34,7 @@ import numpy as np
 
 from hapi_onnx.choice import thresholds_reached
 from hapi_onnx.errors import HapiError
-from hapi_onnx.search.problem import SearchProblem, check_stat, percentile_rank
+from hapi_onnx.search.problem import NS_PER_MS, SearchProblem, check_stat, percentile_rank
 
 MAX_CANDIDATES = 20
 _BLOCK_BYTES = 1 << 18  # rows transformed together in the low-bit passes (about L2-sized)
@@ -83,6 +83,7 @@ class SubsetSpace:
             dtype=np.int64,
         )
         self._final_cost = problem.final_ns + self._heads
+        self._limit = None  # (limit_ms, per-candidate and final draws within it), for the last limit asked
 
     @property
     def chunk_size(self) -> int:
@@ -111,7 +112,9 @@ class SubsetSpace:
         out[:, order] = mask
         return out
 
-    def metrics(self, thresholds: np.ndarray, stat: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def metrics(
+        self, thresholds: np.ndarray, stat: str, limit_ms: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """Correct and discordant counts and latency key of every subset under a few global thresholds.
 
         Memory is about ``6 * 2^E * G`` int64 values: pass thresholds in chunks for large E.
@@ -120,11 +123,15 @@ class SubsetSpace:
             thresholds (np.ndarray): float[G] thresholds, each shared by all kept exits (compared
                 in float32).
             stat (str): ``mean`` (key = total ns) or ``p50``/``p90``/``p99`` (key = that latency).
+            limit_ms (float | None): A latency limit: also count each design's latency draws within it
+                (:meth:`hapi_onnx.search.latency.LatencyModel.within`; needs the problem's latency
+                model). Defaults to None.
 
         Returns:
-            tuple[np.ndarray, np.ndarray, np.ndarray]: int32[2^E, G] correct counts, int32[2^E, G]
-            discordant counts (samples right where the final classifier is wrong, or the reverse)
-            and int64[2^E, G] latency keys, indexed by subset mask and threshold.
+            tuple: int32[2^E, G] correct counts, int32[2^E, G] discordant counts (samples right
+            where the final classifier is wrong, or the reverse), int64[2^E, G] latency keys, and
+            int64[2^E, G] draws within ``limit_ms`` (None without it), indexed by subset mask and
+            threshold.
         """
         check_stat(stat)
         e, n, size = self.num_candidates, self.problem.num_samples, self.size
@@ -157,6 +164,7 @@ class SubsetSpace:
         correct = gains - losses
         correct += self._final_total
         discordant = np.add(gains, losses, out=gains)
+        within = None if limit_ms is None else self._within(reach, limit_ms)
         if stat == "mean":
             total = np.empty((size, g), dtype=np.int64)
             total[0] = self._blocks[0] * reach[0]
@@ -166,7 +174,7 @@ class SubsetSpace:
                 total[1 << k : 2 << k] -= self._entry[k] * (reach[: 1 << k] - reach[1 << k : 2 << k])
                 total[: 2 << k] += self._blocks[k + 1] * reach[: 2 << k]
             total += self.problem.overhead_ns * reach
-            return correct, discordant, total
+            return correct, discordant, total, within
         # The latency of the sample at this rank: the first kept exit after which at most n - rank
         # samples remain (latency grows with the exit position), else the final classifier.
         remain = n - percentile_rank(stat, n)
@@ -176,7 +184,29 @@ class SubsetSpace:
             before = value[: 1 << k]
             at_k = np.where(reach[1 << k : 2 << k] <= remain, self._exit_rows[k][:, None], -1)
             np.copyto(value[1 << k : 2 << k], np.where(before >= 0, before, at_k))
-        return correct, discordant, np.where(value >= 0, value, self._final_cost[:, None])
+        return correct, discordant, np.where(value >= 0, value, self._final_cost[:, None]), within
+
+    def _within(self, reach: np.ndarray, limit_ms: float) -> np.ndarray:
+        """int64[2^E, G] each design's latency draws within ``limit_ms``: samples leaving at a position
+        times that position's draws within it, summed (built bit by bit as the mean's total).
+
+        A position's draws are its exit's backbone jitter shifted by its mean cost, which depends only on
+        the kept exits before it: ``2^k`` lookups for candidate k, ``2^E`` for the final classifier.
+        """
+        model, cand = self.problem.latency_model, self.problem.candidates
+        if self._limit is None or self._limit[0] != limit_ms:
+            exits = [model.within(c, self._exit_rows[k] / NS_PER_MS, limit_ms) for k, c in enumerate(cand)]
+            final = model.within(self.problem.num_exits - 1, self._final_cost / NS_PER_MS, limit_ms)
+            self._limit = (limit_ms, exits, final)
+        _, exits, final = self._limit
+        reach = reach.astype(np.int64)
+        out = np.empty_like(reach)
+        out[0] = 0
+        for k in range(self.num_candidates):
+            leave = reach[: 1 << k] - reach[1 << k : 2 << k]  # samples leaving at k, given the exits below it
+            np.add(out[: 1 << k], leave * exits[k][:, None], out=out[1 << k : 2 << k])
+        out += reach * final[:, None]
+        return out
 
     def exits(self, subset: int) -> tuple[int, ...]:
         """Trace indices of the candidates in ``subset``."""
