@@ -22,6 +22,7 @@ from hapi_onnx.search.guarantee import (
     statement,
     tail_p_value,
 )
+from hapi_onnx.search.latency import needed_weight
 from hapi_onnx.search.local_search import SEED_CANDIDATES, optimise_local
 from hapi_onnx.search.optimise import (
     GRID_SIZE,
@@ -39,7 +40,7 @@ from hapi_onnx.search.score import Score, score_problem
 from hapi_onnx.trace import Trace
 
 OPTIMISERS = ("auto", "fast", "local", "exhaustive")
-FASTEST_ROUNDS = 12  # bisection rounds naming the least achievable percentile of an infeasible SLA
+BISECTION_ROUNDS = 16  # halvings of a percentile SLA closing in on the least predicted percentile
 EXACT_CANDIDATES = 16  # auto: the exact subset-sum optimiser up to here (2^16 subsets, under a second)
 LOCAL_OPTIMALITY = (
     f"local search, not proven optimal: never worse than the exact optimum over {SEED_CANDIDATES} thinned "
@@ -103,9 +104,15 @@ def search(
         accurate = None  # the fastest design meeting the accuracy constraints, ignoring the SLA
         if goal.has_accuracy_constraint and goal.has_sla:
             accurate = optimise(problem, grid, goal.without_sla()).best
-        fastest = _fastest_predicted(problem, grid, goal, optimise, result.front)
+        fastest = None  # the least percentile of any design (the front's fastest need not have it)
+        if goal.within_need is not None:
+            anything = replace(goal, min_correct=np.zeros_like(goal.min_correct), reference_min_correct=0)
+            start = min(result.front, key=lambda p: _predicted_ms(problem, goal, p))
+            fastest = _least_predicted(problem, grid, anything, optimise, start)
         raise HapiError(infeasible_message(problem, goal, result.front, accurate, fastest))
     chosen, front = result.best, result.front
+    if goal.stat != "mean" and goal.has_accuracy_constraint and problem.latency_model is not None:
+        chosen = _least_predicted(problem, grid, goal, optimise, chosen)  # min-latency: on the prediction
     if constraints.space == "per-exit":
         chosen = refine_per_exit(problem, chosen, goal, grid, grid_size=grid_size)
     return _design(problem, goal, chosen, front, optimiser=optimiser, grid_size=grid_size)
@@ -156,24 +163,23 @@ def _predicted_ms(problem: SearchProblem, goal: Goal, point: Candidate) -> float
     return problem.percentiles(point.exits, counts, [goal.stat])[goal.stat]
 
 
-def _fastest_predicted(problem: SearchProblem, grid: np.ndarray, goal: Goal, optimise, front: list[Candidate],
-                       rounds: int = FASTEST_ROUNDS) -> Candidate | None:
-    """The design with the least predicted percentile, found by bisection on the SLA (None for other goals).
+def _least_predicted(problem: SearchProblem, grid: np.ndarray, goal: Goal, optimise, start: Candidate,
+                     rounds: int = BISECTION_ROUNDS) -> Candidate:
+    """The design meeting ``goal``'s accuracy constraints with the least predicted percentile, from a
+    design ``start`` that meets them, by bisection on a percentile SLA.
 
-    The optimisers rank on the path costs' percentile, so their front's fastest point need not have
-    the least percentile with the jitter; but whether *any* design meets a percentile SLA is exact
-    (:meth:`Goal.fast_enough`), so bisecting on the SLA, accuracy ignored, closes in on it (to within
-    ``2^-rounds`` of the front's fastest prediction).
+    The optimisers rank on the path costs' percentile (additive per position, so exact and fast),
+    which need not order designs as their percentile with the jitter does; but whether any design
+    meets a percentile SLA *is* exact (:meth:`Goal.fast_enough`), so halving the SLA between one no
+    design meets and the best prediction found closes in on the least (to ``2^-rounds`` of
+    ``start``'s prediction).
     """
-    if goal.within_need is None:
-        return None
-    anything = replace(goal, objective="max-accuracy", min_correct=np.zeros_like(goal.min_correct),
-                       reference_min_correct=0)
-    best = min(front, key=lambda p: _predicted_ms(problem, goal, p))
-    low, high = 0.0, _predicted_ms(problem, goal, best)
+    need = needed_weight(goal.stat, problem.num_samples, problem.latency_model.num_draws)
+    best, low, high = start, 0.0, _predicted_ms(problem, goal, start)
     for _ in range(rounds):
         middle = (low + high) / 2
-        probe = replace(anything, constraints=replace(goal.constraints, latency_sla_ms=middle))
+        probe = replace(goal, max_latency_key=None, within_need=need,
+                        constraints=replace(goal.constraints, latency_sla_ms=middle))
         found = optimise(problem, grid, probe).best
         if found is None:
             low = middle
@@ -275,7 +281,7 @@ def infeasible_message(
         accurate (Candidate | None): The fastest design meeting the accuracy constraints when the
             SLA is ignored (None when there is none, or no SLA or accuracy constraint).
         fastest (Candidate | None): The design with the least predicted latency statistic, where the
-            front's fastest point need not be it (:func:`_fastest_predicted`). Defaults to None: the
+            front's fastest point need not be it (:func:`_least_predicted`). Defaults to None: the
             front's.
     """
     stat, sla = goal.stat, goal.constraints.latency_sla_ms
