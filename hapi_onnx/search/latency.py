@@ -48,11 +48,12 @@ class LatencyModel:
     """The backbone's measured jitter up to every exit, around its mean.
 
     Attributes:
-        segments (np.ndarray): float64[K, Q] quantiles (ms) of each segment's time, centred on the
-            mean of that distribution (so each segment adds jitter, not cost).
+        segments (np.ndarray): float64[K, Q] quantiles (ms) of each segment's measured time.
+        means (np.ndarray): float64[K] each segment's measured mean (ms).
     """
 
     segments: np.ndarray
+    means: np.ndarray
 
     @classmethod
     def from_table(cls, table: LatencyTable) -> "LatencyModel | None":
@@ -60,10 +61,7 @@ class LatencyModel:
         pieces = [p.stats.quantiles_ms for p in table.segments]
         if any(q is None for q in pieces):
             return None
-        quantiles = np.asarray(pieces, dtype=np.float64)
-        levels = np.linspace(0.0, 1.0, QUANTILES)
-        means = np.trapezoid(quantiles, levels, axis=1)  # the mean of the interpolated distribution drawn from
-        return cls(quantiles - means[:, None])
+        return cls(np.asarray(pieces, dtype=np.float64), np.array([p.stats.mean_ms for p in table.segments]))
 
     @property
     def num_draws(self) -> int:
@@ -78,8 +76,8 @@ class LatencyModel:
         cache = self.__dict__.setdefault("_jitter", [])  # frozen: the cache lives beside the fields
         if not cache:
             rng = np.random.default_rng(SEED)
-            levels = np.linspace(0.0, 1.0, QUANTILES)
-            seg = np.stack([np.interp(rng.random(DRAWS), levels, q) for q in self.segments])
+            seg = np.stack([inverse_cdf(q, mean, rng.random(DRAWS)) for q, mean in zip(self.segments, self.means,
+                                                                                       strict=True)])
             seg -= seg.mean(axis=1, keepdims=True)  # centred exactly: a position's mean is its path cost
             cache.append(np.sort(np.cumsum(seg, axis=0), axis=1))
         return cache[0]
@@ -127,6 +125,27 @@ class LatencyModel:
         n = int(counts.sum())
         return {s: float(values[min(np.searchsorted(cumulative, needed_weight(s, n, draws.shape[1])),
                                     len(values) - 1)]) for s in stats}
+
+
+def inverse_cdf(quantiles: np.ndarray, mean: float, u: np.ndarray) -> np.ndarray:
+    """Times (ms) at levels ``u`` in [0, 1) of a timing kept as :data:`QUANTILES` quantiles and its mean.
+
+    Between two quantiles the time is interpolated linearly, except in the top bin (the slowest 1%):
+    there the quantiles say only that it lies between the 99th percentile and the maximum, and one
+    run the OS preempted (a maximum of 3 ms for a 20 us segment, measured here) spread evenly over
+    1% of the draws puts 1% of every path ms too slow: each piece then reads up to twice its mean,
+    and a path's p99 five times what runs. So the top bin is the 99th percentile and, for the share
+    of it that the measured mean leaves room for, the maximum (the slowest runs are that rare).
+    """
+    levels = np.linspace(0.0, 1.0, QUANTILES)
+    top, q99, q100 = levels[-2], quantiles[-2], quantiles[-1]
+    body = np.trapezoid(quantiles[:-1], levels[:-1])  # the mean's part below the top bin
+    bin_mean = (mean - body) / (1.0 - top)
+    share = 0.0 if q100 <= q99 else float(np.clip((bin_mean - q99) / (q100 - q99), 0.0, 1.0))
+    out = np.interp(u, levels[:-1], quantiles[:-1])
+    in_top = u >= top
+    out[in_top] = np.where((u[in_top] - top) / (1.0 - top) >= 1.0 - share, q100, q99)
+    return out
 
 
 def position_quantiles(draws: np.ndarray) -> np.ndarray:
