@@ -14,7 +14,10 @@ Prints, on one device preset (default ``cpu-1t``):
       the path costs, percentiles with the backbone's jitter,
       :mod:`hapi_onnx.search.latency`): the model's own error, free of the exit mix shifting
       between calibration and test;
-  (d) throughput at batch ``--batch`` with compaction vs the full model.
+  (d) throughput at batch ``--batch`` with compaction vs the full model;
+  (e) with a calibration split (``--calib``, default ``calib.npz`` next to ``--data``): the mean the
+      bundle's own stages would predict, each exit's latency measured as a stream of predicts on the
+      calibration split and applied to the test split's exits (a measured alternative to the pieces).
 
 Usage::
 
@@ -60,6 +63,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu-1t", help="Device preset. Default: cpu-1t.")
     parser.add_argument("--batch", type=int, default=64, help="Batch size for (d). Default: 64.")
     parser.add_argument("--samples", type=int, default=1000, help="Samples to use (first N). Default: 1000.")
+    parser.add_argument("--calib", default=None, help="Calibration split for (e) (default: calib.npz next to --data).")
     args = parser.parse_args(argv)
     if args.bundle is None and args.design is None and args.exits is None:
         default = Path(args.ee).with_name("model.hapi")
@@ -142,6 +146,23 @@ def per_exit_latency_ms(model: EarlyExitModel, x: np.ndarray, warmup: int = 20) 
         pred = model.predict(x[i : i + 1])
         times.setdefault(int(pred.exit_index[0]), []).append(clock() - t0)
     return {j: (float(np.mean(v)) / 1e6, len(v)) for j, v in sorted(times.items())}
+
+
+def stage_measured(model: EarlyExitModel, calib, report, costs: list[float] | None) -> None:
+    """(e) what measuring the bundle's own stages would predict: each exit's mean latency measured in a
+    stream of the bundle's predicts on the calibration split (the runtime's discipline, not the
+    profiler's pieces), applied to the test split's own exits; an exit no calibration sample took
+    falls back to the table."""
+    calib_x = calib.x[:2000]
+    per_exit = per_exit_latency_ms(model, calib_x)
+    counts = np.asarray(report.exit_counts, dtype=np.float64)
+    means = [per_exit[j][0] if j in per_exit else (costs[j] if costs is not None else np.nan)
+             for j in range(len(counts))]
+    predicted = float(counts @ np.asarray(means) / counts.sum())
+    measured = report.latency.mean_ms
+    print(f"(e) stages measured as a stream on the calibration split ({len(calib_x)} samples), applied to the test "
+          f"split's own exits: predicted mean {predicted:.3f} ms, measured {measured:.3f} ms "
+          f"({100 * (measured / predicted - 1):+.1f}%)")
 
 
 def resolve_bundle(args: argparse.Namespace, scratch: Path) -> Path:
@@ -251,6 +272,9 @@ def main(argv=None) -> None:
                       f"({100 * (ms / pred - 1):+.1f}%)")
     else:
         print(f"    no latency table at {latency_path}: give --latency to split the error")
+    calib_path = Path(args.calib) if args.calib else Path(args.data).with_name("calib.npz")
+    if calib_path.is_file():
+        stage_measured(model, load_dataset(calib_path), report, costs)
     tp = report.throughput
     print(f"(d) batch {args.batch} throughput: bundle {tp['bundle_sps']:.0f}/s vs "
           f"full {tp['full_sps']:.0f}/s -> x{tp['bundle_sps'] / tp['full_sps']:.2f}")

@@ -122,7 +122,9 @@ def constraint_options(defaults: bool):
         click.option("--latency-sla", "latency_sla_ms", type=float, default=None,
                      help="Largest allowed latency statistic (--percentile), in ms."),
         click.option("--percentile", type=click.Choice(PERCENTILES), default=default("mean"),
-                     show_default=defaults, help="Latency statistic the SLA and the Pareto front use."),
+                     show_default=defaults, help="Latency statistic the SLA and the Pareto front use: p50/p90/p99 are "
+                     "predicted with the device's jitter (the backbone's measured distributions) and the "
+                     "SLA is checked on that prediction."),
         click.option("--min-accuracy", type=AccuracyType(), default=None,
                      help="Accuracy floor: a fraction (0.985) or a percentage (98.5 or 98.5%)."),
         click.option("--max-accuracy-drop", type=float, default=None,
