@@ -288,6 +288,8 @@ def test_a_split_guarantee_front_lists_no_dominated_point(stat):
     chosen = next((p for p in front if p.exits == design.exits), None)
     if chosen is not None:
         assert chosen.latency_ms == pytest.approx(design.predicted[f"{stat}_ms"], rel=1e-9)
+    # min-latency: no certified point on the front is faster by the statistic than the chosen design
+    assert all(p.latency_ms >= design.predicted[f"{stat}_ms"] - 1e-12 for p in front if p.feasible)
 
 
 def test_one_preempted_run_stays_one_run_in_the_draws():
