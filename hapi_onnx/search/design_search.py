@@ -17,6 +17,7 @@ from hapi_onnx.search.design import Design, FrontPoint
 from hapi_onnx.search.guarantee import (
     certification_path,
     certify,
+    choose_test,
     rate_upper_bound,
     split_indices,
     statement,
@@ -211,8 +212,9 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
     per_exit = goal.constraints.space == "per-exit" and chosen is not None and bool(chosen.exits)
     if per_exit:
         chosen = refine_per_exit(part, chosen, goal_part, grid, grid_size=grid_size)
-    path = certification_path(part, chosen, grid, goal_part, per_exit)
-    tested = certify(held, path, goal)
+    path = list(certification_path(part, chosen, grid, goal_part, per_exit))
+    test = choose_test(part, path, held.num_samples, goal)  # from the search part too
+    tested = certify(held, path, goal, test)
     scored = [goal.scored(problem, t.design.exits, t.design.thresholds) for t in tested]
     ok = [t.certified and bool(goal.fast_enough(s.latency_key, s.within))
           for s, t in zip(scored, tested, strict=True)]  # worked out once: the choice and the front use it
@@ -234,12 +236,13 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
     design = _design(problem, goal, chosen, [], optimiser=optimiser, grid_size=grid_size)
     guarantee = {
         "method": "split",
+        "test": test,
         "level": level,
         "search_samples": part.num_samples,
         "certify_samples": held.num_samples,
         "tested": len(tested),
         "certified": sum(t.certified for t in tested),
-        "statement": statement(level, goal.constraints.reference, part.num_samples, held.num_samples),
+        "statement": statement(level, goal.constraints.reference, part.num_samples, held.num_samples, test),
     }
     predicted = {**design.predicted, "accuracy_lower_bound": proof.accuracy_bound,
                  "accuracy_drop_bound_pp": 100 * proof.drop_bound}

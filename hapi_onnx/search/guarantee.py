@@ -29,19 +29,35 @@ as CALM, Schuster et al. 2022, does for early-exit thresholds):
 
 **Guarantee** (what ``--help`` and the README state): with probability at least ``bound_level``
 over the calibration samples, the chosen design meets the accuracy floor on new data from the
-same distribution, and the share of new samples it *loses* (gets wrong where the full model is
-right) is at most the drop budget, so its accuracy drop is at most the budget too. With
-``reference="final"`` a loss is any disagreement with the full model, as in CALM's consistency
-risk; no labels are needed.
+same distribution, and its accuracy drop from the full model is at most the drop budget (with the
+``loss`` test below, even the share of new samples it *loses*, wrong where the full model is
+right, is). With ``reference="final"`` a loss is any disagreement with the full model, as in
+CALM's consistency risk; no labels are needed.
 
-**Exact p-values** (finite-sample, no normal approximation): a design's losses on the certify
-part are binomial with the loss rate ``p_L``, so the null "``p_L >= b``" has the p-value
-``P(Binom(n, b) <= losses)``; the errors likewise for the floor, ``P(Binom(n, 1 - a) <= errors)``.
-Gains (right where the full model is wrong) are not credited: a test of ``p_L - p_G`` needs the
-unknown ``p_G`` and, taken at its worst case, loses far more power than the gains bring.
+**Two exact tests**, both finite-sample (no normal approximation), ``delta = 1 - bound_level``:
+
+- ``loss``: a design's losses on the certify part are binomial with the loss rate ``p_L``, so the
+  null "``p_L >= b``" has the p-value ``P(Binom(n, b) <= losses)``. Gains are not credited.
+- ``net``: credits gains. The drop is ``p_L - p_G`` (a sample's loss minus its gain is in
+  {-1, 0, 1}); the null "``p_L - p_G >= b``" is tested exactly by conditioning on the discordant
+  count ``D = L + G`` (Berger and Boos, 1994, for the nuisance rate ``p_D = p_L + p_G``): given
+  ``D``, the losses are ``Binom(D, p_L / p_D)``, and under the null ``p_L / p_D >= 1/2 + b / (2 p_D)``.
+  With ``U`` the exact upper bound of ``p_D`` at level ``1 - gamma`` (:data:`NUISANCE_SHARE` of
+  ``delta``), the null is rejected when ``U <= b`` (then ``p_D >= p_L >= b`` is unlikely) or
+  ``P(Binom(D, 1/2 + b / (2U)) <= L) <= delta - gamma``. Its error is at most ``gamma`` (``p_D > U``)
+  plus ``delta - gamma`` (the conditional test, whose null rate is at least the one tested when
+  ``p_D <= U``): at most ``delta``. It gains power where the exits fix many of the full model's
+  errors, and loses some where they fix none (it spends ``gamma`` and judges L among D).
+
+Which of the two certifies is chosen on the *search part* (it may depend on anything but the
+certify part): the test that certifies further along the path when the search part's loss and
+gain counts, scaled to the certify part's size, are taken as the certify part's
+(:func:`choose_test`); ties go to ``loss``. With ``reference="final"`` there are no gains (the
+full model agrees with itself), so ``loss`` is chosen. The floor is tested on the errors alike,
+``P(Binom(n, 1 - a) <= errors)``, for every design on the path.
 
 The price of honesty is that the path is chosen on fewer samples and certified on fewer still;
-``bench/bench_guarantee.py`` measures it (speed-up given up against the per-design bound) and the
+``bench/bench_guarantee.py`` measures it (the share of the hindsight-best speed-up kept) and the
 exceedance rate over re-splits.
 """
 
@@ -59,11 +75,14 @@ from hapi_onnx.search.score import score_problem
 
 SPLIT_SEED = 0
 PATH_STEPS = 32
+TESTS = ("loss", "net")
+NUISANCE_SHARE = 0.1  # gamma / delta: the share of the error the net test spends bounding p_D
 STATEMENT = (
     "with probability >= {level:g} over the calibration data, the chosen design meets its {what} "
     "constraints on new data from the same distribution (search on {search} samples, certified on "
-    "{certify} held-out samples by fixed-sequence testing)"
+    "{certify} held-out samples by fixed-sequence testing, {test})"
 )
+TEST_TEXT = {"loss": "losses counted, gains not credited", "net": "net drop: gains credited"}
 
 
 @dataclass(frozen=True)
@@ -73,8 +92,8 @@ class Certified:
     Attributes:
         design (Candidate): The design (scored on the search part).
         certified (bool): Whether it was certified (every earlier design was too).
-        drop_bound (float): Exact (Clopper-Pearson) upper bound of its loss rate at the level, a
-            fraction: a bound on its drop from the full model.
+        drop_bound (float): Exact upper bound at the level of what the test bounds (its loss rate
+            or its drop), a fraction: a bound on its drop from the full model.
         accuracy_bound (float): Exact (Clopper-Pearson) lower bound of its accuracy at the level.
     """
 
@@ -91,18 +110,22 @@ def split_indices(num_samples: int, fraction: float = CERTIFY_FRACTION, seed: in
     return np.sort(order[certify:]), np.sort(order[:certify])
 
 
-def tail_p_value(count: int, n: int, rate: float) -> float:
+def tail_p_value(count, n: int, rate: float):
     """Exact p-value of the null "the event's rate >= ``rate``" after ``count`` events in ``n`` samples.
 
-    ``P(Binom(n, rate) <= count)``: the binomial tail, largest at the null's boundary.
+    ``P(Binom(n, rate) <= count)``: the binomial tail, largest at the null's boundary. Works on
+    arrays of counts too.
     """
-    return 0.0 if rate >= 1.0 else float(binom.cdf(count, n, rate))
+    return np.zeros_like(count, dtype=np.float64) if rate >= 1.0 else binom.cdf(count, n, rate)
 
 
-def rate_upper_bound(count: int, n: int, level: float) -> float:
+def rate_upper_bound(count, n, level: float):
     """Clopper-Pearson upper bound of an event's rate at one-sided ``level`` (the smallest rate
-    :func:`tail_p_value` rejects at ``1 - level``)."""
-    return 1.0 if count >= n else float(beta_dist.ppf(level, count + 1, n - count))
+    :func:`tail_p_value` rejects at ``1 - level``); 1 where ``count >= n``. Works on arrays too."""
+    count, n = np.asarray(count), np.asarray(n)
+    full = count >= n
+    bound = np.where(full, 1.0, beta_dist.ppf(level, count + 1, np.where(full, 1, n - count)))
+    return float(bound) if bound.ndim == 0 else bound
 
 
 def certification_path(part: SearchProblem, chosen: Candidate | None, grid: np.ndarray, goal: Goal,
@@ -136,7 +159,74 @@ def certification_path(part: SearchProblem, chosen: Candidate | None, grid: np.n
             yield point
 
 
-def certify(certify_part: SearchProblem, path: Iterable[Candidate], goal: Goal) -> list[Certified]:
+def net_rejects(losses, gains, n: int, budget: float, delta: float):
+    """The exact net-drop test (module docstring): whether "``p_L - p_G >= budget``" is rejected at ``delta``."""
+    return net_upper_bound(losses, gains, n, 1.0 - delta) <= budget
+
+
+def net_upper_bound(losses, gains, n: int, level: float):
+    """Smallest budget the net test rejects at ``1 - level``: an upper bound of the drop ``p_L - p_G``.
+
+    With ``U`` the upper bound of ``p_D`` at ``1 - gamma`` and ``t`` the exact upper bound of
+    ``p_L / p_D`` from L of D at ``1 - (delta - gamma)``, the test rejects the budget ``b`` when
+    ``U <= b`` or ``1/2 + b / (2U) >= t``: so the bound is ``max(0, (2t - 1) U)`` (``t <= 1``).
+    Works on arrays of counts too.
+    """
+    delta = 1.0 - level
+    gamma = NUISANCE_SHARE * delta
+    losses, discordant = np.asarray(losses), np.add(losses, gains)
+    u = rate_upper_bound(discordant, n, 1.0 - gamma)
+    t = rate_upper_bound(losses, discordant, 1.0 - (delta - gamma))  # 1 where D = 0
+    bound = np.maximum(0.0, (2.0 * t - 1.0) * u)
+    return float(bound) if bound.ndim == 0 else bound
+
+
+def drop_upper_bound(test: str, losses: int, gains: int, n: int, level: float) -> float:
+    """What ``test`` bounds at ``level``: the loss rate (``loss``) or the drop (``net``), a fraction."""
+    return rate_upper_bound(losses, n, level) if test == "loss" else net_upper_bound(losses, gains, n, level)
+
+
+def passes(test: str, losses, gains, errors, n: int, goal: Goal, full: bool = False):
+    """Whether a design with these counts on ``n`` certify samples is certified; ``full``: it is
+    the full model (its drop is exactly 0, only the floor is tested). Works on arrays of counts too."""
+    c = goal.constraints
+    delta = 1.0 - c.bound_level
+    ok = np.ones(np.shape(losses), dtype=bool)
+    if c.max_accuracy_drop is not None and not full:
+        b = c.max_accuracy_drop / 100
+        ok &= tail_p_value(losses, n, b) <= delta if test == "loss" else net_rejects(losses, gains, n, b, delta)
+    if c.min_accuracy is not None:
+        ok &= tail_p_value(errors, n, 1.0 - c.min_accuracy) <= delta
+    return bool(ok) if ok.ndim == 0 else ok
+
+
+def walk(test: str, counts: Iterable[tuple[int, int, int]], n: int, goal: Goal) -> list[bool]:
+    """Fixed-sequence testing on counts: ``(losses, gains, errors)`` per design, path order, the
+    first the full model (no drop; only its floor is tested). The verdicts up to the first failure."""
+    verdicts = []
+    for k, (losses, gains, errors) in enumerate(counts):
+        ok = passes(test, losses, gains, errors, n, goal, full=k == 0)
+        verdicts.append(ok)
+        if not ok:
+            break
+    return verdicts
+
+
+def choose_test(part: SearchProblem, path: list[Candidate], certify_samples: int, goal: Goal) -> str:
+    """The test that certifies further along ``path`` when the search part's counts, scaled to
+    ``certify_samples``, stand for the certify part's (ties: ``loss``). Uses the search part only."""
+    if goal.constraints.max_accuracy_drop is None:
+        return "loss"  # the floor alone: the two tests are one
+    scale = certify_samples / part.num_samples
+    counts = []
+    for design in path:
+        s = score_problem(part, design.exits, design.thresholds)
+        counts.append(tuple(int(round(scale * x)) for x in (s.losses, s.gains, part.num_samples - s.correct)))
+    reach = {test: sum(walk(test, counts, certify_samples, goal)) for test in TESTS}
+    return "net" if reach["net"] > reach["loss"] else "loss"
+
+
+def certify(certify_part: SearchProblem, path: Iterable[Candidate], goal: Goal, test: str = "loss") -> list[Certified]:
     """Fixed-sequence testing of ``path`` (safest first) on the certify part, at ``1 - bound_level``.
 
     Args:
@@ -144,31 +234,26 @@ def certify(certify_part: SearchProblem, path: Iterable[Candidate], goal: Goal) 
         path (Iterable[Candidate]): Designs in the fixed order, chosen without the certify part;
             consumed only up to the first design that is not certified.
         goal (Goal): The constraints (its ``constraints`` give the budget, floor and level).
+        test (str): ``loss`` or ``net`` (module docstring), chosen without the certify part.
+            Defaults to loss.
 
     Returns:
         list[Certified]: The designs tested, in path order; all certified but maybe the last.
     """
-    c = goal.constraints
-    level, n = c.bound_level, certify_part.num_samples
-    delta = 1.0 - level
+    level, n = goal.constraints.bound_level, certify_part.num_samples
     results = []
     for design in path:
         score = score_problem(certify_part, design.exits, design.thresholds)
-        errors = n - score.correct
-        losses = score.losses if design.exits else 0  # the full model loses nothing to itself
-        ok = True
-        if c.max_accuracy_drop is not None and design.exits:  # the full model's drop is exactly 0
-            ok &= tail_p_value(losses, n, c.max_accuracy_drop / 100) <= delta
-        if c.min_accuracy is not None:
-            ok &= tail_p_value(errors, n, 1.0 - c.min_accuracy) <= delta
-        drop_bound = rate_upper_bound(losses, n, level) if design.exits else 0.0
-        results.append(Certified(design, ok, drop_bound, 1.0 - rate_upper_bound(errors, n, level)))
+        counts = (score.losses, score.gains, n - score.correct) if design.exits else (0, 0, n - score.correct)
+        ok = passes(test, *counts, n, goal, full=not design.exits)
+        drop_bound = drop_upper_bound(test, counts[0], counts[1], n, level) if design.exits else 0.0
+        results.append(Certified(design, ok, drop_bound, 1.0 - rate_upper_bound(counts[2], n, level)))
         if not ok:
             break
     return results
 
 
-def statement(level: float, reference: str, search: int, certify_samples: int) -> str:
+def statement(level: float, reference: str, search: int, certify_samples: int, test: str = "loss") -> str:
     """The guarantee in one sentence, with its numbers."""
     what = "agreement-with-the-full-model" if reference == "final" else "accuracy and accuracy-drop"
-    return STATEMENT.format(level=level, what=what, search=search, certify=certify_samples)
+    return STATEMENT.format(level=level, what=what, search=search, certify=certify_samples, test=TEST_TEXT[test])
