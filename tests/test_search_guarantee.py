@@ -14,12 +14,14 @@ from hapi_onnx.search.guarantee import (
     net_upper_bound,
     passes,
     rate_upper_bound,
+    samples_to_certify,
     split_indices,
     tail_p_value,
     walk,
 )
 from hapi_onnx.search.optimise import Candidate, resolve_goal
 from hapi_onnx.search.problem import SearchProblem
+from hapi_onnx.search.report import guarantee_text
 from hapi_onnx.search.score import score_problem
 from hapi_onnx.search.synthetic import synthetic_table, synthetic_trace
 from hapi_onnx.trace import Trace
@@ -242,6 +244,30 @@ def test_a_floor_holds_for_designs_with_exits_not_only_the_full_model():
     design = search(trace, table, Constraints(min_accuracy=floor))
     assert len(design.exits) > 1 and design.predicted["accuracy_lower_bound"] >= floor
     assert design.predicted["accuracy"] >= floor
+
+
+def test_the_price_is_the_uncertified_speedup_and_the_samples_that_would_close_half_the_gap():
+    trace, table = synthetic_trace(5, 1000, seed=31, decimals=3), synthetic_table(5, seed=31)
+    design = search(trace, table, Constraints(max_accuracy_drop=2.0))
+    price = design.search["guarantee"]["price"]
+    raw = search(trace, table, Constraints(max_accuracy_drop=2.0, bound_level=0.0))
+    assert price["certified_speedup"] == pytest.approx(design.predicted["speedup_vs_full"])
+    assert price["uncertified_speedup"] == pytest.approx(raw.predicted["speedup_vs_full"])
+    assert price["uncertified_speedup"] > price["certified_speedup"]
+    assert price["samples_for_half_the_gap"] > 1000  # this many are what limit it
+    assert f"x{price['uncertified_speedup']:.2f} uncertified" in guarantee_text(design)
+
+
+def test_samples_to_certify_is_the_fewest_with_which_the_rates_pass():
+    goal = resolve_goal(SearchProblem.from_artifacts(synthetic_trace(1, 10, seed=0), synthetic_table(1, seed=0)),
+                        Constraints(max_accuracy_drop=1.0))
+    for test, counts in (("loss", (5, 0, 50)), ("net", (12, 8, 50))):
+        k = samples_to_certify(test, counts, 1000, goal)
+        at = [int(np.floor(c / 1000 * k)) for c in counts]
+        assert passes(test, *at, k, goal)
+        assert not passes(test, *(int(np.floor(c / 1000 * (k * 0.9))) for c in counts), int(k * 0.9), goal)
+    assert samples_to_certify("loss", (10, 0, 50), 1000, goal) is None  # a loss rate at the budget: never
+    assert samples_to_certify("net", (20, 11, 50), 1000, goal) > samples_to_certify("net", (12, 8, 50), 1000, goal)
 
 
 def test_a_floor_the_full_model_cannot_be_certified_to_reach_is_one_clear_error():

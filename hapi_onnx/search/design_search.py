@@ -12,13 +12,15 @@ import numpy as np
 from hapi_onnx.choice import ExitChoice
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable
-from hapi_onnx.search.constraints import Constraints
+from hapi_onnx.search.constraints import CERTIFY_FRACTION, Constraints
 from hapi_onnx.search.design import Design, FrontPoint
 from hapi_onnx.search.guarantee import (
+    TESTS,
     certification_path,
     certify,
     choose_test,
     rate_upper_bound,
+    samples_to_certify,
     split_indices,
     statement,
     tail_p_value,
@@ -244,10 +246,38 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
         "certified": sum(t.certified for t in tested),
         "statement": statement(level, goal.constraints.reference, part.num_samples, held.num_samples, test),
     }
+    guarantee["price"] = _price(problem, goal, optimise, grid_size, chosen, path)
     predicted = {**design.predicted, "accuracy_lower_bound": proof.accuracy_bound,
                  "accuracy_drop_bound_pp": 100 * proof.drop_bound}
     return replace(design, predicted=predicted, pareto_front=tuple(front),
                    search={**design.search, "guarantee": guarantee})
+
+
+def _price(problem: SearchProblem, goal: Goal, optimise, grid_size: int, chosen: Candidate,
+           path: list[Candidate]) -> dict:
+    """What the guarantee costs: the certified design's predicted speed-up next to the design the
+    same search picks on raw counts of every calibration sample (no guarantee), and roughly how many
+    calibration samples would certify the first design of the path halfway between the two in
+    speed-up (None when none is, or its rates break the constraint: then data does not help)."""
+    def speedup(point: Candidate) -> float:
+        return problem.monolithic_ms / score_problem(problem, point.exits, point.thresholds).mean_ms
+
+    raw = resolve_goal(problem, replace(goal.constraints, bound_level=0.0))
+    uncertified = optimise(problem, threshold_grid(problem, grid_size), raw).best
+    certified = speedup(chosen)
+    best = speedup(uncertified) if uncertified is not None else certified
+    samples = None
+    if best > certified * 1.01:
+        halfway = (certified + best) / 2
+        point = next((p for p in path if p.exits and speedup(p) >= halfway), None)
+        if point is not None:
+            s = score_problem(problem, point.exits, point.thresholds)
+            counts = (s.losses, s.gains, problem.num_samples - s.correct)
+            needed = [samples_to_certify(t, counts, problem.num_samples, goal) for t in TESTS]
+            needed = [k for k in needed if k is not None]  # with more data, either test may be chosen
+            samples = math.ceil(min(needed) / CERTIFY_FRACTION) if needed else None
+    return {"certified_speedup": certified, "uncertified_speedup": max(best, certified),
+            "samples_for_half_the_gap": samples}
 
 
 def _preference(goal: Goal, point: Candidate) -> tuple:

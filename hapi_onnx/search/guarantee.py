@@ -226,6 +226,18 @@ def choose_test(part: SearchProblem, path: list[Candidate], certify_samples: int
     return "net" if reach["net"] > reach["loss"] else "loss"
 
 
+def samples_to_certify(test: str, counts: tuple[int, int, int], n: int, goal: Goal, most: int = 1_000_000):
+    """Roughly how many certify samples would certify a design with these ``(losses, gains,
+    errors)`` among ``n`` samples: the fewest (in steps of 5%) with which its counts at those rates
+    pass ``test``, so about even odds. None when no number up to ``most`` does (its rates break
+    the constraint: more samples cannot help)."""
+    sizes = np.unique(np.geomspace(1, most, 300).astype(np.int64))
+    rates = np.asarray(counts, dtype=np.float64) / n
+    expected = [np.floor(r * sizes).astype(np.int64) for r in rates]
+    ok = np.flatnonzero(passes(test, *expected, sizes, goal))
+    return int(sizes[ok[0]]) if len(ok) else None
+
+
 def certify(certify_part: SearchProblem, path: Iterable[Candidate], goal: Goal, test: str = "loss") -> list[Certified]:
     """Fixed-sequence testing of ``path`` (safest first) on the certify part, at ``1 - bound_level``.
 

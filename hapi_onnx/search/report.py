@@ -28,7 +28,7 @@ def summary_lines(design: Design) -> list[str]:
     accuracy = f"{what} {100 * p['accuracy']:.2f}%"
     drop = 100 * (ref["accuracy"] - p["accuracy"])
     if level:
-        loss = "loss rate" if c.certified else "drop"
+        loss = "loss rate" if c.certified and design.search["guarantee"].get("test", "loss") == "loss" else "drop"
         accuracy += (
             f" (>= {100 * p['accuracy_lower_bound']:.2f}%; drop {drop:.2f} pp, {loss} <= "
             f"{p['accuracy_drop_bound_pp']:.2f} pp; {level})"
@@ -56,7 +56,19 @@ def guarantee_text(design: Design) -> str:
     guarantee = design.search.get("guarantee")
     if not guarantee:
         return ""
-    return f"{guarantee['statement']}; {guarantee['certified']} design(s) certified"
+    text = f"{guarantee['statement']}; {guarantee['certified']} design(s) certified"
+    if price := guarantee.get("price"):
+        text += (f"; its price: speed-up x{price['certified_speedup']:.2f} certified vs "
+                 f"x{price['uncertified_speedup']:.2f} uncertified (raw calibration counts)")
+        samples = price.get("samples_for_half_the_gap")
+        if samples and design.constraints.reference == "final":
+            text += f"; about {samples} unlabelled calibration samples would close half the gap"
+        elif samples:
+            text += (f"; about {samples} labelled calibration samples would close half the gap (--reference "
+                     "final takes unlabelled ones, but bounds the stricter disagreement)")
+        elif price["uncertified_speedup"] > 1.01 * price["certified_speedup"]:
+            text += "; more samples alone would not close half the gap along this path"
+    return text
 
 
 def search_text(design: Design) -> str:
