@@ -48,7 +48,8 @@ def test_bound_level_option_reaches_the_design_and_the_output(files):
     design = Design.load(files / "design.json")
     assert design.constraints.bound_level == 0.9 and design.constraints.guarantee == "split"
     bound = design.predicted["accuracy_drop_bound_pp"]
-    assert f"loss rate <= {bound:.2f} pp; certified at level 0.9)" in result.output
+    what = {"loss": "loss rate", "net": "drop"}[design.search["guarantee"]["test"]]
+    assert f"{what} <= {bound:.2f} pp; certified at level 0.9)" in result.output
     assert "guarantee: with probability >= 0.9 over the calibration data" in result.output
     assert design.search["guarantee"]["certify_samples"] == 1400
     per_design = run(files, "--max-accuracy-drop", "3", "--guarantee", "per-design")

@@ -28,7 +28,8 @@ def summary_lines(design: Design) -> list[str]:
     accuracy = f"{what} {100 * p['accuracy']:.2f}%"
     drop = 100 * (ref["accuracy"] - p["accuracy"])
     if level:
-        loss = "loss rate" if c.certified and design.search["guarantee"].get("test", "loss") == "loss" else "drop"
+        test = (design.search.get("guarantee") or {}).get("test", "loss")
+        loss = "loss rate" if c.certified and test == "loss" else "drop"
         accuracy += (
             f" (>= {100 * p['accuracy_lower_bound']:.2f}%; drop {drop:.2f} pp, {loss} <= "
             f"{p['accuracy_drop_bound_pp']:.2f} pp; {level})"
