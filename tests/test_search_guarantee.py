@@ -10,6 +10,7 @@ from hapi_onnx.search import Constraints, Design, search
 from hapi_onnx.search.guarantee import (
     CERTIFY_FRACTION,
     certify,
+    choose_tests,
     net_rejects,
     net_upper_bound,
     passes,
@@ -61,6 +62,28 @@ def test_fixed_sequence_testing_stops_at_the_first_failure():
         losses = score_problem(problem, t.design.exits, t.design.thresholds).losses
         assert t.certified == (binom.cdf(losses, problem.num_samples, 0.03) <= 0.1)
         assert t.drop_bound == pytest.approx(rate_upper_bound(losses, problem.num_samples, 0.9))
+
+
+def test_each_design_gets_the_test_with_the_tighter_bound_on_the_search_part():
+    trace, table = synthetic_trace(4, 3000, seed=2, decimals=3), synthetic_table(4, seed=2)
+    problem = SearchProblem.from_artifacts(trace, table)
+    part, held = problem.subset(np.arange(900)), problem.subset(np.arange(900, 3000))
+    goal = resolve_goal(problem, Constraints(max_accuracy_drop=3.0))
+    path = [Candidate((), (), 0, 0, 0)] + [Candidate((0, 2), (t, t), 0, 0, 0) for t in (0.99, 0.9, 0.7, 0.5)]
+    tests = choose_tests(part, path, held.num_samples, goal)
+    for design, test in zip(path, tests, strict=True):
+        s = score_problem(part, design.exits, design.thresholds)
+        losses, gains = round(s.losses * 2100 / 900), round(s.gains * 2100 / 900)
+        net = net_upper_bound(losses, gains, 2100, 0.9) < rate_upper_bound(losses, 2100, 0.9)
+        assert test == ("net" if net else "loss")
+    assert set(tests) == {"loss", "net"}  # this path has designs of both kinds
+    tested = certify(held, path, goal, tests)
+    for t, test in zip(tested, tests, strict=False):
+        s = score_problem(held, t.design.exits, t.design.thresholds)
+        assert t.test == test
+        assert t.certified == passes(test, s.losses, s.gains, 2100 - s.correct, 2100, goal, full=not t.design.exits)
+    floor_only = resolve_goal(problem, Constraints(min_accuracy=0.5))
+    assert choose_tests(part, path, held.num_samples, floor_only) == ["loss"] * len(path)
 
 
 def test_the_level_holds_for_the_chosen_design_over_many_calibration_draws():

@@ -4,6 +4,7 @@ The CLI's ``hapi-onnx search`` is this function; see :mod:`hapi_onnx.search.opti
 space, the objective and the tie-breaking, and :mod:`hapi_onnx.search.problem` for the cost model.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -18,7 +19,7 @@ from hapi_onnx.search.guarantee import (
     TESTS,
     certification_path,
     certify,
-    choose_test,
+    choose_tests,
     rate_upper_bound,
     samples_to_certify,
     split_indices,
@@ -215,8 +216,8 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
     if per_exit:
         chosen = refine_per_exit(part, chosen, goal_part, grid, grid_size=grid_size)
     path = list(certification_path(part, chosen, grid, goal_part, per_exit))
-    test = choose_test(part, path, held.num_samples, goal)  # from the search part too
-    tested = certify(held, path, goal, test)
+    tests = choose_tests(part, path, held.num_samples, goal)  # from the search part too
+    tested = certify(held, path, goal, tests)
     scored = [goal.scored(problem, t.design.exits, t.design.thresholds) for t in tested]
     ok = [t.certified and bool(goal.fast_enough(s.latency_key, s.within))
           for s, t in zip(scored, tested, strict=True)]  # worked out once: the choice and the front use it
@@ -238,13 +239,13 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
     design = _design(problem, goal, chosen, [], optimiser=optimiser, grid_size=grid_size)
     guarantee = {
         "method": "split",
-        "test": test,
+        "test": proof.test,
         "level": level,
         "search_samples": part.num_samples,
         "certify_samples": held.num_samples,
         "tested": len(tested),
         "certified": sum(t.certified for t in tested),
-        "statement": statement(level, goal.constraints.reference, part.num_samples, held.num_samples, test),
+        "statement": statement(level, goal.constraints.reference, part.num_samples, held.num_samples, proof.test),
     }
     guarantee["price"] = _price(problem, goal, optimise, grid_size, chosen, path)
     predicted = {**design.predicted, "accuracy_lower_bound": proof.accuracy_bound,

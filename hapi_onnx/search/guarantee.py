@@ -49,11 +49,12 @@ CALM's consistency risk; no labels are needed.
   ``p_D <= U``): at most ``delta``. It gains power where the exits fix many of the full model's
   errors, and loses some where they fix none (it spends ``gamma`` and judges L among D).
 
-Which of the two certifies is chosen on the *search part* (it may depend on anything but the
-certify part): the test that certifies further along the path when the search part's loss and
-gain counts, scaled to the certify part's size, are taken as the certify part's
-(:func:`choose_test`); ties go to ``loss``. With ``reference="final"`` there are no gains (the
-full model agrees with itself), so ``loss`` is chosen. The floor is tested on the errors alike,
+Which of the two tests a design of the path gets is chosen on the *search part* (it may depend
+on anything but the certify part; each design's hypothesis is then tested at ``delta`` by a test
+fixed in advance, which is all fixed-sequence testing needs): the one whose bound is tighter when
+the search part's loss and gain counts, scaled to the certify part's size, are taken as the
+certify part's (:func:`choose_tests`); ties go to ``loss``. With ``reference="final"`` there are
+no gains (the full model agrees with itself), so ``loss`` is chosen. The floor is tested on the errors alike,
 ``P(Binom(n, 1 - a) <= errors)``, for every design on the path.
 
 The price of honesty is that the path is chosen on fewer samples and certified on fewer still;
@@ -61,7 +62,7 @@ The price of honesty is that the path is chosen on fewer samples and certified o
 exceedance rate over re-splits.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,12 +96,14 @@ class Certified:
         drop_bound (float): Exact upper bound at the level of what the test bounds (its loss rate
             or its drop), a fraction: a bound on its drop from the full model.
         accuracy_bound (float): Exact (Clopper-Pearson) lower bound of its accuracy at the level.
+        test (str): The test of its drop, ``loss`` or ``net``.
     """
 
     design: Candidate
     certified: bool
     drop_bound: float
     accuracy_bound: float
+    test: str = "loss"
 
 
 def split_indices(num_samples: int, fraction: float = CERTIFY_FRACTION, seed: int = SPLIT_SEED):
@@ -200,11 +203,13 @@ def passes(test: str, losses, gains, errors, n: int, goal: Goal, full: bool = Fa
     return bool(ok) if ok.ndim == 0 else ok
 
 
-def walk(test: str, counts: Iterable[tuple[int, int, int]], n: int, goal: Goal) -> list[bool]:
+def walk(tests: str | Sequence[str], counts: Iterable[tuple[int, int, int]], n: int, goal: Goal) -> list[bool]:
     """Fixed-sequence testing on counts: ``(losses, gains, errors)`` per design, path order, the
-    first the full model (no drop; only its floor is tested). The verdicts up to the first failure."""
+    first the full model (no drop; only its floor is tested), each design by its test (one for
+    all, or one each). The verdicts up to the first failure."""
     verdicts = []
     for k, (losses, gains, errors) in enumerate(counts):
+        test = tests if isinstance(tests, str) else tests[k]
         ok = passes(test, losses, gains, errors, n, goal, full=k == 0)
         verdicts.append(ok)
         if not ok:
@@ -212,18 +217,20 @@ def walk(test: str, counts: Iterable[tuple[int, int, int]], n: int, goal: Goal) 
     return verdicts
 
 
-def choose_test(part: SearchProblem, path: list[Candidate], certify_samples: int, goal: Goal) -> str:
-    """The test that certifies further along ``path`` when the search part's counts, scaled to
-    ``certify_samples``, stand for the certify part's (ties: ``loss``). Uses the search part only."""
+def choose_tests(part: SearchProblem, path: list[Candidate], certify_samples: int, goal: Goal) -> list[str]:
+    """Each design's test: the one whose bound is tighter when the search part's counts, scaled to
+    ``certify_samples``, stand for the certify part's (ties: ``loss``). Uses the search part only,
+    so each design's test is fixed before the certify part is seen."""
     if goal.constraints.max_accuracy_drop is None:
-        return "loss"  # the floor alone: the two tests are one
-    scale = certify_samples / part.num_samples
-    counts = []
+        return ["loss"] * len(path)  # the floor alone: the two tests are one
+    scale, level = certify_samples / part.num_samples, goal.constraints.bound_level
+    tests = []
     for design in path:
         s = score_problem(part, design.exits, design.thresholds)
-        counts.append(tuple(int(round(scale * x)) for x in (s.losses, s.gains, part.num_samples - s.correct)))
-    reach = {test: sum(walk(test, counts, certify_samples, goal)) for test in TESTS}
-    return "net" if reach["net"] > reach["loss"] else "loss"
+        losses, gains = (int(round(scale * x)) for x in (s.losses, s.gains))
+        net = net_upper_bound(losses, gains, certify_samples, level) < rate_upper_bound(losses, certify_samples, level)
+        tests.append("net" if net else "loss")
+    return tests
 
 
 def samples_to_certify(test: str, counts: tuple[int, int, int], n: int, goal: Goal, most: int = 1_000_000):
@@ -238,7 +245,9 @@ def samples_to_certify(test: str, counts: tuple[int, int, int], n: int, goal: Go
     return int(sizes[ok[0]]) if len(ok) else None
 
 
-def certify(certify_part: SearchProblem, path: Iterable[Candidate], goal: Goal, test: str = "loss") -> list[Certified]:
+def certify(
+    certify_part: SearchProblem, path: Iterable[Candidate], goal: Goal, tests: str | Sequence[str] = "loss"
+) -> list[Certified]:
     """Fixed-sequence testing of ``path`` (safest first) on the certify part, at ``1 - bound_level``.
 
     Args:
@@ -246,20 +255,21 @@ def certify(certify_part: SearchProblem, path: Iterable[Candidate], goal: Goal, 
         path (Iterable[Candidate]): Designs in the fixed order, chosen without the certify part;
             consumed only up to the first design that is not certified.
         goal (Goal): The constraints (its ``constraints`` give the budget, floor and level).
-        test (str): ``loss`` or ``net`` (module docstring), chosen without the certify part.
-            Defaults to loss.
+        tests (str | Sequence[str]): ``loss`` or ``net`` (module docstring), for all the designs
+            or one per design, chosen without the certify part. Defaults to loss.
 
     Returns:
         list[Certified]: The designs tested, in path order; all certified but maybe the last.
     """
     level, n = goal.constraints.bound_level, certify_part.num_samples
     results = []
-    for design in path:
+    for k, design in enumerate(path):
+        test = tests if isinstance(tests, str) else tests[k]
         score = score_problem(certify_part, design.exits, design.thresholds)
         counts = (score.losses, score.gains, n - score.correct) if design.exits else (0, 0, n - score.correct)
         ok = passes(test, *counts, n, goal, full=not design.exits)
         drop_bound = drop_upper_bound(test, counts[0], counts[1], n, level) if design.exits else 0.0
-        results.append(Certified(design, ok, drop_bound, 1.0 - rate_upper_bound(counts[2], n, level)))
+        results.append(Certified(design, ok, drop_bound, 1.0 - rate_upper_bound(counts[2], n, level), test))
         if not ok:
             break
     return results
