@@ -246,8 +246,8 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
         "tested": len(tested),
         "certified": sum(t.certified for t in tested),
         "statement": statement(level, goal.constraints.reference, part.num_samples, held.num_samples, proof.test),
+        "price": _price(problem, goal, optimise, grid_size, chosen, path),
     }
-    guarantee["price"] = _price(problem, goal, optimise, grid_size, chosen, path)
     predicted = {**design.predicted, "accuracy_lower_bound": proof.accuracy_bound,
                  "accuracy_drop_bound_pp": 100 * proof.drop_bound}
     return replace(design, predicted=predicted, pareto_front=tuple(front),
