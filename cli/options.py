@@ -133,10 +133,10 @@ def constraint_options(defaults: bool):
                      help="With probability at least this (in [0.5, 1)), the chosen design meets the accuracy "
                      "constraints on new data from the calibration data's distribution; 0 checks raw counts."),
         click.option("--guarantee", type=click.Choice(GUARANTEES), default=default("split"), show_default=defaults,
-                     help=f"split: choose the exits on {SEARCH_SHARE}% of the calibration data and certify on the "
-                     f"other {CERTIFY_SHARE}%, by exact tests, the floor and the accuracy drop (gains credited where "
-                     "that bounds it tighter) of the chosen design; per-design: one bound per design on all of it "
-                     "(does not survive the selection; for comparison)."),
+                     help=f"split: search on {SEARCH_SHARE}% of the calibration data, certify on the other "
+                     f"{CERTIFY_SHARE}% by exact tests the floor and the accuracy drop (gains credited where that "
+                     "bounds it tighter) of the chosen design; per-design: one bound per design on all of it (does "
+                     "not survive the selection; for comparison)."),
         click.option("--reference", type=click.Choice(REFERENCES), default=default("labels"),
                      show_default=defaults,
                      help="labels: accuracy against the true classes; final: agreement with the full model, "

@@ -36,13 +36,13 @@ def command(trace_path, latency_path, output, plot, candidates, optimiser, **opt
     \b
     Guarantee (--guarantee split, the default): with probability at least --bound-level over the
     calibration data, the chosen design meets the accuracy floor on new data from the same
-    distribution and its accuracy drop from the full model is at most --max-accuracy-drop: the
-    exits are chosen on {search}% of the trace and a path of designs is certified on the other
-    {certify}% by fixed-sequence testing (Learn-then-Test), each design by an exact test of its
+    distribution and its accuracy drop from the full model is at most --max-accuracy-drop: designs
+    are searched on {search}% of the trace and certified on the other {certify}% along a path by
+    fixed-sequence testing (Learn-then-Test), each design by an exact test of its
     losses (wrong where the full model is right) or of its net drop (losses minus gains), whichever
     bounds it tighter on the {search}%. With --reference final the trace may be unlabelled and a
     loss is any disagreement with the full model. The summary gives the price: the uncertified
-    speed-up, and about how many calibration samples would close half the gap.
+    speed-up, and about how many calibration samples would halve the gap.
 
     Same as: hapi_onnx.search.search(Trace.load(TRACE), LatencyTable.load(LATENCY), Constraints(...),
     candidates=[...], optimiser=...)
