@@ -14,7 +14,7 @@ with compaction vs full model) is measured too, alternating rounds and keeping t
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from hapi_onnx.image_folder import IMAGE_SUFFIXES, decode_image, image_files
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import TimingStats
 from hapi_onnx.profile.timing import stats_from_samples
-from hapi_onnx.runtime import EarlyExitModel, Prediction
+from hapi_onnx.runtime import EarlyExitModel, Monitor, MonitoredModel, Prediction
 from hapi_onnx.runtime.preprocess import Preprocessing
 from hapi_onnx.search.design import valid_positions
 from hapi_onnx.search.latency import mixture_stats
@@ -460,15 +460,48 @@ def predict_file(
         HapiError: when the bundle or the input is invalid or does not fit the bundle, or images
             are given to a bundle without a preprocessing spec.
     """
+    model = _load_bundle(bundle_path, device)
+    batches, names = _input_batches(model, input_path)
+    return model, Prediction.join([model.predict(batch) for batch in batches]), names
+
+
+def monitor_file(
+    bundle_path: str | os.PathLike, input_path: str | os.PathLike, monitor: Monitor, device: str | None = None
+) -> tuple[MonitoredModel, Prediction, list[str] | None]:
+    """Run a bundle with the drift monitor on a stream, in order, one sample at a time (``hapi-onnx run --monitor``).
+
+    Audits run inline (``monitor.background`` is ignored), so the run is reproducible: the same
+    stream and seed give the same predictions and the same moves along the path.
+
+    Args:
+        bundle_path, input_path, device: As for :func:`predict_file`.
+        monitor (Monitor): The monitor's settings.
+
+    Returns:
+        tuple[MonitoredModel, Prediction, list[str] | None]: The model (its
+        ``position_changes()`` and ``monitor_state()``), the predictions, the image paths.
+
+    Raises:
+        HapiError: as :func:`predict_file`, or when the bundle records no budget and none is given.
+    """
+    model = _load_bundle(bundle_path, device, replace(monitor, background=False))
+    batches, names = _input_batches(model, input_path)
+    return model, Prediction.join([model.predict(b[i : i + 1]) for b in batches for i in range(len(b))]), names
+
+
+def _load_bundle(bundle_path, device: str | None, monitor: Monitor | None = None) -> EarlyExitModel:
     if device is None:
-        model = EarlyExitModel.load(bundle_path)
-    else:
-        preset = load_preset(device)
-        preset.check_providers()
-        model = EarlyExitModel.load(
-            bundle_path, providers=preset.provider_names, session_options=preset.session_options(),
-            provider_options=preset.provider_options,
-        )
+        return EarlyExitModel.load(bundle_path, monitor=monitor)
+    preset = load_preset(device)
+    preset.check_providers()
+    return EarlyExitModel.load(
+        bundle_path, providers=preset.provider_names, session_options=preset.session_options(),
+        provider_options=preset.provider_options, monitor=monitor,
+    )
+
+
+def _input_batches(model: EarlyExitModel, input_path) -> tuple[Any, list[str] | None]:
+    """The input's batches (lazily) and the image paths (None for arrays)."""
     path = Path(input_path)
     if path.exists() and not (path.is_dir() or path.is_file()):  # a FIFO, socket or device: reading could block
         raise HapiError(f"input {str(path)!r} is not a regular file or a folder.")
@@ -476,9 +509,8 @@ def predict_file(
         files = image_files(path) if path.is_dir() else [path]
         if not files:
             raise HapiError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(path)!r}.")
-        preds = [model.predict(model.preprocess([decode_image(f) for f in files[a : a + 64]]))
-                 for a in range(0, len(files), 64)]
-        return model, Prediction.join(preds), [str(f) for f in files]
-    return model, Prediction.join([model.predict(batch) for batch in open_dataset(path).batches(256)]), None
+        batches = (model.preprocess([decode_image(f) for f in files[a : a + 64]]) for a in range(0, len(files), 64))
+        return batches, [str(f) for f in files]
+    return open_dataset(path).batches(256), None
 
 

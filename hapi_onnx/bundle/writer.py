@@ -20,7 +20,7 @@ from hapi_onnx.files import atomic_output
 from hapi_onnx.graph import input_spec, load_model, model_fingerprint
 from hapi_onnx.graph.decision import CLASS_OUTPUT, CONFIDENCE_OUTPUT, PROBS_OUTPUT
 from hapi_onnx.runtime.archive import BundleContents, read_bundle
-from hapi_onnx.runtime.manifest import MANIFEST_NAME, InputSpec, Manifest, StageSpec
+from hapi_onnx.runtime.manifest import MANIFEST_NAME, CertifiedPath, InputSpec, Manifest, StageSpec
 from hapi_onnx.runtime.preprocess import Preprocessing
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ def bundle_contents(
     preprocessing: Preprocessing | None = None,
     design: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
+    path: CertifiedPath | None = None,
 ) -> BundleContents:
     """A bundle in memory: each stage graph serialised and hashed, and the manifest that wires them.
 
@@ -51,9 +52,12 @@ def bundle_contents(
             :func:`bundle_preprocessing`). Defaults to none.
         design (dict | None): Summary of the design shipped (predicted metrics, constraints, ...).
         provenance (dict | None): Where the bundle comes from. Defaults to the versions and time.
+        path (CertifiedPath | None): The certified path to this design (its last step is the
+            exits' thresholds), for the runtime's drift monitor. Defaults to none.
 
     Raises:
-        HapiError: when the exits do not name the stages, or the labels do not match the classes.
+        HapiError: when the exits do not name the stages, the labels do not match the classes,
+            or the path does not end at the exits' thresholds.
     """
     exits = check_choices(exits)
     if [c.name for c in exits] != [s.name for s in stages]:
@@ -96,6 +100,7 @@ def bundle_contents(
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **(provenance or {}),
         },
+        path=path,
     )
     manifest = Manifest.from_dict(manifest.to_dict())  # the writer obeys the schema the runtime reads
     return BundleContents(manifest=manifest, stage_bytes=tuple(blobs))
@@ -109,6 +114,7 @@ def write_bundle(
     labels: Sequence[str] | None = None,
     preprocessing: Preprocessing | str | dict[str, Any] | None = None,
     design: dict[str, Any] | None = None,
+    path: CertifiedPath | None = None,
     zip: bool = False,
 ) -> Path:
     """Package the chosen exits of an over-provisioned model as a staged bundle.
@@ -126,6 +132,8 @@ def write_bundle(
             recorded (see :func:`bundle_preprocessing`); a different one is refused.
         design (dict): Summary of the design shipped (predicted metrics, constraints, fingerprints),
             stored in the manifest. Defaults to none.
+        path (CertifiedPath | None): The certified path to this design (see
+            :func:`bundle_contents`). Defaults to none.
         zip (bool): Write a single zip file even if ``out_path`` does not end in ``.zip``.
             Defaults to False.
 
@@ -148,7 +156,7 @@ def write_bundle(
         raise HapiError(f"The last exit of a bundle is the final classifier {FINAL!r}. Got {exits[-1].name!r}.")
     stages = stage_graphs(model, layout, [c.name for c in exits[:-1]])
     contents = bundle_contents(
-        stages, exits, layout.num_classes, labels=labels, preprocessing=preprocessing, design=design,
+        stages, exits, layout.num_classes, labels=labels, preprocessing=preprocessing, design=design, path=path,
         provenance={"source_fingerprint": layout.source_fingerprint, "ee_model_fingerprint": model_fingerprint(model),
                     **({"precision": layout.precision} if layout.precision else {})},
     )
@@ -220,7 +228,7 @@ def bundle_from_design(
     preprocessing: Preprocessing | str | dict[str, Any] | None = None,
     zip: bool = False,
 ) -> Path:
-    """Bundle a searched design: its exits and thresholds, with its predictions in the manifest.
+    """Bundle a searched design: its exits and thresholds, with its predictions (and its certified path) in the manifest.
 
     Args:
         ee_model (str | PathLike | onnx.ModelProto): The over-provisioned model the design was
@@ -257,5 +265,9 @@ def bundle_from_design(
         "latency_fingerprint": design.latency_fingerprint,
         "model_fingerprint": design.model_fingerprint,
     }
+    steps = (design.search.get("guarantee") or {}).get("path")
+    c = design.constraints
+    path = CertifiedPath(steps=tuple(map(tuple, steps)), budget_pp=c.max_accuracy_drop, reference=c.reference,
+                         level=c.bound_level) if steps else None
     return write_bundle(model, design.exits, out_path, labels=labels, preprocessing=preprocessing,
-                        design=summary, zip=zip)
+                        design=summary, path=path, zip=zip)

@@ -14,20 +14,26 @@ Every error a caller can cause (a missing, malformed or tampered bundle, a wrong
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.runtime.archive import BundleContents, read_bundle
-from hapi_onnx.runtime.manifest import FORMAT_VERSION, KIND, InputSpec, Manifest, StageSpec
+from hapi_onnx.runtime.manifest import FORMAT_VERSION, KIND, CertifiedPath, InputSpec, Manifest, StageSpec
 from hapi_onnx.runtime.model import EarlyExitModel, Prediction
+from hapi_onnx.runtime.monitor import Monitor, MonitoredModel, MonitorState, PositionChange
 
 BundleError = HapiError
 
 __all__ = [
     "BundleContents",
     "BundleError",
+    "CertifiedPath",
     "EarlyExitModel",
     "FORMAT_VERSION",
     "HapiError",
     "InputSpec",
     "KIND",
     "Manifest",
+    "Monitor",
+    "MonitorState",
+    "MonitoredModel",
+    "PositionChange",
     "Prediction",
     "StageSpec",
     "read_bundle",

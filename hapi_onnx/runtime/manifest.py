@@ -23,8 +23,19 @@ Example (format_version 2)::
         {"name": "final", ..., "carried": null, "threshold": null}
       ],
       "design": {"predicted": {...}, "constraints": {...}, ...} | null,
-      "provenance": {"source_fingerprint": "...", "hapi_onnx_version": "0.2.0", "created": "..."}
+      "provenance": {"source_fingerprint": "...", "hapi_onnx_version": "0.2.0", "created": "..."},
+      "path": {"steps": [[0.999], [0.98], [0.93]], "budget_pp": 1.0, "reference": "labels", "level": 0.9}
     }
+
+``path`` (optional; bundles without it load as before, and runtimes that do not know it ignore it,
+so the format version stays 2) is the certified search's path (:mod:`hapi_onnx.search.guarantee`)
+from the full model to the shipped design: ``steps`` holds one threshold per intermediate stage
+for each design on it, safest first, after the full model itself (every sample to the final
+stage), which always comes first and is not listed; the last step is the stages' thresholds.
+``budget_pp`` is the accuracy-drop budget (points; null when the design had only an accuracy
+floor) every step was certified for at ``level``, against ``reference`` (``labels``: losses
+against the true classes; ``final``: disagreement with the full model). The runtime's drift
+monitor (:mod:`hapi_onnx.runtime.monitor`) moves along it.
 
 A stage's ``size`` (bytes of its file) is optional (bundles written before it was recorded have
 none); when present, a file of another size is refused before it is read.
@@ -44,11 +55,11 @@ writer imports it from here.
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hapi_onnx.artifact import check_kind, parse_json
-from hapi_onnx.choice import ExitChoice, check_choices
+from hapi_onnx.choice import ExitChoice, check_choices, check_threshold
 from hapi_onnx.errors import HapiError
 from hapi_onnx.runtime.preprocess import Preprocessing
 
@@ -231,6 +242,55 @@ def _preprocessing(data: dict | None, input_spec: InputSpec) -> Preprocessing | 
 
 
 @dataclass(frozen=True)
+class CertifiedPath:
+    """The designs from the full model to the shipped one, certified for one drop budget.
+
+    Attributes:
+        steps (tuple[tuple[float, ...], ...]): One threshold per intermediate stage for each
+            design, safest first; the full model (no early exit) comes before the first and is
+            not listed; the last is the shipped design's thresholds.
+        budget_pp (float | None): The accuracy-drop budget in points each step was certified for
+            (None when the design had only an accuracy floor).
+        reference (str): ``labels`` or ``final`` (what a loss was counted against).
+        level (float): The certificate's probability.
+    """
+
+    steps: tuple[tuple[float, ...], ...]
+    budget_pp: float | None
+    reference: str
+    level: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": [list(s) for s in self.steps], "budget_pp": self.budget_pp,
+                "reference": self.reference, "level": self.level}
+
+    @classmethod
+    def from_dict(cls, data: Any, thresholds: tuple[float, ...]) -> "CertifiedPath":
+        """Validate a decoded ``path`` against the stages' ``thresholds`` (its last step)."""
+        where = "'path'"
+        if not isinstance(data, dict):
+            raise _fail(where, f"must be an object. Got {data!r} instead.")
+        steps = _get(data, "steps", (list,), "a list of threshold lists", where)
+        try:
+            steps = tuple(tuple(check_threshold(t, "a path threshold") for t in step) for step in steps
+                          if isinstance(step, list))
+        except HapiError as err:
+            raise _fail(where, str(err)) from None
+        if (not steps or len(steps) != len(data["steps"])
+                or any(len(step) != len(thresholds) for step in steps) or steps[-1] != thresholds):
+            raise _fail(where, f"'steps' must be lists of {len(thresholds)} thresholds, the last one the stages' "
+                               f"{list(thresholds)!r}. Got {data['steps']!r}.")
+        budget = _get(data, "budget_pp", (int, float), "a number of points or null", where, optional=True)
+        reference = _get(data, "reference", (str,), "'labels' or 'final'", where)
+        level = _get(data, "level", (int, float), "a probability", where)
+        if (budget is not None and not 0 <= budget <= 100) or reference not in ("labels", "final") or not 0 < level < 1:
+            raise _fail(where, f"needs budget_pp in [0, 100] or null, reference 'labels' or 'final' and level in "
+                               f"(0, 1). Got {budget!r}, {reference!r}, {level!r}.")
+        return cls(steps=steps, budget_pp=None if budget is None else float(budget), reference=reference,
+                   level=float(level))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """The contents of ``manifest.json``.
 
@@ -244,6 +304,7 @@ class Manifest:
         design (dict | None): Summary of the design it ships (predicted metrics, constraints,
             fingerprints); its exits and thresholds are the stages'.
         provenance (dict): Source model fingerprint, hapi-onnx version, creation time.
+        path (CertifiedPath | None): The certified path to the shipped design, if recorded.
     """
 
     input: InputSpec
@@ -253,6 +314,7 @@ class Manifest:
     preprocessing: Preprocessing | None
     design: dict[str, Any] | None
     provenance: dict[str, Any]
+    path: CertifiedPath | None = None
 
     @property
     def exits(self) -> tuple[ExitChoice, ...]:
@@ -276,6 +338,7 @@ class Manifest:
             "stages": [s.to_dict() for s in self.stages],
             "design": self.design,
             "provenance": self.provenance,
+            **({} if self.path is None else {"path": self.path.to_dict()}),
         }
 
     def to_json(self) -> str:
@@ -317,6 +380,9 @@ class Manifest:
             provenance=_get(data, "provenance", (dict,), "an object", where),
         )
         manifest._check_wiring()
+        if data.get("path") is not None:
+            thresholds = tuple(s.threshold for s in stages[:-1])
+            manifest = replace(manifest, path=CertifiedPath.from_dict(data["path"], thresholds))
         return manifest
 
     @classmethod

@@ -27,6 +27,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -36,6 +37,9 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.runtime.archive import BundleContents, read_bundle
 from hapi_onnx.runtime.manifest import Manifest, StageSpec
 from hapi_onnx.runtime.preprocess import preprocess_images
+
+if TYPE_CHECKING:
+    from hapi_onnx.runtime.monitor import Monitor
 
 _MAX_BOUND_SHAPES = 8  # per thread: input shapes with preallocated batch-1 buffers
 MAX_CHUNK = 256
@@ -195,6 +199,7 @@ class EarlyExitModel:
         providers: Sequence[str] | None = None,
         session_options: ort.SessionOptions | None = None,
         provider_options: Sequence[dict[str, str]] | None = None,
+        monitor: "Monitor | None" = None,
     ) -> "EarlyExitModel":
         """Verify a bundle (manifest and every file's sha256) and open one session per stage.
 
@@ -204,9 +209,13 @@ class EarlyExitModel:
             session_options (ort.SessionOptions): Options for every stage's session. Defaults to
                 ONNX Runtime's defaults.
             provider_options (list[dict]): Options aligned with ``providers``. Defaults to none.
+            monitor (Monitor | None): Watch the early exits for drift and move the thresholds
+                along the bundle's certified path (:mod:`hapi_onnx.runtime.monitor`). Defaults to
+                None: the bundle's thresholds, fixed.
 
         Returns:
-            EarlyExitModel: Ready to predict, with the bundle's thresholds.
+            EarlyExitModel: Ready to predict, with the bundle's thresholds (a
+            :class:`~hapi_onnx.runtime.monitor.MonitoredModel` when a monitor is given).
 
         Raises:
             HapiError: when the bundle is missing, malformed or tampered with, its manifest does
@@ -214,7 +223,8 @@ class EarlyExitModel:
                 provider is not available.
         """
         contents = read_bundle(path)
-        return cls.from_contents(contents, providers, session_options, provider_options, origin=str(path))
+        return cls.from_contents(contents, providers, session_options, provider_options, origin=str(path),
+                                 monitor=monitor)
 
     @classmethod
     def from_contents(
@@ -224,6 +234,7 @@ class EarlyExitModel:
         session_options: ort.SessionOptions | None = None,
         provider_options: Sequence[dict[str, str]] | None = None,
         origin: str = "in-memory bundle",
+        monitor: "Monitor | None" = None,
     ) -> "EarlyExitModel":
         """Open a bundle already in memory (a verified manifest and its stage files' bytes).
 
@@ -232,7 +243,7 @@ class EarlyExitModel:
 
         Args:
             contents (BundleContents): Manifest and stage bytes.
-            providers, session_options, provider_options: As for :meth:`load`.
+            providers, session_options, provider_options, monitor: As for :meth:`load`.
             origin (str): Where the bundle came from, for messages. Defaults to "in-memory bundle".
 
         Raises:
@@ -267,7 +278,14 @@ class EarlyExitModel:
         stages = [_Stage(spec, session, last=i == last)
                   for i, (spec, session) in enumerate(zip(manifest.stages, sessions, strict=True))]
         bind = stages[0].session.get_providers()[0] == "CPUExecutionProvider"
-        return cls(manifest, _Pipeline(stages, bind_batch1=bind), manifest.exits)
+        model = cls(manifest, _Pipeline(stages, bind_batch1=bind), manifest.exits)
+        if monitor is None:
+            return model
+        from hapi_onnx.runtime.monitor import Monitor  # built on this module
+
+        if not isinstance(monitor, Monitor):
+            raise HapiError(f"monitor must be a hapi_onnx.runtime.Monitor (or None). Got {monitor!r} instead.")
+        return monitor.attach(model)
 
     # -- what the model is ------------------------------------------------------------------
 

@@ -24,7 +24,9 @@ on the search data, the monolithic model's measured mean latency, and the predic
 staged model without early exits), the ``pareto_front`` of raw accuracy against latency it was
 picked from (:class:`FrontPoint` by increasing latency; with bounds the chosen design need not be
 on it), ``search`` (optimiser, grid size, number of search samples, candidate exits), the device,
-and the fingerprints of the trace, latency table and model.
+and the fingerprints of the trace, latency table and model. A certified search also records, in
+``search.guarantee.path``, the thresholds of every certified design from the full model (not
+listed) to the chosen one, safest first: the bundle carries it for the runtime's drift monitor.
 """
 
 import math

@@ -227,6 +227,7 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
     on_prediction = goal.stat != "mean" and goal.has_accuracy_constraint  # min-latency at a percentile
     chosen, proof = min(feasible, key=lambda pair: (
         _predicted_ms(problem, goal, pair[0]) if on_prediction else 0.0, *_preference(goal, pair[0])))
+    at = next(i for i, (s, t) in enumerate(zip(scored, tested, strict=True)) if s is chosen and t is proof)
     level = goal.constraints.bound_level
     front = [FrontPoint(
         exits=_choices(problem, scored[i]),
@@ -247,6 +248,9 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
         "certified": sum(t.certified for t in tested),
         "statement": statement(level, goal.constraints.reference, part.num_samples, held.num_samples, proof.test),
         "price": _price(problem, goal, optimise, grid_size, chosen, path),
+        # The certified designs from the full model (first, not listed) to the chosen one, as
+        # thresholds of the chosen exits: the runtime's drift monitor steps back along it.
+        "path": [list(s.thresholds) for s in scored[1 : at + 1]],
     }
     predicted = {**design.predicted, "accuracy_lower_bound": proof.accuracy_bound,
                  "accuracy_drop_bound_pp": 100 * proof.drop_bound}
