@@ -234,6 +234,11 @@ def test_the_design_records_the_guarantee_and_certified_bounds():
     assert "with probability >= 0.9" in g["statement"] and g["certified"] >= 1
     assert design.predicted["accuracy_drop_bound_pp"] <= 4.0 and design.predicted["accuracy_lower_bound"] >= 0.8
     assert any(q.exits == design.exits and q.feasible for q in design.pareto_front)
+    # the certified path to the chosen design, safest first (the full model before it, not listed)
+    path = g["path"]
+    assert path[-1] == [e.threshold for e in design.exits[:-1]] and len(path) + 1 <= g["certified"]
+    assert all(len(step) == len(design.exits) - 1 for step in path)
+    assert all(a >= b for prev, step in zip(path, path[1:]) for a, b in zip(prev, step))  # thresholds fall
     assert Design.from_dict(design.to_dict()) == design
 
 

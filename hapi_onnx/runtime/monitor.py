@@ -13,18 +13,21 @@ runs every stage off the caller's critical path, in a background thread fed by a
 *record* is every stage's class and confidence, which says, for **every** position ``k`` of the
 path at once, whether the sample would have left early with an answer other than the final
 classifier's (``x_k = 1``): one audit informs every position, and since the record does not depend
-on the position in use, the audits are independent of the controller's decisions.
+on the position in use, the audits are independent of the controller's decisions. At the full
+model (position 0) every sample runs every stage anyway, so every sample is audited there, for
+free (whether a sample is audited depends on the seed and the position, never on the sample).
 
 **Bounds.** Position ``k``'s disagreement rate ``D_k`` is the share of samples that leave early
 and disagree with the full model (position 0, the full model, has ``D_0 = 0``). Over the window of
 the last ``window`` audits (``n`` of them, ``s_k`` disagreements), the Chernoff bound for the mean
 of independent [0, 1] variables (Hoeffding 1963, Thm. 1: it holds for the *average* of
 time-varying means, which is what a window of a drifting stream has) gives the lower and upper
-bounds ``{q : n kl(s_k/n, q) <= log(1/delta_t)}``. They are made anytime-valid by a union bound:
-after audit ``t``, each of the ``m`` one-sided bounds the rules read (the lower bound at the shipped
-design, an upper bound at every other position but the full model's) is taken at
-``delta_t = delta / (m t (t + 1))``, and the ``delta_t`` sum to ``delta = 1 - level`` over all
-positions and all times: with probability ``>= level``, every bound the monitor ever reads holds.
+bounds ``{q : n kl(s_k/n, q) <= log(1/delta_k,t)}``. They are made anytime-valid by a union bound
+over times and positions: after audit ``t`` the rules may spend ``delta / (t (t + 1))``
+(``delta = 1 - level``; these sum to ``delta`` over all times), half of it on the lower bound at
+the shipped design and half split evenly among the upper bounds at positions ``1..K-1`` (without
+trusting the certificate: split among the upper bounds at ``1..K``). So with probability
+``>= level``, every bound the rules ever read holds, at every position and every time.
 
 **Rules** (after each audit; ``K`` is the shipped design, ``B`` the budget):
 
@@ -64,6 +67,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import asdict, dataclass
 
@@ -190,7 +194,7 @@ def disagreements(thresholds: np.ndarray, classes: np.ndarray, confidences: np.n
     return hits.any(axis=2) & (answer != classes[:, -1:])
 
 
-def kl_bounds(count: np.ndarray, n: int, log_term: float) -> tuple[np.ndarray, np.ndarray]:
+def kl_bounds(count: np.ndarray, n: int, log_term: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Chernoff (KL) lower and upper bounds of a mean from ``count`` ones in ``n`` [0, 1] observations.
 
     The set ``{q : n kl(count/n, q) <= log_term}`` (bisection, to 1e-9); ``[0, 1]`` when ``n`` is 0.
@@ -236,21 +240,25 @@ class Controller:
     def __init__(self, positions: int, budget: float, level: float, window: int, trust_certificate: bool = True):
         self.last = positions - 1
         self.budget, self.delta, self.trust = budget, 1.0 - level, trust_certificate
-        self.bounds_read = max(1, self.last)  # the union bound's m
         self.position = self.last if trust_certificate else 0
         self.audits = 0
         self._window: deque[np.ndarray] = deque(maxlen=window)
         self._counts = np.zeros(positions, dtype=np.int64)
 
-    def log_term(self) -> float:
-        """``log(1 / delta_t)`` of each bound after the audits so far (the union bound)."""
+    def log_terms(self) -> np.ndarray:
+        """``log(1 / delta_k,t)`` of each position's bound after the audits so far (the union bound)."""
         t = max(self.audits, 1)
-        return math.log(self.bounds_read * t * (t + 1) / self.delta)
+        now = self.delta / (t * (t + 1))
+        if not self.trust:
+            return np.full(self.last + 1, math.log(max(self.last, 1) / now))
+        terms = np.full(self.last + 1, math.log(2 * max(self.last - 1, 1) / now))
+        terms[-1] = math.log(2 / now)
+        return terms
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The window's estimate, lower and upper bound of every position's disagreement rate."""
         n = len(self._window)
-        lower, upper = kl_bounds(self._counts, n, self.log_term())
+        lower, upper = kl_bounds(self._counts, n, self.log_terms())
         estimate = self._counts / n if n else np.zeros(len(self._counts))
         lower[0] = upper[0] = 0.0  # the full model never disagrees with itself
         return estimate, lower, upper
@@ -270,7 +278,7 @@ class Controller:
         # (b outside, above), and "lower > b" is "p > b and n kl(p, b) > L"; no bound is solved for.
         b, k, n = self.budget, self.last, len(self._window)
         p = self._counts / n
-        evidence = n * _kl(p, b) - self.log_term()
+        evidence = n * _kl(p, b) - self.log_terms()
         below = (p <= b) & (evidence >= 0)  # upper bound <= b
         below[0] = True
         verified = int(np.flatnonzero(below[:k]).max(initial=0))  # fastest verified position below K
@@ -335,6 +343,7 @@ class MonitorState:
         audits_done (int): Audits taken into account.
         audits_dropped (int): Audits dropped because the queue was full.
         audits_pending (int): Audits picked but not yet done.
+        audit_seconds (float): Time the audits took (completing samples, reading records).
         samples (int): Samples predicted.
         changes (int): Moves along the path so far.
     """
@@ -351,6 +360,7 @@ class MonitorState:
     audits_done: int
     audits_dropped: int
     audits_pending: int
+    audit_seconds: float
     samples: int
     changes: int
 
@@ -377,6 +387,7 @@ class MonitoredModel(EarlyExitModel):
         self._rng = np.random.default_rng(monitor.seed)
         self._next_pick = int(self._rng.geometric(monitor.audit_rate)) - 1
         self._samples = self._done = self._dropped = 0
+        self._audit_seconds = 0.0
         self._changes: list[PositionChange] = []
         self._queue: queue.Queue = queue.Queue(maxsize=monitor.queue_size)
         self._worker: threading.Thread | None = None
@@ -399,29 +410,51 @@ class MonitoredModel(EarlyExitModel):
     def predict(self, x: np.ndarray, return_probs: bool = False) -> Prediction:
         """As :meth:`EarlyExitModel.predict`, at the current position; picked samples are audited.
 
-        Never waits for an audit in the background: when the queue is full, the audit is dropped.
+        At the full model (position 0) every sample runs every stage anyway, so every sample is
+        audited, for free. Never waits for an audit in the background: when the queue is full,
+        the audit is dropped.
         """
-        pred = self._variants[self._controller.position].predict(x, return_probs)
+        position = self._controller.position
+        if position == 0:
+            pred, classes, confidences = self._full_path(x, return_probs)
+        else:
+            pred = self._variants[position].predict(x, return_probs)
         n = len(pred)
         with self._lock:
             start = self._samples
             self._samples += n
             picks = []
-            while self._next_pick < self._samples:
+            while self._next_pick < self._samples:  # drawn at every position: the picks depend on the seed only
                 picks.append(self._next_pick - start)
                 self._next_pick += int(self._rng.geometric(self._settings.audit_rate))
-        if picks:
-            batch = np.array(x[picks], dtype=np.float32)  # a copy: the caller may reuse x
-            if not self._settings.background:
-                self._audit(batch)
-            else:
-                self._start_worker()
-                try:
-                    self._queue.put_nowait(batch)
-                except queue.Full:
-                    with self._lock:
-                        self._dropped += len(batch)
+        if position == 0:
+            self._submit((None, classes, confidences))
+        elif picks:
+            self._submit((np.array(x[picks], dtype=np.float32), None, None))  # a copy: the caller may reuse x
         return pred
+
+    def _full_path(self, x: np.ndarray, return_probs: bool) -> tuple[Prediction, np.ndarray, np.ndarray]:
+        """The full model's prediction and every stage's classes and confidences, [N, S] each."""
+        full = self._variants[0]
+        if isinstance(x, np.ndarray) and x.ndim > 0 and len(x) == 1 and self._pipeline.bind_batch1:
+            pred = full.predict(x, return_probs)
+            plan = self._pipeline.plan_for(x)  # this thread's buffers, just run through every stage
+            return pred, np.array([[c[0] for c in plan.classes]]), np.array([[c[0] for c in plan.confs]])
+        stages = list(full.progressive(x))
+        last = stages[-1]
+        pred = Prediction(last.classes, last.confidences, last.exit_index, last.probs if return_probs else None)
+        return pred, np.stack([p.classes for p in stages], 1), np.stack([p.confidences for p in stages], 1)
+
+    def _submit(self, item: tuple) -> None:
+        if not self._settings.background:
+            self._audit([item])
+            return
+        self._start_worker()
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            with self._lock:
+                self._dropped += len(item[0] if item[0] is not None else item[1])
 
     def monitor_state(self) -> MonitorState:
         """The monitor's state now (thread-safe)."""
@@ -434,7 +467,7 @@ class MonitoredModel(EarlyExitModel):
                 certified_path=self._certified, budget=c.budget, estimate=float(estimate[k]),
                 lower=float(lower[k]), upper=float(upper[k]), window=len(c._window), audits_done=self._done,
                 audits_dropped=self._dropped,
-                audits_pending=self._pending(), samples=self._samples, changes=len(self._changes),
+                audits_pending=self._pending(), audit_seconds=self._audit_seconds, samples=self._samples, changes=len(self._changes),
             )
 
     def position_changes(self) -> tuple[PositionChange, ...]:
@@ -456,7 +489,7 @@ class MonitoredModel(EarlyExitModel):
             self._worker = None
 
     def _pending(self) -> int:
-        return sum(len(b) for b in list(self._queue.queue) if b is not None)
+        return sum(len(i[0] if i[0] is not None else i[1]) for i in list(self._queue.queue) if i is not None)
 
     def _start_worker(self) -> None:
         if self._worker is None:
@@ -467,29 +500,42 @@ class MonitoredModel(EarlyExitModel):
 
     def _work(self) -> None:
         while True:
-            batches = [self._queue.get()]
-            while len(batches) < _AUDIT_BATCH:
+            items = [self._queue.get()]
+            while len(items) < _AUDIT_BATCH:
                 try:
-                    batches.append(self._queue.get_nowait())
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            work = [b for b in batches if b is not None]
+            work = [i for i in items if i is not None]
             try:
                 if work:
-                    self._audit(np.concatenate(work))
+                    self._audit(work)
             finally:
-                for _ in batches:
+                for _ in items:
                     self._queue.task_done()
-            if len(work) < len(batches):
+            if len(work) < len(items):
                 return
 
-    def _audit(self, x: np.ndarray) -> None:
-        """Run ``x`` through every stage and feed each sample's record to the controller, in order."""
-        stages = list(self._variants[0].progressive(x))
-        classes = np.stack([p.classes for p in stages], axis=1)
-        confidences = np.stack([p.confidences for p in stages], axis=1)
+    def _audit(self, items: list[tuple]) -> None:
+        """Complete the samples to audit (``(x, None, None)``: run every stage) or take their records
+        (``(None, classes, confidences)``), and feed each sample's record to the controller, in order."""
+        start = time.perf_counter()
+        runs = [x for x, _, _ in items if x is not None]
+        if runs:
+            stages = list(self._variants[0].progressive(np.concatenate(runs)))
+            ran = (np.stack([p.classes for p in stages], 1), np.stack([p.confidences for p in stages], 1))
+        classes, confidences, at = [], [], 0
+        for x, c, f in items:
+            if x is not None:
+                c, f = ran[0][at : at + len(x)], ran[1][at : at + len(x)]
+                at += len(x)
+            classes.append(c)
+            confidences.append(f)
+        classes, confidences = np.concatenate(classes), np.concatenate(confidences)
         records = disagreements(self._rows, classes, confidences)
+        elapsed = time.perf_counter() - start
         with self._lock:
+            self._audit_seconds += elapsed
             c = self._controller
             for record in records:
                 old = c.position
