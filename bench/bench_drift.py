@@ -156,12 +156,14 @@ def main(argv=None) -> int:
         s, m = rates["static"][w], rates["monitored"][w]
         print(f"{w:>6}  {segment:<14} {s:>7.3f}{'*' if s > budget else ' '} {m:>9.3f}{'*' if m > budget else ' '}")
     print(f"\n{'part':<13} {'windows':>7}  {'static >budget':>14}  {'monitored >budget':>17}  "
-          f"{'static ms':>9}  {'monitored ms':>12}  {'ratio':>6}")
+          f"{'static ms mean (p50)':>20}  {'monitored ms mean (p50)':>23}  {'ratio':>6}")
     for part, ws in parts.items():
         over = {k: sum(rates[k][w] > budget for w in ws) for k in runs}
-        ms = {k: np.mean(np.concatenate([runs[k][w][2] for w in ws])) / 1e6 for k in runs}
-        print(f"{part:<13} {len(ws):>7}  {over['static']:>14}  {over['monitored']:>17}  {ms['static']:>9.4f}  "
-              f"{ms['monitored']:>12.4f}  {ms['monitored'] / ms['static']:>6.3f}")
+        ns = {k: np.concatenate([runs[k][w][2] for w in ws]) / 1e6 for k in runs}
+        ms = {k: f"{np.mean(v):.4f} ({np.median(v):.4f})" for k, v in ns.items()}
+        ratio = np.mean(ns["monitored"]) / np.mean(ns["static"])
+        print(f"{part:<13} {len(ws):>7}  {over['static']:>14}  {over['monitored']:>17}  {ms['static']:>20}  "
+              f"{ms['monitored']:>23}  {ratio:>6.3f}")
     over = {k: sum(r > budget for r in rates[k]) for k in runs}
     print(f"{'all':<13} {len(names):>7}  {over['static']:>14}  {over['monitored']:>17}   "
           f"(monitored: {100 * over['monitored'] / len(names):.1f}% of windows)")

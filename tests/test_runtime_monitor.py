@@ -243,3 +243,38 @@ def test_run_monitor_prints_classes_exits_and_moves(bundles, tmp_path, run_cli):
     assert again == out  # one sample at a time, audits inline: reproducible
     bad = run_cli("run", str(with_path), str(tmp_path / "stream.npy"), "--audit-rate", "0.5")
     assert bad.exit_code == 2 and "--audit-rate needs --monitor" in bad.output
+
+
+def test_the_js_state_machine_takes_the_python_positions_on_recorded_streams(bundles, tmp_path):
+    """runtime-js/src/monitor.mjs against this module: positions on recorded audit streams (with
+    drift steps, trusting the certificate or not), the bundle's path (certified and derived), and
+    the records of recorded stage outputs."""
+    from test_runtime_js import _run_node
+
+    with_path, without, x = bundles
+    rng = np.random.default_rng(2)
+    streams, expected = [], []
+    for trust, window in ((True, 200), (True, 50), (False, 300)):
+        rates = [rates_at(q) for q in (0.005, 0.3, 0.01, 0.08, 0.0)]
+        records = np.concatenate([synthetic(r, 300, rng) for r in rates])
+        c = Controller(10, BUDGET, level=0.9, window=window, trust_certificate=trust)
+        expected.append(run(c, records))
+        streams.append({"positions": 10, "budget": BUDGET, "level": 0.9, "window": window, "trust": trust,
+                        "records": records.astype(int).tolist()})
+    assert all(len(set(p)) > 1 for p in expected) and len({tuple(p) for p in expected}) == 3  # moves in each
+    model = EarlyExitModel.load(with_path)
+    stages = list(model.force_full_path().progressive(x[:100]))
+    classes = np.stack([p.classes for p in stages], 1)
+    confidences = np.stack([p.confidences for p in stages], 1)
+    case = {"streams": streams, "bundle": str(with_path), "plain": str(without), "budget": 0.02,
+            "classes": classes.tolist(), "confidences": confidences.astype(float).tolist()}
+    (tmp_path / "cases.json").write_text(json.dumps(case))
+    done = _run_node("runtime-js/test/monitor_check.mjs", tmp_path / "cases.json")
+    assert done.returncode == 0, done.stderr
+    js = json.loads(done.stdout)
+    assert js["streams"] == expected
+    rows, budget, certified = monitor_path(model.manifest)
+    assert js["path"] == {"rows": rows.astype(float).tolist(), "budget": budget, "certified": certified}
+    rows_d, budget_d, _ = monitor_path(EarlyExitModel.load(without).manifest, 0.02)
+    assert js["derived"] == {"rows": rows_d.astype(float).tolist(), "budget": budget_d, "certified": False}
+    assert js["records"] == disagreements(rows, classes, confidences).tolist()

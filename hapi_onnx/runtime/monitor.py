@@ -520,15 +520,11 @@ class MonitoredModel(EarlyExitModel):
         """Complete the samples to audit (``(x, None, None)``: run every stage) or take their records
         (``(None, classes, confidences)``), and feed each sample's record to the controller, in order."""
         start = time.perf_counter()
-        runs = [x for x, _, _ in items if x is not None]
-        if runs:
-            stages = list(self._variants[0].progressive(np.concatenate(runs)))
-            ran = (np.stack([p.classes for p in stages], 1), np.stack([p.confidences for p in stages], 1))
-        classes, confidences, at = [], [], 0
+        classes, confidences = [], []
         for x, c, f in items:
-            if x is not None:
-                c, f = ran[0][at : at + len(x)], ran[1][at : at + len(x)]
-                at += len(x)
+            if x is not None:  # sample by sample: this thread's bound batch-1 buffers, as predict runs
+                runs = [self._full_path(x[i : i + 1], False) for i in range(len(x))]
+                c, f = np.concatenate([r[1] for r in runs]), np.concatenate([r[2] for r in runs])
             classes.append(c)
             confidences.append(f)
         classes, confidences = np.concatenate(classes), np.concatenate(confidences)

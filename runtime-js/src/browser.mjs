@@ -16,6 +16,7 @@ import { EarlyExitModel as Core } from './model.mjs';
 export { BundleError } from './errors.mjs';
 export { FORMAT_VERSIONS, parseManifest } from './manifest.mjs';
 export { MAX_CHUNK } from './model.mjs';
+export { Controller, disagreements, monitorPath } from './monitor.mjs';
 export { parseNpy } from './npy.mjs';
 export { ort };
 

@@ -48,6 +48,15 @@ const REBUILD = 'The bundle is malformed; rebuild it with `hapi-onnx bundle`.';
  * @property {object | null} design Summary of the design (predicted metrics, constraints).
  * @property {object} provenance Source fingerprint, hapi-onnx version, creation time.
  * @property {ReadonlyArray<StageSpec>} stages In execution order; the last is the final classifier.
+ * @property {CertifiedPath | null} path The certified path to the shipped design, if recorded.
+ *
+ * @typedef {object} CertifiedPath The designs from the full model (not listed) to the shipped one,
+ *   safest first, certified for one drop budget (`path` of `manifest.py`).
+ * @property {ReadonlyArray<ReadonlyArray<number>>} steps One float32 threshold per intermediate
+ *   stage for each design; the last is the stages' thresholds.
+ * @property {number | null} budgetPp The accuracy-drop budget, points (null: only a floor).
+ * @property {string} reference `labels` or `final`.
+ * @property {number} level The certificate's probability.
  */
 
 /** @param {string} where @param {string} message */
@@ -252,7 +261,39 @@ export function parseManifest(bytes) {
     design: get(data, 'design', isObject, 'an object or null', where, true),
     provenance: get(data, 'provenance', isObject, 'an object', where),
     stages,
+    path: certifiedPath(data.path ?? null, stages),
   });
   checkWiring(manifest.input, stages);
   return manifest;
+}
+
+/**
+ * The optional `path`, checked as `CertifiedPath.from_dict` checks it.
+ * @param {unknown} data @param {ReadonlyArray<StageSpec>} stages @returns {CertifiedPath | null}
+ */
+function certifiedPath(data, stages) {
+  if (data === null) return null;
+  const where = "'path'";
+  if (!isObject(data)) throw fail(where, `must be an object. Got ${show(data)} instead.`);
+  const thresholds = stages.slice(0, -1).map((s) => s.threshold);
+  const raw = get(data, 'steps', Array.isArray, 'a list of threshold lists', where);
+  /** @type {(ReadonlyArray<number> | null)[]} */
+  const steps = raw.map((/** @type {unknown} */ step) => {
+    if (!Array.isArray(step) || step.length !== thresholds.length) return null;
+    return Object.freeze(step.map((/** @type {unknown} */ t) => threshold32(t, 'a path threshold')));
+  });
+  const end = steps.length ? steps[steps.length - 1] : null;
+  if (!end || steps.includes(null) || !end.every((t, i) => t === thresholds[i])) {
+    throw fail(where, `'steps' must be lists of ${thresholds.length} thresholds, the last one the stages' ` +
+      `${show(thresholds)}. Got ${show(raw)}.`);
+  }
+  const budgetPp = get(data, 'budget_pp', (v) => typeof v === 'number', 'a number of points or null', where, true);
+  const reference = get(data, 'reference', (v) => typeof v === 'string', "'labels' or 'final'", where);
+  const level = get(data, 'level', (v) => typeof v === 'number', 'a probability', where);
+  if ((budgetPp !== null && !(budgetPp >= 0 && budgetPp <= 100)) || !['labels', 'final'].includes(reference) ||
+      !(level > 0 && level < 1)) {
+    throw fail(where, "needs budget_pp in [0, 100] or null, reference 'labels' or 'final' and level in (0, 1). " +
+      `Got ${show(budgetPp)}, ${show(reference)}, ${show(level)}.`);
+  }
+  return Object.freeze({ steps: Object.freeze(/** @type {ReadonlyArray<number>[]} */ (steps)), budgetPp, reference, level });
 }
