@@ -254,7 +254,7 @@ def test_the_js_state_machine_takes_the_python_positions_on_recorded_streams(bun
     with_path, without, x = bundles
     rng = np.random.default_rng(2)
     streams, expected = [], []
-    for trust, window in ((True, 200), (True, 50), (False, 300)):
+    for trust, window in ((True, 200), (True, 50), (False, 1000)):
         rates = [rates_at(q) for q in (0.005, 0.3, 0.01, 0.08, 0.0)]
         records = np.concatenate([synthetic(r, 300, rng) for r in rates])
         c = Controller(10, BUDGET, level=0.9, window=window, trust_certificate=trust)
