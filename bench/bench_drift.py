@@ -55,7 +55,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--work", default="work/demo", help="The demo's work directory (after make demo).")
     parser.add_argument("--budget-pp", type=float, default=3.0, help="Disagreement budget, points. Default: 3.")
     parser.add_argument("--audit-rate", type=float, default=0.1, help="Share of samples audited. Default: 0.1.")
-    parser.add_argument("--monitor-window", type=int, default=200, help="Audits the bounds look back over. Default: 200.")
+    parser.add_argument("--monitor-window", type=int, default=200,
+                        help="Audits the bounds look back over. Default: 200.")
     parser.add_argument("--segment", type=int, default=500, help="Samples per stream segment and window. Default: 500.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the stream and the audits. Default: 0.")
     return parser.parse_args(argv)
@@ -143,7 +144,8 @@ def main(argv=None) -> int:
           f"0.9; {static.manifest.path and len(static.manifest.path.steps)} designs on its certified path; "
           f"thresholds {static.thresholds[0]:.4f}")
     print(f"stream: {len(stream)} test digits, windows of {args.segment}: {', '.join(names)}")
-    print(f"monitor: audit rate {args.audit_rate:g}, window {args.monitor_window} audits, level 0.9, seed {args.seed}\n")
+    print(f"monitor: audit rate {args.audit_rate:g}, window {args.monitor_window} audits, level 0.9, "
+          f"seed {args.seed}\n")
     parts = {"clean before": range(CLEAN_SEGMENTS), "drifted": range(CLEAN_SEGMENTS, len(names) - CLEAN_SEGMENTS),
              "clean after": range(len(names) - CLEAN_SEGMENTS, len(names))}
     rates = {}

@@ -38,7 +38,8 @@ def command(bundle: str, inputs: str, device: str | None, monitor: bool, audit_r
         settings = Monitor(audit_rate=audit_rate, budget=None if budget is None else budget / 100, seed=seed)
         model, pred, names = monitor_file(bundle, inputs, settings, device=device)
     else:
-        for flag, value, default in (("--audit-rate", audit_rate, 0.1), ("--budget", budget, None), ("--seed", seed, 0)):
+        for flag, value, default in (("--audit-rate", audit_rate, 0.1), ("--budget", budget, None),
+                                     ("--seed", seed, 0)):
             if value != default:
                 raise click.UsageError(f"{flag} needs --monitor.")
         model, pred, names = predict_file(bundle, inputs, device=device)
@@ -72,8 +73,9 @@ def command(bundle: str, inputs: str, device: str | None, monitor: bool, audit_r
         click.echo(line.rstrip())
     if monitor:
         s = model.monitor_state()
-        click.echo(f"monitor: position {s.position} of {s.positions - 1} ({'certified' if s.certified_path else 'derived'} "
-                   f"path), {s.audits_done} audits, {s.changes} moves, disagreement at this position {s.estimate:.4f} "
+        path = "certified" if s.certified_path else "derived"
+        click.echo(f"monitor: position {s.position} of {s.positions - 1} ({path} path), "
+                   f"{s.audits_done} audits, {s.changes} moves, disagreement at this position {s.estimate:.4f} "
                    f"(bounds {s.lower:.4f}..{s.upper:.4f}; budget {s.budget:.4f})")
 
 

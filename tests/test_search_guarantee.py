@@ -238,7 +238,8 @@ def test_the_design_records_the_guarantee_and_certified_bounds():
     path = g["path"]
     assert path[-1] == [e.threshold for e in design.exits[:-1]] and len(path) + 1 <= g["certified"]
     assert all(len(step) == len(design.exits) - 1 for step in path)
-    assert all(a >= b for prev, step in zip(path, path[1:]) for a, b in zip(prev, step))  # thresholds fall
+    assert all(a >= b for prev, step in zip(path, path[1:], strict=False)  # thresholds fall
+               for a, b in zip(prev, step, strict=True))
     assert Design.from_dict(design.to_dict()) == design
 
 

@@ -228,7 +228,7 @@ def bundle_from_design(
     preprocessing: Preprocessing | str | dict[str, Any] | None = None,
     zip: bool = False,
 ) -> Path:
-    """Bundle a searched design: its exits and thresholds, with its predictions (and its certified path) in the manifest.
+    """Bundle a searched design: its exits and thresholds, with its predictions and certified path in the manifest.
 
     Args:
         ee_model (str | PathLike | onnx.ModelProto): The over-provisioned model the design was

@@ -467,7 +467,8 @@ class MonitoredModel(EarlyExitModel):
                 certified_path=self._certified, budget=c.budget, estimate=float(estimate[k]),
                 lower=float(lower[k]), upper=float(upper[k]), window=len(c._window), audits_done=self._done,
                 audits_dropped=self._dropped,
-                audits_pending=self._pending(), audit_seconds=self._audit_seconds, samples=self._samples, changes=len(self._changes),
+                audits_pending=self._pending(), audit_seconds=self._audit_seconds, samples=self._samples,
+                changes=len(self._changes),
             )
 
     def position_changes(self) -> tuple[PositionChange, ...]:
