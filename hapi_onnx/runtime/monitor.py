@@ -73,6 +73,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from hapi_onnx.choice import first_exit
 from hapi_onnx.errors import HapiError
 from hapi_onnx.runtime.manifest import Manifest
 from hapi_onnx.runtime.model import NEVER, EarlyExitModel, Prediction
@@ -186,12 +187,9 @@ def disagreements(thresholds: np.ndarray, classes: np.ndarray, confidences: np.n
     Returns:
         np.ndarray: bool[N, P].
     """
-    if thresholds.shape[1] == 0:
-        return np.zeros((len(classes), len(thresholds)), dtype=bool)
-    hits = confidences[:, None, :-1].astype(np.float32) >= thresholds[None]  # the one comparison, float32 >=
-    first = hits.argmax(axis=2)
-    answer = np.take_along_axis(classes[:, :-1], first, axis=1)
-    return hits.any(axis=2) & (answer != classes[:, -1:])
+    where = first_exit(confidences[:, :-1].T, thresholds)  # [P, N]: the one exit rule
+    answer = classes[np.arange(len(classes)), where]
+    return ((where < thresholds.shape[1]) & (answer != classes[:, -1])).T
 
 
 def kl_bounds(count: np.ndarray, n: int, log_term: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -280,7 +280,7 @@ function certifiedPath(data, stages) {
   /** @type {(ReadonlyArray<number> | null)[]} */
   const steps = raw.map((/** @type {unknown} */ step) => {
     if (!Array.isArray(step) || step.length !== thresholds.length) return null;
-    return Object.freeze(step.map((/** @type {unknown} */ t) => threshold32(t, 'a path threshold')));
+    return Object.freeze(step.map((/** @type {unknown} */ t) => checkThreshold(t, 'a path threshold')));
   });
   const end = steps.length ? steps[steps.length - 1] : null;
   if (!end || steps.includes(null) || !end.every((t, i) => t === thresholds[i])) {

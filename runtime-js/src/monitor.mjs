@@ -10,6 +10,7 @@
  * path) around `EarlyExitModel.predict`.
  */
 import { BundleError } from './errors.mjs';
+import { leaves } from './manifest.mjs';
 
 /** Steps of the path derived for a bundle that records none (after the full model). */
 export const DERIVED_STEPS = 16;
@@ -67,7 +68,7 @@ export function disagreements(rows, classes, confidences) {
   const last = classes.length - 1;
   return rows.map((row) => {
     for (let j = 0; j < last; j++) {
-      if (confidences[j] >= row[j]) return classes[j] !== classes[last];
+      if (leaves(confidences[j], row[j])) return classes[j] !== classes[last];
     }
     return false;
   });
