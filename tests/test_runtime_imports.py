@@ -64,5 +64,6 @@ def test_runtime_needs_only_numpy_and_onnxruntime(tmp_path):
         # choice (the threshold rule, numpy), artifact and files (bounded JSON, stdlib) are light too
         "hapi_onnx", "hapi_onnx.errors", "hapi_onnx.choice", "hapi_onnx.artifact", "hapi_onnx.files",
         "hapi_onnx.runtime", "hapi_onnx.runtime.archive",
-        "hapi_onnx.runtime.manifest", "hapi_onnx.runtime.model", "hapi_onnx.runtime.preprocess",
+        "hapi_onnx.runtime.manifest", "hapi_onnx.runtime.model", "hapi_onnx.runtime.monitor",
+        "hapi_onnx.runtime.preprocess",
     }
