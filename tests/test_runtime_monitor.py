@@ -114,7 +114,10 @@ def test_the_manifest_records_the_path_and_old_bundles_get_a_derived_one(bundles
     assert not certified and budget == 0.02 and len(rows) == DERIVED_STEPS + 1
     assert (np.diff(rows[1:], axis=0) <= 0).all() and np.allclose(rows[-1], [s.threshold for s in plain.stages[:-1]])
     data = json.loads((with_path / "manifest.json").read_text())
-    data["path"]["steps"][-1][0] = 0.5  # no longer ends at the stages' thresholds
+    data["stages"][0]["threshold"] = 0.5  # edited after the search: the path no longer leads there
+    rows, _, certified = monitor_path(Manifest.from_dict(data))
+    assert not certified and len(rows) == DERIVED_STEPS + 1 and rows[-1][0] == 0.5
+    data["path"]["steps"][-1] = [0.5]  # one threshold for three stages
     with pytest.raises(HapiError, match="'path'"):
         Manifest.from_dict(data)
 

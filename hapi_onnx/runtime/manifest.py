@@ -35,7 +35,9 @@ stage), which always comes first and is not listed; the last step is the stages'
 ``budget_pp`` is the accuracy-drop budget (points; null when the design had only an accuracy
 floor) every step was certified for at ``level``, against ``reference`` (``labels``: losses
 against the true classes; ``final``: disagreement with the full model). The runtime's drift
-monitor (:mod:`hapi_onnx.runtime.monitor`) moves along it.
+monitor (:mod:`hapi_onnx.runtime.monitor`) moves along it; when its last step is not the stages'
+thresholds (they were edited after the search), it no longer leads to them and the monitor derives
+a path instead.
 
 A stage's ``size`` (bytes of its file) is optional (bundles written before it was recorded have
 none); when present, a file of another size is refused before it is read.
@@ -248,7 +250,7 @@ class CertifiedPath:
     Attributes:
         steps (tuple[tuple[float, ...], ...]): One threshold per intermediate stage for each
             design, safest first; the full model (no early exit) comes before the first and is
-            not listed; the last is the shipped design's thresholds.
+            not listed; the last is the shipped design's thresholds (as written by the bundler).
         budget_pp (float | None): The accuracy-drop budget in points each step was certified for
             (None when the design had only an accuracy floor).
         reference (str): ``labels`` or ``final`` (what a loss was counted against).
@@ -266,7 +268,7 @@ class CertifiedPath:
 
     @classmethod
     def from_dict(cls, data: Any, thresholds: tuple[float, ...]) -> "CertifiedPath":
-        """Validate a decoded ``path`` against the stages' ``thresholds`` (its last step)."""
+        """Validate a decoded ``path`` against the stages' ``thresholds`` (one per intermediate stage)."""
         where = "'path'"
         if not isinstance(data, dict):
             raise _fail(where, f"must be an object. Got {data!r} instead.")
@@ -276,10 +278,9 @@ class CertifiedPath:
                           if isinstance(step, list))
         except HapiError as err:
             raise _fail(where, str(err)) from None
-        if (not steps or len(steps) != len(data["steps"])
-                or any(len(step) != len(thresholds) for step in steps) or steps[-1] != thresholds):
-            raise _fail(where, f"'steps' must be lists of {len(thresholds)} thresholds, the last one the stages' "
-                               f"{list(thresholds)!r}. Got {data['steps']!r}.")
+        if not steps or len(steps) != len(data["steps"]) or any(len(step) != len(thresholds) for step in steps):
+            raise _fail(where, f"'steps' must be a non-empty list of lists of {len(thresholds)} thresholds "
+                               f"(one per intermediate stage). Got {data['steps']!r}.")
         budget = _get(data, "budget_pp", (int, float), "a number of points or null", where, optional=True)
         reference = _get(data, "reference", (str,), "'labels' or 'final'", where)
         level = _get(data, "level", (int, float), "a probability", where)

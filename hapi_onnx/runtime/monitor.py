@@ -48,7 +48,8 @@ distribution has moved, which a large shift gives within tens of audits, where v
 rate from scratch takes thousands.
 
 **Path and budget.** A bundle written from a certified design records its path and budget
-(``manifest.path``). For an older bundle, or a design without a certificate, the monitor derives
+(``manifest.path``). For an older bundle, a design without a certificate, or thresholds edited
+after the search (the path no longer ends at them), the monitor derives
 a path: :data:`DERIVED_STEPS` steps with every threshold ``t <= 1`` scaled toward 1,
 ``t + (1 - t)(S - i)/S`` for ``i = 1..S`` (after the full model); the budget is then the design's
 ``max_accuracy_drop`` when the manifest records one, or the one given. A ``labels`` budget bounds
@@ -157,13 +158,15 @@ def monitor_path(manifest: Manifest, budget: float | None = None) -> tuple[np.nd
     """
     design = np.array([s.threshold for s in manifest.stages[:-1]], dtype=np.float64)
     path = manifest.path
+    recorded = path.budget_pp if path is not None else (
+        ((manifest.design or {}).get("constraints") or {}).get("max_accuracy_drop"))
+    if path is not None and path.steps[-1] != tuple(design):
+        path = None  # thresholds edited after the search: the certified path does not lead to them
     if path is not None:
         steps = np.array(path.steps, dtype=np.float64).reshape(len(path.steps), len(design))
-        recorded = path.budget_pp
     else:
         i = np.arange(1, DERIVED_STEPS + 1)[:, None]
         steps = np.where(design > 1, design, design + (1 - design) * (DERIVED_STEPS - i) / DERIVED_STEPS)
-        recorded = ((manifest.design or {}).get("constraints") or {}).get("max_accuracy_drop")
     if budget is None:
         if not isinstance(recorded, (int, float)) or isinstance(recorded, bool):
             raise HapiError(

@@ -282,10 +282,9 @@ function certifiedPath(data, stages) {
     if (!Array.isArray(step) || step.length !== thresholds.length) return null;
     return Object.freeze(step.map((/** @type {unknown} */ t) => checkThreshold(t, 'a path threshold')));
   });
-  const end = steps.length ? steps[steps.length - 1] : null;
-  if (!end || steps.includes(null) || !end.every((t, i) => t === thresholds[i])) {
-    throw fail(where, `'steps' must be lists of ${thresholds.length} thresholds, the last one the stages' ` +
-      `${show(thresholds)}. Got ${show(raw)}.`);
+  if (steps.length === 0 || steps.includes(null)) {
+    throw fail(where, `'steps' must be a non-empty list of lists of ${thresholds.length} thresholds ` +
+      `(one per intermediate stage). Got ${show(raw)}.`);
   }
   const budgetPp = get(data, 'budget_pp', (v) => typeof v === 'number', 'a number of points or null', where, true);
   const reference = get(data, 'reference', (v) => typeof v === 'string', "'labels' or 'final'", where);

@@ -30,17 +30,17 @@ export function monitorPath(manifest, budget = null) {
   const design = manifest.stages.slice(0, -1).map((s) => /** @type {number} */ (s.threshold));
   /** @type {number[][]} */
   let steps;
-  let recorded;
-  if (manifest.path) {
-    steps = manifest.path.steps.map((s) => [...s]);
-    recorded = manifest.path.budgetPp;
+  const recorded = manifest.path ? manifest.path.budgetPp
+    : (/** @type {any} */ (manifest.design ?? {}).constraints ?? {}).max_accuracy_drop;
+  const path = manifest.path && manifest.path.steps[manifest.path.steps.length - 1].every((t, j) => t === design[j])
+    ? manifest.path : null; // thresholds edited after the search: the certified path does not lead to them
+  if (path) {
+    steps = path.steps.map((s) => [...s]);
   } else {
     steps = [];
     for (let i = 1; i <= DERIVED_STEPS; i++) {
       steps.push(design.map((t) => (t > 1 ? t : t + ((1 - t) * (DERIVED_STEPS - i)) / DERIVED_STEPS)));
     }
-    const constraints = /** @type {any} */ (manifest.design ?? {}).constraints ?? {};
-    recorded = constraints.max_accuracy_drop;
   }
   if (budget === null) {
     if (typeof recorded !== 'number') {
@@ -52,7 +52,7 @@ export function monitorPath(manifest, budget = null) {
   }
   const rows = [design.map(() => NEVER), ...steps].map((row) => row.map(Math.fround));
   const kept = rows.filter((row, i) => i === 0 || row.some((t, j) => t !== rows[i - 1][j]));
-  return { rows: kept, budget, certified: Boolean(manifest.path) };
+  return { rows: kept, budget, certified: Boolean(path) };
 }
 
 /**
