@@ -15,6 +15,7 @@ Standard library only: the runtime reads bundle manifests with it on the edge de
 import contextlib
 import json
 import math
+import numbers
 import os
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -95,9 +96,18 @@ def check_kind(data: Any, kind: str, format_version: int, source: str) -> dict[s
 def save_json(data: dict[str, Any], path: str | os.PathLike, kind: str, format_version: int) -> None:
     """Write ``data`` as JSON with its ``kind`` and ``format_version``, atomically (no NaN allowed)."""
     payload = {"kind": kind, "format_version": format_version, **data}
-    text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    text = json.dumps(payload, indent=2, allow_nan=False, default=_plain_number) + "\n"
     with atomic_output(path) as tmp:
         tmp.write_text(text)
+
+
+def _plain_number(value: Any) -> int | float:
+    """A numpy scalar (which registers as a ``numbers`` type) as the Python number it holds."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def load_json(path: str | os.PathLike, kind: str, format_version: int) -> dict[str, Any]:

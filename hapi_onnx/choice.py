@@ -35,6 +35,20 @@ FINAL = "final"
 """Name of the final classifier's exit in every trace, latency table, design and bundle."""
 
 
+def finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite real number: a Python or numpy int or float, never a bool.
+
+    The one finite-number check for every value a user gives (thresholds, constraints, design and
+    latency-table fields, build options, preprocessing specs).
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float's range
+        return False
+
+
 def check_threshold(value: Any, where: str = "threshold") -> float:
     """The float32 value of a threshold, after the one rule every step applies.
 
@@ -48,14 +62,12 @@ def check_threshold(value: Any, where: str = "threshold") -> float:
     Raises:
         HapiError: when it is not a finite number >= 0 (bools and strings are not numbers).
     """
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-    number = float(value) if ok else math.nan
-    if not (math.isfinite(number) and 0.0 <= number <= _FLOAT32_MAX):
+    if not (finite_number(value) and 0.0 <= value <= _FLOAT32_MAX):
         raise HapiError(
             f"{where} must be a finite number >= 0 (a confidence in [0, 1]; above 1 never exits). "
             f"Got {value!r} instead."
         )
-    return float(np.float32(number))
+    return float(np.float32(value))
 
 
 def leaves(confidence: Any, threshold: Any) -> Any:

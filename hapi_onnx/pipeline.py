@@ -10,7 +10,6 @@ stopped, and a changed SLA re-runs only search onward.
 import contextlib
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 from hapi_onnx import __version__
 from hapi_onnx.artifact import read_json
+from hapi_onnx.choice import finite_number
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import OUTPUT_RECORD, atomic_output, check_outputs_apart, missing_parents, sha256_file
 from hapi_onnx.runtime.preprocess import Preprocessing
@@ -96,7 +96,7 @@ class BuildConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
                 raise HapiError(f"build option {name!r} must be an int >= {low}. Got {value!r} instead.")
         budget = self.profile_budget_s
-        if budget is not None and not (_number(budget) and budget > 0):
+        if budget is not None and not (finite_number(budget) and budget > 0):
             raise HapiError(f"build option 'profile_budget_s' must be seconds > 0. Got {budget!r} instead.")
         if self.pooling not in POOLINGS:
             raise HapiError(
@@ -171,10 +171,6 @@ class BuildConfig:
 DEPRECATED_KEYS = {"confidence": "bound_level", "thresholds": "space"}
 FLAG_KEYS = {"latency_sla": "latency_sla_ms", "profile_budget": "profile_budget_s"}
 """Flag names (``--latency-sla``) whose field carries a unit (``latency_sla_ms``): both are accepted."""
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _looks_like_path(value: str) -> bool:

@@ -17,6 +17,7 @@ from hapi_onnx.choice import (
     check_threshold,
     choices_from,
     confidences_staying,
+    finite_number,
     first_exit,
     leaves,
     thresholds_reached,
@@ -145,3 +146,27 @@ def test_the_profiler_uses_no_private_name_of_the_runtime():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hapi_onnx.runtime"):
                 private = [alias.name for alias in node.names if alias.name.startswith("_")]
                 assert not private, f"{path.name} imports {private} from {node.module}"
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, np.float32(0.5), np.float64(1e300), np.int64(7), 10**300])
+def test_one_finite_number_check_takes_python_and_numpy_numbers(value):
+    assert finite_number(value)
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(False), float("nan"), np.float32("inf"), 10**400, "1", None, [1]])
+def test_one_finite_number_check_refuses_the_rest(value):
+    assert not finite_number(value)
+
+
+def test_numpy_numbers_are_taken_and_saved_as_plain_numbers_everywhere(tmp_path):
+    from hapi_onnx.runtime.preprocess import Preprocessing
+
+    assert Constraints(latency_sla_ms=np.float32(5), max_accuracy_drop=np.int64(1)).latency_sla_ms == 5
+    assert Preprocessing(scale=np.float32(0.5)).scale == 0.5
+    design = design_with(np.float32(0.5))
+    design.predicted["mean_ms"] = np.float32(0.25)
+    design = Design(**{**design.__dict__})
+    design.save(tmp_path / "d.json")
+    assert Design.load(tmp_path / "d.json").predicted["mean_ms"] == 0.25
+    with pytest.raises(HapiError):
+        Constraints(latency_sla_ms=10**400)

@@ -1,10 +1,10 @@
 """The Latency table artifact: measured cost of every backbone segment and head on one device."""
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hapi_onnx.artifact import JsonArtifact
+from hapi_onnx.choice import finite_number
 from hapi_onnx.errors import HapiError
 
 QUANTILES = 101
@@ -50,7 +50,7 @@ class TimingStats:
 
 
 def _non_negative(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value) and value >= 0
+    return finite_number(value) and value >= 0
 
 
 @dataclass(frozen=True)

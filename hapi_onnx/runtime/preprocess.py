@@ -24,7 +24,6 @@ Imports numpy and the standard library only; Pillow is imported when an image mu
 """
 
 import importlib
-import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from hapi_onnx.choice import finite_number
 from hapi_onnx.errors import HapiError
 
 SPEC_VERSION = 1
@@ -92,7 +92,7 @@ class Preprocessing:
         _choice(self.channel_order, "channel_order", CHANNEL_ORDERS, optional=True)
         _choice(self.layout, "layout", LAYOUTS, optional=True)
         _choice(self.dtype, "dtype", DTYPES)
-        if not _real(self.scale) or not self.scale > 0:
+        if not finite_number(self.scale) or not self.scale > 0:
             raise _bad(f"'scale' must be a finite number > 0. Got {self.scale!r} instead",
                        "use 1/255 for 8-bit pixels")
         _set("scale", float(self.scale))
@@ -395,10 +395,6 @@ def _bad(problem: str, fix: str) -> HapiError:
     return HapiError(f"The preprocessing spec {problem}; {fix}.")
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
 def _positive_int(value: Any, name: str, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
@@ -421,7 +417,7 @@ def _pair(value: Any, name: str) -> tuple[int, int] | None:
 
 def _floats(value: Any, name: str) -> tuple[float, ...]:
     values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    if not values or not all(_real(v) for v in values):
+    if not values or not all(finite_number(v) for v in values):
         raise _bad(f"field {name!r} must be finite numbers. Got {value!r} instead", f"fix {name!r}")
     return tuple(float(v) for v in values)
 

@@ -27,11 +27,10 @@ with an accuracy floor or drop budget, the fastest design meeting every constrai
 (``min-latency``).
 """
 
-import math
-import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from hapi_onnx.choice import finite_number
 from hapi_onnx.errors import HapiError
 
 PERCENTILES = ("mean", "p50", "p90", "p99")
@@ -79,17 +78,17 @@ class Constraints:
         _check_choice("space", self.space, SPACES)
         _check_choice("guarantee", self.guarantee, GUARANTEES)
         _check_choice("reference", self.reference, REFERENCES)
-        if self.latency_sla_ms is not None and not (_number(self.latency_sla_ms) and self.latency_sla_ms > 0):
+        if self.latency_sla_ms is not None and not (finite_number(self.latency_sla_ms) and self.latency_sla_ms > 0):
             _fail("latency_sla_ms", "a positive number of milliseconds", self.latency_sla_ms)
-        if self.min_accuracy is not None and not (_number(self.min_accuracy) and 0 < self.min_accuracy <= 1):
-            percent = _number(self.min_accuracy) and 1 < self.min_accuracy <= 100
+        if self.min_accuracy is not None and not (finite_number(self.min_accuracy) and 0 < self.min_accuracy <= 1):
+            percent = finite_number(self.min_accuracy) and 1 < self.min_accuracy <= 100
             hint = f" (a fraction: {self.min_accuracy:g}% is {self.min_accuracy / 100:g})" if percent else ""
             _fail("min_accuracy", f"a fraction in (0, 1]{hint}", self.min_accuracy)
         if self.max_accuracy_drop is not None and not (
-            _number(self.max_accuracy_drop) and 0 <= self.max_accuracy_drop <= 100
+            finite_number(self.max_accuracy_drop) and 0 <= self.max_accuracy_drop <= 100
         ):
             _fail("max_accuracy_drop", "a number of percentage points in [0, 100]", self.max_accuracy_drop)
-        if not (_number(self.bound_level) and (self.bound_level == 0 or 0.5 <= self.bound_level < 1)):
+        if not (finite_number(self.bound_level) and (self.bound_level == 0 or 0.5 <= self.bound_level < 1)):
             _fail("bound_level", "a number in [0.5, 1) such as 0.9, or 0 to check raw counts", self.bound_level)
         if self.latency_sla_ms is None and self.min_accuracy is None and self.max_accuracy_drop is None:
             raise HapiError(
@@ -137,10 +136,6 @@ class Constraints:
             got = sorted(set(data) - known) if isinstance(data, dict) else data
             raise HapiError(f"constraints must be an object with fields {sorted(known)}. Got {got!r} instead.")
         return cls(**data)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

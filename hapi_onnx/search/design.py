@@ -29,12 +29,11 @@ and the fingerprints of the trace, latency table and model. A certified search a
 listed) to the chosen one, safest first: the bundle carries it for the runtime's drift monitor.
 """
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from hapi_onnx.artifact import JsonArtifact
-from hapi_onnx.choice import ExitChoice, check_choices
+from hapi_onnx.choice import ExitChoice, check_choices, finite_number
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import QUANTILES
 from hapi_onnx.search.constraints import Constraints
@@ -70,7 +69,7 @@ class FrontPoint:
     def __post_init__(self):
         object.__setattr__(self, "exits", check_choices(self.exits))
         numbers = (self.accuracy, self.latency_ms, self.accuracy_lower_bound, self.accuracy_drop_bound_pp)
-        if not all(_number(x) for x in numbers) or not isinstance(self.feasible, bool):
+        if not all(finite_number(x) for x in numbers) or not isinstance(self.feasible, bool):
             raise HapiError(f"a front point needs numbers and a feasible flag. Got {self!r}.")
 
 
@@ -152,9 +151,9 @@ def _validate(d: Design) -> None:
     if not isinstance(d.predicted, dict) or any(k not in d.predicted for k in PREDICTED_KEYS):
         raise HapiError(f"predicted must hold {', '.join(PREDICTED_KEYS)}. Got {d.predicted!r}.")
     dist = d.predicted["exit_distribution"]
-    if not isinstance(dist, list) or len(dist) != len(d.exits) or not all(_number(x) for x in dist):
+    if not isinstance(dist, list) or len(dist) != len(d.exits) or not all(finite_number(x) for x in dist):
         raise HapiError(f"predicted exit_distribution must hold one fraction per exit. Got {dist!r}.")
-    if not all(_number(d.predicted[k]) for k in PREDICTED_KEYS if k != "exit_distribution"):
+    if not all(finite_number(d.predicted[k]) for k in PREDICTED_KEYS if k != "exit_distribution"):
         raise HapiError(f"predicted metrics must be numbers. Got {d.predicted!r}.")
     positions = d.predicted.get("positions")
     if positions is not None and not valid_positions(positions, len(d.exits)):
@@ -162,7 +161,7 @@ def _validate(d: Design) -> None:
             f"predicted positions must hold, per exit, its mean_ms and {QUANTILES} non-decreasing quantiles_ms. "
             f"Got {positions!r}."
         )
-    if not isinstance(d.reference, dict) or not all(_number(d.reference.get(k)) for k in REFERENCE_KEYS):
+    if not isinstance(d.reference, dict) or not all(finite_number(d.reference.get(k)) for k in REFERENCE_KEYS):
         raise HapiError(f"reference must hold the numbers {', '.join(REFERENCE_KEYS)}. Got {d.reference!r}.")
     if not all(isinstance(p, FrontPoint) for p in d.pareto_front):
         raise HapiError("pareto_front must be a list of front points.")
@@ -194,11 +193,7 @@ def valid_positions(positions: Any, num_exits: int) -> bool:
     """Whether ``positions`` are a design's per-exit latency records (see the module docstring)."""
     def ok(p: Any) -> bool:
         q = p.get("quantiles_ms") if isinstance(p, dict) else None
-        return (_number(p.get("mean_ms")) and isinstance(q, list) and len(q) == QUANTILES
-                and all(_number(v) for v in q) and all(a <= b for a, b in zip(q, q[1:], strict=False)))
+        return (finite_number(p.get("mean_ms")) and isinstance(q, list) and len(q) == QUANTILES
+                and all(finite_number(v) for v in q) and all(a <= b for a, b in zip(q, q[1:], strict=False)))
 
     return isinstance(positions, list) and len(positions) == num_exits and all(ok(p) for p in positions)
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -32,12 +32,12 @@ fraction q of the samples do not exceed; always one of the samples' own latencie
 """
 
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from hapi_onnx.choice import finite_number
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import QUANTILES, LatencyTable
 from hapi_onnx.search.constraints import PERCENTILES
@@ -306,8 +306,7 @@ def _runtime_cost(table: LatencyTable) -> float:
     """The runtime's own work per predict (ms) the profiler measured, else 0."""
     runtime = table.extra.get("runtime") or {}
     per_predict = runtime.get("per_predict_ms") if isinstance(runtime, dict) else None
-    ok = isinstance(per_predict, int | float) and not isinstance(per_predict, bool)
-    return float(per_predict) if ok and math.isfinite(per_predict) and per_predict > 0 else 0.0
+    return float(per_predict) if finite_number(per_predict) and per_predict > 0 else 0.0
 
 
 def resolve_candidates(exit_names: Sequence[str], candidates: Sequence[str | int] | None) -> tuple[int, ...]:
