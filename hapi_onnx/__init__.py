@@ -13,7 +13,7 @@ import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from hapi_onnx.errors import HapiError  # noqa: E402
+from hapi_onnx.errors import BundleError, DataError, HapiError, InfeasibleError  # noqa: E402
 
 __version__ = "0.2.0"
-__all__ = ["HapiError", "__version__"]
+__all__ = ["BundleError", "DataError", "HapiError", "InfeasibleError", "__version__"]

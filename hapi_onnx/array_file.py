@@ -22,7 +22,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from hapi_onnx.data import DataSource, check_batch_size, check_finite, check_labels, check_x_header
-from hapi_onnx.errors import HapiError
+from hapi_onnx.errors import DataError
 from hapi_onnx.runtime.preprocess import Preprocessing
 
 
@@ -35,7 +35,7 @@ class ArrayFile(DataSource):
             recorded, not applied. Defaults to None.
 
     Raises:
-        HapiError: when the file is missing, not an ``.npy``/``.npz``, needs pickles, or its
+        DataError: when the file is missing, not an ``.npy``/``.npz``, needs pickles, or its
             arrays break the contract (4-D float ``x``, 1-D integer ``y`` of the same length).
     """
 
@@ -44,10 +44,10 @@ class ArrayFile(DataSource):
         self.preprocessing = preprocessing
         where = self.name
         if not self.path.is_file():
-            raise HapiError(f"dataset {str(self.path)!r} does not exist (expected an .npz/.npy file or a folder).")
+            raise DataError(f"dataset {str(self.path)!r} does not exist (expected an .npz/.npy file or a folder).")
         suffix = self.path.suffix.lower()
         if suffix not in (".npz", ".npy"):
-            raise HapiError(
+            raise DataError(
                 f"{where}: unsupported file type {suffix or '(none)'!r}; expected .npz (x, y), .npy (x) "
                 "or a folder of class subfolders with images."
             )
@@ -55,7 +55,7 @@ class ArrayFile(DataSource):
         with open(self.path, "rb") as f:
             magic = f.read(6)
         if (self._zip and not zipfile.is_zipfile(self.path)) or (not self._zip and magic != b"\x93NUMPY"):
-            raise HapiError(f"{where}: not a valid {suffix} file; write it with np.savez/np.save.")
+            raise DataError(f"{where}: not a valid {suffix} file; write it with np.savez/np.save.")
         y = classes = None
         if self._zip:
             y, classes = self._read_labels()
@@ -92,9 +92,9 @@ class ArrayFile(DataSource):
                 try:
                     data = stream.read(rows * row * dtype.itemsize)
                 except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as err:
-                    raise HapiError(f"{self.name}: cannot read samples {start}.. of x ({err}).") from None
+                    raise DataError(f"{self.name}: cannot read samples {start}.. of x ({err}).") from None
                 if len(data) != rows * row * dtype.itemsize:
-                    raise HapiError(f"{self.name}: x ends after {start} of {n} samples; the file is truncated.")
+                    raise DataError(f"{self.name}: x ends after {start} of {n} samples; the file is truncated.")
                 batch = np.frombuffer(data, dtype).reshape(rows, *self._shape[1:]).astype(np.float32)
                 check_finite(batch, self.name, start)
                 yield batch
@@ -116,9 +116,9 @@ class ArrayFile(DataSource):
                     raise ValueError(f"unsupported .npy format version {version}")
                 shape, fortran, dtype = read_header(stream)
             except (ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError) as err:
-                raise HapiError(f"{self.name}: not a valid {self.path.suffix} file ({err}).") from None
+                raise DataError(f"{self.name}: not a valid {self.path.suffix} file ({err}).") from None
             if dtype.hasobject:
-                raise HapiError(f"{self.name}: cannot be read without pickles (x holds Python objects). "
+                raise DataError(f"{self.name}: cannot be read without pickles (x holds Python objects). "
                                 "Save plain numeric arrays.")
             yield stream, tuple(shape), bool(fortran), dtype
 
@@ -131,12 +131,12 @@ class ArrayFile(DataSource):
         try:
             archive = zipfile.ZipFile(self.path)
         except (OSError, zipfile.BadZipFile) as err:
-            raise HapiError(f"{self.name}: not a valid .npz file ({err}).") from None
+            raise DataError(f"{self.name}: not a valid .npz file ({err}).") from None
         with archive:
             names = set(archive.namelist())
             if "x.npy" not in names:
                 keys = sorted(n[:-4] if n.endswith(".npy") else n for n in names)
-                raise HapiError(
+                raise DataError(
                     f"{self.name}: missing key 'x'. Got keys {keys} instead; "
                     "save it with np.savez(path, x=images, y=labels)."
                 )
@@ -148,7 +148,7 @@ class ArrayFile(DataSource):
             loaded = np.load(self.path, allow_pickle=False)
             x = loaded["x"] if self._zip else loaded
         except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
-            raise HapiError(f"{self.name}: cannot be read ({err}).") from None
+            raise DataError(f"{self.name}: cannot be read ({err}).") from None
         x = np.ascontiguousarray(x, dtype=np.float32)
         check_finite(x, self.name)
         return x
@@ -163,10 +163,10 @@ class ArrayFile(DataSource):
                 classes = loaded["classes"].tolist() if "classes" in keys else None
         except ValueError as err:
             if "pickle" not in str(err):
-                raise HapiError(f"{where}: not a valid .npz file: a member is damaged ({err}).") from None
-            raise HapiError(f"{where}: cannot be read without pickles ({err}). Save plain numeric arrays.") from None
+                raise DataError(f"{where}: not a valid .npz file: a member is damaged ({err}).") from None
+            raise DataError(f"{where}: cannot be read without pickles ({err}). Save plain numeric arrays.") from None
         except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as err:  # a damaged member
-            raise HapiError(f"{where}: not a valid .npz file: a member is damaged ({err}).") from None
+            raise DataError(f"{where}: not a valid .npz file: a member is damaged ({err}).") from None
         if classes is not None and not isinstance(classes, list):
-            raise HapiError(f"{where}: 'classes' must be a 1-D array of names. Got a scalar instead.")
+            raise DataError(f"{where}: 'classes' must be a 1-D array of names. Got a scalar instead.")
         return y, classes

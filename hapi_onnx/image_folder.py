@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from hapi_onnx.data import DataSource, check_batch_size, check_compatible
-from hapi_onnx.errors import HapiError
+from hapi_onnx.errors import DataError, HapiError
 from hapi_onnx.lazy import lazy_import
 from hapi_onnx.runtime.preprocess import MAX_IMAGE_PIXELS, Preprocessing, preprocess_image
 
@@ -51,7 +51,7 @@ def decode_image(path: Path, where: str = "") -> np.ndarray:
     which preprocessing scales by their own range, never clipped to 8 bits.
 
     Raises:
-        HapiError: when the file is not a readable image or is over
+        DataError: when the file is not a readable image or is over
             :data:`~hapi_onnx.runtime.preprocess.MAX_IMAGE_PIXELS` (naming it, after ``where``).
     """
     with open_image(path, where) as im:
@@ -60,7 +60,7 @@ def decode_image(path: Path, where: str = "") -> np.ndarray:
                 return np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
             return np.asarray(im.convert("L" if im.mode in GRAY_MODES else "RGB"))
         except (OSError, ValueError, SyntaxError) as err:
-            raise HapiError(f"{where + ': ' if where else ''}cannot read image {str(path)!r} ({err}).") from None
+            raise DataError(f"{where + ': ' if where else ''}cannot read image {str(path)!r} ({err}).") from None
 
 
 @contextlib.contextmanager
@@ -73,16 +73,16 @@ def open_image(path: Path, where: str = "") -> Iterator[Any]:
     image_mod = lazy_import("PIL.Image", "images")
     prefix = f"{where + ': ' if where else ''}"
     if not Path(path).is_file():  # a FIFO would block the read forever
-        raise HapiError(f"{prefix}image {str(path)!r} is not a regular file.")
+        raise DataError(f"{prefix}image {str(path)!r} is not a regular file.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", image_mod.DecompressionBombWarning)
             im = image_mod.open(path)
     except (OSError, ValueError, SyntaxError, image_mod.DecompressionBombError) as err:
-        raise HapiError(f"{prefix}cannot read image {str(path)!r} ({err}).") from None
+        raise DataError(f"{prefix}cannot read image {str(path)!r} ({err}).") from None
     with im:
         if im.width * im.height > MAX_IMAGE_PIXELS:
-            raise HapiError(
+            raise DataError(
                 f"{prefix}image {str(path)!r} is {im.width}x{im.height} pixels, more than the {MAX_IMAGE_PIXELS} "
                 "hapi-onnx decodes; downscale it first."
             )
@@ -98,7 +98,7 @@ def _check_class_folders(root: Path, class_dirs: Sequence[Path], where: str) -> 
     for folder in class_dirs:
         key = unicodedata.normalize("NFC", folder.name)
         if key in seen:
-            raise HapiError(
+            raise DataError(
                 f"{where}: class folders {seen[key]!r} and {folder.name!r} look the same but are spelled with "
                 "different Unicode code points (NFC and NFD); rename one so that each class has one folder."
             )
@@ -107,7 +107,7 @@ def _check_class_folders(root: Path, class_dirs: Sequence[Path], where: str) -> 
             target, split = folder.resolve(), root.resolve()
             if target == split or target in split.parents:
                 what = "the split folder itself" if target == split else "a folder holding the split"
-                raise HapiError(f"{where}: class folder {folder.name!r} is a link to {what} ({str(target)!r}); "
+                raise DataError(f"{where}: class folder {folder.name!r} is a link to {what} ({str(target)!r}); "
                                 "remove the link: every subfolder is a class.")
 
 
@@ -125,7 +125,7 @@ class ImageFolder(DataSource):
             None: ``DEFAULT_WORKERS``.
 
     Raises:
-        HapiError: when the folder holds no image, or a class folder holds no image
+        DataError: when the folder holds no image, or a class folder holds no image
             (its label would still be taken, shifting nothing but naming a class never seen).
     """
 
@@ -135,7 +135,7 @@ class ImageFolder(DataSource):
         self.preprocessing = preprocessing if preprocessing is not None else Preprocessing.preset("none")
         self.workers = DEFAULT_WORKERS if workers is None else int(workers)
         if not self.root.is_dir():
-            raise HapiError(f"image folder {str(self.root)!r} does not exist or is not a folder.")
+            raise DataError(f"image folder {str(self.root)!r} does not exist or is not a folder.")
         class_dirs = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
         self.files, self.y, self.classes = self._labelled(class_dirs) if class_dirs else self._unlabelled()
         self._sizes: tuple[tuple[int, int], ...] | None = None  # (H, W) per file, from the header scan
@@ -148,7 +148,7 @@ class ImageFolder(DataSource):
         for label, folder in enumerate(class_dirs):
             found = image_files(folder)
             if not found:
-                raise HapiError(
+                raise DataError(
                     f"{self.name}: class folder {folder.name!r} holds no images ({', '.join(IMAGE_SUFFIXES)}). "
                     "Add its images or remove the folder: every class folder is a class of the model."
                 )
@@ -159,7 +159,7 @@ class ImageFolder(DataSource):
     def _unlabelled(self) -> tuple[tuple[Path, ...], None, None]:
         files = tuple(image_files(self.root))
         if not files:
-            raise HapiError(
+            raise DataError(
                 f"{self.name}: expected images ({', '.join(IMAGE_SUFFIXES)}): unlabelled at its top level, or in "
                 f"one subfolder per class (e.g. {self.root}/cat/1.jpg). Found none."
             )
@@ -184,7 +184,7 @@ class ImageFolder(DataSource):
         """This folder with its spec resolved for ``input_shape`` and every image's header checked.
 
         Raises:
-            HapiError: when the spec does not fit the model (channels, output size), a file is not a
+            DataError: when the spec does not fit the model (channels, output size), a file is not a
                 readable image, an image is smaller than the crop, or the output sizes differ.
         """
         spec = self.preprocessing.for_input(input_shape, what)
@@ -222,7 +222,7 @@ class ImageFolder(DataSource):
                     for block in iter(lambda f=f: f.read(1 << 20), b""):
                         digest.update(block)
             except OSError as err:
-                raise HapiError(f"{self.name}: cannot read {str(path)!r} ({err.strerror or err}).") from None
+                raise DataError(f"{self.name}: cannot read {str(path)!r} ({err.strerror or err}).") from None
             yield digest.digest()
 
     # -- internals -------------------------------------------------------------------------------
@@ -271,14 +271,14 @@ class ImageFolder(DataSource):
         for path, (h, w) in zip(self.files, sizes, strict=True):
             rh, rw = spec.resized_size(h, w)
             if spec.crop is not None and (spec.crop[0] > rh or spec.crop[1] > rw):
-                raise HapiError(
+                raise DataError(
                     f"{self.name}: image {str(path)!r} is {h}x{w}, {rh}x{rw} after the resize: smaller than the "
                     f"crop {spec.crop[0]}x{spec.crop[1]}. Add a resize to the spec (e.g. preset 'imagenet')."
                 )
             outputs.setdefault(spec.crop or (rh, rw), path)
         if len(outputs) > 1:
             shown = ", ".join(f"{str(p)!r} {h}x{w}" for (h, w), p in list(outputs.items())[:3])
-            raise HapiError(
+            raise DataError(
                 f"{self.name}: images have different sizes after preprocessing ({shown}, ...; H x W); "
                 "use a spec with a crop or an exact size, e.g. --preprocess imagenet."
             )
@@ -291,4 +291,4 @@ class ImageFolder(DataSource):
         try:
             return preprocess_image(self.preprocessing, pixels)
         except HapiError as err:
-            raise HapiError(f"{self.name}: image {str(path)!r}: {err}") from None
+            raise DataError(f"{self.name}: image {str(path)!r}: {err}") from None

@@ -14,7 +14,7 @@ from hapi_onnx.data import (
     mnist_splits,
     write_mnist_splits,
 )
-from hapi_onnx.errors import HapiError
+from hapi_onnx.errors import DataError, HapiError
 from hapi_onnx.files import OUTPUT_RECORD
 
 
@@ -61,7 +61,7 @@ def test_npz_without_labels_and_npy_load_unlabelled(tmp_path):
 )
 def test_bad_npz_contents_raise_clear_errors(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
-    with pytest.raises(HapiError, match=message):
+    with pytest.raises(DataError, match=message):
         load_dataset(tmp_path / "bad.npz")
 
 
@@ -79,7 +79,7 @@ def test_channels_last_data_loads_and_is_checked_against_the_models_layout(tmp_p
 
 
 def test_bad_files_raise_clear_errors(tmp_path):
-    with pytest.raises(HapiError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         load_dataset(tmp_path / "missing.npz")
     (tmp_path / "text.npz").write_text("not a zip")
     with pytest.raises(HapiError, match="not a valid .npz"):

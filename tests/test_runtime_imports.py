@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, Block())
     import numpy as np
-    from hapi_onnx.runtime import BundleError, EarlyExitModel
+    from hapi_onnx.runtime import DataError, EarlyExitModel
 
     model = EarlyExitModel.load(sys.argv[2])
     x = np.load(sys.argv[3])
@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
     steps = list(model.progressive(x[:1]))
     try:
         model.predict(x[0])
-    except BundleError:
+    except DataError:
         pass
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     hapi = sorted(m for m in sys.modules if m.startswith("hapi_onnx"))

@@ -8,7 +8,7 @@ from test_bundle_models import make_ee_model, reference_outputs, sample_images, 
 
 from hapi_onnx.bundle import write_bundle
 from hapi_onnx.choice import choices_from
-from hapi_onnx.runtime import BundleError, EarlyExitModel, HapiError
+from hapi_onnx.runtime import BundleError, DataError, EarlyExitModel, HapiError
 from hapi_onnx.runtime.model import bound_run
 
 EXITS = ["exit0", "exit1", "exit2"]
@@ -156,10 +156,11 @@ def test_numpy_and_int_thresholds_are_accepted(setup):
 )
 def test_bad_inputs_raise_one_clear_error(setup, bad, match):
     model = setup[0]
-    with pytest.raises(BundleError, match=match):
+    with pytest.raises(DataError, match=match):
         model.predict(bad)
-    with pytest.raises(HapiError, match=match):
+    with pytest.raises(DataError, match=match):
         next(model.progressive(bad))
+    assert not issubclass(DataError, BundleError) and issubclass(DataError, HapiError)
 
 
 def test_non_contiguous_input_is_accepted(setup):

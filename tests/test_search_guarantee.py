@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from hapi_onnx.errors import HapiError
+from hapi_onnx.errors import HapiError, InfeasibleError
 from hapi_onnx.search import Constraints, Design, search
 from hapi_onnx.search.guarantee import (
     CERTIFY_FRACTION,
@@ -301,7 +301,7 @@ def test_samples_to_certify_is_the_fewest_with_which_the_rates_pass():
 
 def test_a_floor_the_full_model_cannot_be_certified_to_reach_is_one_clear_error():
     trace, table = synthetic_trace(5, 600, seed=3, decimals=3), synthetic_table(5, seed=3)
-    with pytest.raises(HapiError, match=r"no design reaches 99\.00% accuracy .*even the full model's"):
+    with pytest.raises(InfeasibleError, match=r"no design reaches 99\.00% accuracy .*even the full model's"):
         search(trace, table, Constraints(min_accuracy=0.99))
 
 

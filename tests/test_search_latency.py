@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 from hapi_onnx_cli.main import cli
 
-from hapi_onnx.errors import HapiError
+from hapi_onnx.errors import InfeasibleError
 from hapi_onnx.profile.timing import stats_from_samples
 from hapi_onnx.search import Constraints, Design, search
 from hapi_onnx.search.latency import LatencyModel
@@ -61,7 +61,7 @@ def test_a_p99_sla_is_met_with_the_jitter_or_refused_naming_the_closest_p99(tmp_
     sla = (deterministic_p99 + loose.predicted["p99_ms"]) / 2  # met on path costs, missed with jitter
     tight = search(trace, table, Constraints(latency_sla_ms=sla, percentile="p99"))
     assert tight.predicted["p99_ms"] <= sla and tight.exits != loose.exits
-    with pytest.raises(HapiError, match=r"no design meets p99 latency <= 0\.01 ms; the fastest is .* ms p99"):
+    with pytest.raises(InfeasibleError, match=r"no design meets p99 latency <= 0\.01 ms; the fastest is .* ms p99"):
         search(trace, table, Constraints(latency_sla_ms=0.01, percentile="p99"))
     trace.save(tmp_path / "trace.npz")
     table.save(tmp_path / "lat.json")

@@ -28,7 +28,7 @@ def source_is_onnx(source: str | os.PathLike, factory: str | None, input_shape) 
     """
     if Path(source).suffix.lower() == ".onnx":
         if factory is not None:
-            raise HapiError("--factory is for PyTorch checkpoints; an .onnx source needs none.")
+            raise HapiError("A model factory is for PyTorch checkpoints; an .onnx source needs none.")
         return True
     if factory is None:
         raise HapiError(

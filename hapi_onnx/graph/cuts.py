@@ -114,7 +114,10 @@ def candidate_exits(model: onnx.ModelProto, max_candidates: int | None = None) -
     """
     if max_candidates is not None and (isinstance(max_candidates, bool) or not isinstance(max_candidates, int)
                                        or max_candidates < 1):
-        raise HapiError(f"--max-candidates must be a positive integer. Got {max_candidates!r} instead.")
+        raise HapiError(
+            f"max_candidates (the most candidate exits to keep) must be a positive integer. "
+            f"Got {max_candidates!r} instead."
+        )
     analysis = _Analysis(model)
     cuts = analysis.cuts
     end = analysis.spatial_end()

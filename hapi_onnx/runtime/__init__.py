@@ -8,22 +8,22 @@ Example::
     pred = model.predict(images)                   # float32[N, C, H, W]
     print(pred.classes, pred.confidences, pred.exit_index)
 
-Every error a caller can cause (a missing, malformed or tampered bundle, a wrong input) is a
-:class:`BundleError`, which is :class:`hapi_onnx.HapiError`.
+Every error a caller can cause is a :class:`hapi_onnx.HapiError`: a missing, malformed or
+tampered bundle is its subclass :class:`BundleError`, a wrong input to ``predict`` its subclass
+:class:`DataError`.
 """
 
-from hapi_onnx.errors import HapiError
+from hapi_onnx.errors import BundleError, DataError, HapiError
 from hapi_onnx.runtime.archive import BundleContents, read_bundle
 from hapi_onnx.runtime.manifest import FORMAT_VERSION, KIND, CertifiedPath, InputSpec, Manifest, StageSpec
 from hapi_onnx.runtime.model import EarlyExitModel, Prediction
 from hapi_onnx.runtime.monitor import Monitor, MonitoredModel, MonitorState, PositionChange
 
-BundleError = HapiError
-
 __all__ = [
     "BundleContents",
     "BundleError",
     "CertifiedPath",
+    "DataError",
     "EarlyExitModel",
     "FORMAT_VERSION",
     "HapiError",

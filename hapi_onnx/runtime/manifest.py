@@ -62,7 +62,7 @@ from typing import Any
 
 from hapi_onnx.artifact import check_kind, parse_json
 from hapi_onnx.choice import ExitChoice, check_choices, check_threshold
-from hapi_onnx.errors import HapiError
+from hapi_onnx.errors import BundleError, HapiError, as_error
 from hapi_onnx.runtime.preprocess import Preprocessing
 
 KIND = "hapi-onnx bundle"
@@ -76,8 +76,8 @@ STAGE_FILE_PATTERN = re.compile(r"^stages/[A-Za-z0-9_][A-Za-z0-9_.\-]*\.onnx$")
 _REBUILD = "The bundle is malformed; rebuild it with `hapi-onnx bundle`."
 
 
-def _fail(where: str, message: str) -> HapiError:
-    return HapiError(f"Bundle manifest {where}: {message} {_REBUILD}")
+def _fail(where: str, message: str) -> BundleError:
+    return BundleError(f"Bundle manifest {where}: {message} {_REBUILD}")
 
 
 def _get(data: dict, key: str, types: tuple, what: str, where: str, optional: bool = False) -> Any:
@@ -350,10 +350,11 @@ class Manifest:
         """Validate a decoded manifest.
 
         Raises:
-            HapiError: when it is not a hapi-onnx bundle manifest of this version, or any field
+            BundleError: when it is not a hapi-onnx bundle manifest of this version, or any field
                 is missing, of the wrong type, or inconsistent with the others.
         """
-        check_kind(data, KIND, FORMAT_VERSION, f"The bundle's {MANIFEST_NAME}")
+        with as_error(BundleError):
+            check_kind(data, KIND, FORMAT_VERSION, f"The bundle's {MANIFEST_NAME}")
         where = "top level"
         rule = _get(data, "exit_rule", (str,), f"{EXIT_RULE!r}", where)
         if rule != EXIT_RULE:
@@ -391,9 +392,11 @@ class Manifest:
         """Decode and validate ``manifest.json``'s text.
 
         Raises:
-            HapiError: when it is not JSON or not a valid manifest.
+            BundleError: when it is not JSON or not a valid manifest.
         """
-        return cls.from_dict(parse_json(text, f"The bundle's {MANIFEST_NAME}"))
+        with as_error(BundleError):
+            data = parse_json(text, f"The bundle's {MANIFEST_NAME}")
+        return cls.from_dict(data)
 
     def _check_wiring(self) -> None:
         """Stages chain input -> carried -> input, thresholds on all but the last, files unique."""

@@ -33,7 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 from hapi_onnx.choice import ExitChoice, check_choices, leaves
-from hapi_onnx.errors import HapiError
+from hapi_onnx.errors import BundleError, DataError, HapiError
 from hapi_onnx.runtime.archive import BundleContents, read_bundle
 from hapi_onnx.runtime.manifest import Manifest, StageSpec
 from hapi_onnx.runtime.preprocess import preprocess_images
@@ -218,9 +218,9 @@ class EarlyExitModel:
             :class:`~hapi_onnx.runtime.monitor.MonitoredModel` when a monitor is given).
 
         Raises:
-            HapiError: when the bundle is missing, malformed or tampered with, its manifest does
-                not match its stage files (names, element types, ranks, static dimensions), or a
-                provider is not available.
+            BundleError: when the bundle is missing, malformed or tampered with, or its manifest
+                does not match its stage files (names, element types, ranks, static dimensions).
+            HapiError: when a provider is not available.
         """
         contents = read_bundle(path)
         return cls.from_contents(contents, providers, session_options, provider_options, origin=str(path),
@@ -271,7 +271,7 @@ class EarlyExitModel:
                     blob, sess_options=session_options, providers=providers, provider_options=provider_options
                 ))
             except Exception as err:  # ORT raises several pybind types for a bad model
-                raise HapiError(
+                raise BundleError(
                     f"Bundle {origin!r}: ONNX Runtime cannot load stage {spec.file!r}: {err}"
                 ) from None
         _check_stage_io(origin, manifest, sessions)
@@ -406,7 +406,7 @@ class EarlyExitModel:
             Prediction: classes, confidences, exit indices (and probabilities), in input order.
 
         Raises:
-            HapiError: when ``x`` is not a float32 array of the bundle's input shape, or holds NaN
+            DataError: when ``x`` is not a float32 array of the bundle's input shape, or holds NaN
                 or infinite values.
         """
         if not (
@@ -513,33 +513,33 @@ class EarlyExitModel:
         spec = self._manifest.input
         expected = "(" + ", ".join("N" if d is None else str(d) for d in spec.shape) + ")"
         if not isinstance(x, np.ndarray):
-            raise HapiError(
+            raise DataError(
                 f"predict expects a numpy array of shape {expected}. Got {type(x).__name__} instead."
             )
         if x.ndim != len(spec.shape):
             hint = " Add a batch axis with x[None]." if x.ndim == len(spec.shape) - 1 else ""
-            raise HapiError(
+            raise DataError(
                 f"predict expects a {len(spec.shape)}D input of shape {expected}. "
                 f"Got shape {x.shape} instead.{hint}"
             )
         if x.dtype != np.dtype(spec.dtype):
-            raise HapiError(
+            raise DataError(
                 f"predict expects {spec.dtype} input. Got {x.dtype} instead. "
                 f"Convert with x.astype(np.{spec.dtype})."
             )
         bad = [i for i, d in enumerate(spec.shape) if i > 0 and d is not None and x.shape[i] != d]
         if bad or x.shape[0] == 0:
-            raise HapiError(
+            raise DataError(
                 f"predict expects input of shape {expected} with N >= 1. Got shape {x.shape} instead."
             )
         return np.ascontiguousarray(x)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
-    """``x`` itself, or HapiError when it holds NaN or infinite values (they would decide nothing)."""
+    """``x`` itself, or DataError when it holds NaN or infinite values (they would decide nothing)."""
     if not np.isfinite(x).all():
         bad = int(np.count_nonzero(~np.isfinite(x)))
-        raise HapiError(
+        raise DataError(
             f"predict got {bad} NaN or infinite input value(s); an early exit cannot decide on them. "
             "Clean or drop those samples."
         )
@@ -560,7 +560,7 @@ def _check_stage_io(path, manifest: Manifest, sessions: list[ort.InferenceSessio
     the next stage's input, and the class, confidence and probabilities outputs.
 
     Raises:
-        HapiError: naming the first stage and field that do not match.
+        BundleError: naming the first stage and field that do not match.
     """
     stages = list(zip(manifest.stages, sessions, strict=True))
     # Each stage on its own first (so a wrong name is reported as such), then the chain.
@@ -572,7 +572,7 @@ def _check_stage_io(path, manifest: Manifest, sessions: list[ort.InferenceSessio
 
 def _refuse(path, i: int, spec: StageSpec, problem: str | None) -> None:
     if problem:
-        raise HapiError(
+        raise BundleError(
             f"Bundle manifest does not match stage {i} ({spec.name!r}, {spec.file!r}) of "
             f"{str(path)!r}: {problem} Rebuild the bundle with `hapi-onnx bundle` (or restore "
             "its original manifest.json)."

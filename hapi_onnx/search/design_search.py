@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 
 from hapi_onnx.choice import ExitChoice
-from hapi_onnx.errors import HapiError
+from hapi_onnx.errors import HapiError, InfeasibleError
 from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.search.constraints import CERTIFY_FRACTION, Constraints
 from hapi_onnx.search.design import Design, FrontPoint
@@ -86,8 +86,9 @@ def search(
         Design: The chosen design with its predictions and the Pareto front.
 
     Raises:
-        HapiError: when the artifacts disagree, an argument is invalid, or no design meets the
-            constraints (the message names the closest achievable design).
+        InfeasibleError: when no design meets the constraints (the message names the closest
+            achievable design).
+        HapiError: when the artifacts disagree or an argument is invalid.
     """
     if not isinstance(constraints, Constraints):
         raise HapiError(f"constraints must be a hapi_onnx.search.Constraints. Got {constraints!r} instead.")
@@ -113,7 +114,7 @@ def search(
             anything = replace(goal, min_correct=np.zeros_like(goal.min_correct), reference_min_correct=0)
             start = min(result.front, key=lambda p: _predicted_ms(problem, goal, p))
             fastest = _least_predicted(problem, grid, anything, optimise, start)
-        raise HapiError(infeasible_message(problem, goal, result.front, accurate, fastest))
+        raise InfeasibleError(infeasible_message(problem, goal, result.front, accurate, fastest))
     chosen, front = result.best, result.front
     if goal.stat != "mean" and goal.has_accuracy_constraint and problem.latency_model is not None:
         chosen = _least_predicted(problem, grid, goal, optimise, chosen)  # min-latency: on the prediction
@@ -223,7 +224,7 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
           for s, t in zip(scored, tested, strict=True)]  # worked out once: the choice and the front use it
     feasible = [(s, t) for s, t, good in zip(scored, tested, ok, strict=True) if good]
     if not feasible:
-        raise HapiError(_uncertified_message(problem, goal, scored, tested, len(held.correct[0])))
+        raise InfeasibleError(_uncertified_message(problem, goal, scored, tested, len(held.correct[0])))
     on_prediction = goal.stat != "mean" and goal.has_accuracy_constraint  # min-latency at a percentile
     chosen, proof = min(feasible, key=lambda pair: (
         _predicted_ms(problem, goal, pair[0]) if on_prediction else 0.0, *_preference(goal, pair[0])))
