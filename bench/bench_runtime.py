@@ -47,6 +47,7 @@ from hapi_onnx.evaluate import full_model_bytes, measure
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.runtime import EarlyExitModel
+from hapi_onnx.runtime.session import create_session, quiet_options
 from hapi_onnx.search.problem import SearchProblem
 from hapi_onnx.trace import Trace
 
@@ -89,9 +90,7 @@ def call_overhead_us(intra_threads: int = 1, rounds: int = 9, calls: int = 2000)
             helper.make_tensor_value_info("k", TensorProto.INT64, ["N", 7, 7])]
     model = helper.make_model(helper.make_graph(nodes, "overhead", [x_info], outs),
                               opset_imports=[helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_threads
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = create_session(model, quiet_options(threads=intra_threads))
     x = np.random.default_rng(0).random((1, 16, 7, 7), dtype=np.float32)
     bufs = [np.empty_like(a) for a in session.run(["c", "m", "k"], {"x": x})]
     xin = x.copy()

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from hapi_onnx.graph import load_model, load_notes
+from hapi_onnx.runtime.session import create_session
 
 ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 MODELS = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
@@ -86,13 +86,11 @@ def chain_diff(model_path: Path, split_dir: Path, int8: bool) -> float:
     shape = [d.dim_value for d in image.type.tensor_type.shape.dim[1:]]
     batch = 1 if image.type.tensor_type.shape.dim[0].HasField("dim_value") else 2
     x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    whole = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    whole = create_session(model)
     want = whole.run(None, {image.name: x})[0]
     current = x
     for entry in index["segments"]:
-        session = ort.InferenceSession(str(split_dir / entry["file"]), options, providers=["CPUExecutionProvider"])
+        session = create_session(split_dir / entry["file"])
         current = session.run(None, {session.get_inputs()[0].name: current})[0]
     if int8:
         return float(np.max(np.abs(current.astype(np.float64) - want)))

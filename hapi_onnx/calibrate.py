@@ -20,12 +20,12 @@ from hapi_onnx.exits.features import (
     model_batches,
     prune_to_outputs,
     run_batch_size,
-    session_from_model,
 )
 from hapi_onnx.exits.input_record import InputRecord
 from hapi_onnx.exits.layout import ExitLayout
 from hapi_onnx.graph import load_model, model_fingerprint, validate_exit_tensors
 from hapi_onnx.runtime.preprocess import Preprocessing
+from hapi_onnx.runtime.session import create_session
 from hapi_onnx.trace import Trace
 
 
@@ -80,7 +80,7 @@ def calibrate(
     missing = [o for o in outputs if o not in known]
     if missing:
         raise HapiError(f"The EE model's layout names outputs {missing} that the graph does not have.")
-    session = session_from_model(model)
+    session = create_session(model)
     n, k = len(data), len(outputs)
     pred = np.empty((k, n), dtype=np.int64)
     conf = np.empty((k, n), dtype=np.float32)

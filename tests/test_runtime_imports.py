@@ -65,5 +65,5 @@ def test_runtime_needs_only_numpy_and_onnxruntime(tmp_path):
         "hapi_onnx", "hapi_onnx.errors", "hapi_onnx.choice", "hapi_onnx.artifact", "hapi_onnx.files",
         "hapi_onnx.runtime", "hapi_onnx.runtime.archive",
         "hapi_onnx.runtime.manifest", "hapi_onnx.runtime.model", "hapi_onnx.runtime.monitor",
-        "hapi_onnx.runtime.preprocess",
+        "hapi_onnx.runtime.preprocess", "hapi_onnx.runtime.session",
     }

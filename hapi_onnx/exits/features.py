@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper
 
 from hapi_onnx.data import Dataset, DataSource, check_batch_size, check_compatible
@@ -22,6 +21,7 @@ from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.pooling import pooled_features
 from hapi_onnx.graph.quant import float_view
 from hapi_onnx.graph.topology import node_inputs
+from hapi_onnx.runtime.session import create_session
 
 SPILL_BYTES = 256 << 20
 """Pooled features beyond this many bytes (as float32) go to float16 files on disk."""
@@ -127,16 +127,6 @@ def run_batch_size(model: onnx.ModelProto, requested: int | None, sample_shape: 
     per_sample = 4 * int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in dims]))
     auto = min(256, max(1, INPUT_BATCH_BYTES // per_sample))
     return 1 << (auto.bit_length() - 1)  # a power of two
-
-
-def session_from_model(model: onnx.ModelProto) -> ort.InferenceSession:
-    """A CPU ONNX Runtime session on an in-memory model, warnings silenced."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # ORT raises its own Fail/InvalidGraph types
-        raise HapiError(f"ONNX Runtime cannot load the model: {err}") from None
 
 
 def prune_to_outputs(model: onnx.ModelProto, outputs: Sequence[onnx.ValueInfoProto]) -> onnx.ModelProto:
@@ -316,7 +306,7 @@ def collect_features(
     if isinstance(data, np.ndarray):
         data = Dataset(data)
     features_model, dims = feature_model(model, cuts, pooling)
-    session = session_from_model(features_model)
+    session = create_session(features_model)
     name = image_input(model).name
     out_names = [o.name for o in features_model.graph.output]
     n = len(data)

@@ -4,10 +4,10 @@ import os
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from hapi_onnx.data import load_dataset
 from hapi_onnx.errors import HapiError
+from hapi_onnx.runtime.session import create_session, first_line, quiet_options
 
 DEFAULT_SAMPLES = 8
 
@@ -25,18 +25,14 @@ def ort_outputs(model: onnx.ModelProto, x: np.ndarray, label: str, batched: bool
     Raises:
         HapiError: when ONNX Runtime cannot load or run the model.
     """
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
+    session = create_session(model, quiet_options(threads=1), what=label)
+    name = session.get_inputs()[0].name
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
         if batched:
             return session.run(None, {name: x})
         runs = [session.run(None, {name: x[i : i + 1]}) for i in range(len(x))]
     except Exception as err:  # ORT raises its own Fail/InvalidArgument/RuntimeException types
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise HapiError(f"ONNX Runtime cannot run {label}: {first}") from None
+        raise HapiError(f"ONNX Runtime cannot run {label}: {first_line(err)}") from None
     return [np.concatenate([r[k] for r in runs]) for k in range(len(runs[0]))]
 
 

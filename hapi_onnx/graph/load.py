@@ -404,7 +404,8 @@ def _batch_mismatch(original: onnx.ModelProto, free: onnx.ModelProto, name: str,
     Both run with ONNX Runtime on seeded random inputs: ``free`` on ``2 * batch`` samples at once
     must give what the original gives on each ``batch`` of them.
     """
-    import onnxruntime as ort  # a runtime dependency; imported here so `import hapi_onnx.graph` stays light
+    # a runtime dependency; imported here so `import hapi_onnx.graph` stays light
+    from hapi_onnx.runtime.session import create_session, first_line
 
     info = next(vi for vi in original.graph.input if vi.name == name)
     rest = dims_of(info)[1:]
@@ -412,16 +413,14 @@ def _batch_mismatch(original: onnx.ModelProto, free: onnx.ModelProto, name: str,
         return f"the input's other dims {rest} are not fixed, so the rewrite cannot be checked"
     dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type_of(info))
     x = np.random.default_rng(0).standard_normal((2 * batch, *rest)).astype(dtype)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     try:
-        before = ort.InferenceSession(original.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        after = ort.InferenceSession(free.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        before, after = create_session(original), create_session(free, what="it with a dynamic batch")
         want = [before.run(None, {name: x[i:i + batch]}) for i in (0, batch)]
         got = after.run(None, {name: x})
+    except HapiError as err:
+        return str(err)
     except Exception as err:  # ORT raises several pybind types
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return f"ONNX Runtime cannot run it with a dynamic batch: {first}"
+        return f"ONNX Runtime cannot run it with a dynamic batch: {first_line(err)}"
     for k, out in enumerate(original.graph.output):
         if not _close(got[k], np.concatenate([w[k] for w in want])):
             return f"output {out.name!r} changes when the batch is made dynamic"

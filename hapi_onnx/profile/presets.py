@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from hapi_onnx.artifact import read_json
 from hapi_onnx.errors import HapiError
+from hapi_onnx.runtime.session import create_session, quiet_options
 
 FORMAT_VERSION = 1
 PRESET_PACKAGE = "hapi_onnx_profiles"
@@ -145,7 +146,7 @@ class DevicePreset:
 
     def session_options(self) -> ort.SessionOptions:
         """A fresh ``ort.SessionOptions`` configured from this preset."""
-        opts = ort.SessionOptions()
+        opts = quiet_options()
         s = self.session
         opts.intra_op_num_threads = int(s.get("intra_op_num_threads", 0))
         opts.inter_op_num_threads = int(s.get("inter_op_num_threads", 0))
@@ -155,7 +156,6 @@ class DevicePreset:
         opts.enable_mem_pattern = bool(s.get("enable_mem_pattern", True))
         for key, value in s.get("config_entries", {}).items():
             opts.add_session_config_entry(str(key), _option_string(value))
-        opts.log_severity_level = 3  # errors only: provider fallbacks are checked, not logged
         return opts
 
     def check_providers(self) -> None:
@@ -181,17 +181,11 @@ class DevicePreset:
             model (bytes | PathLike): Serialized ONNX model or a path to one.
 
         Raises:
-            HapiError: when a provider is missing, or ONNX Runtime silently fell back from the
+            HapiError: when a provider is missing, ONNX Runtime cannot load the model, or it silently fell back from the
                 preset's first provider (e.g. CUDA listed but no usable GPU/driver).
         """
         self.check_providers()
-        source = model if isinstance(model, bytes) else os.fspath(model)
-        session = ort.InferenceSession(
-            source,
-            sess_options=self.session_options(),
-            providers=self.provider_names,
-            provider_options=self.provider_options,
-        )
+        session = create_session(model, self.session_options(), self.provider_names, self.provider_options)
         primary = self.provider_names[0]
         if primary not in session.get_providers():
             raise HapiError(

@@ -37,6 +37,7 @@ from hapi_onnx.errors import BundleError, DataError, HapiError
 from hapi_onnx.runtime.archive import BundleContents, read_bundle
 from hapi_onnx.runtime.manifest import Manifest, StageSpec
 from hapi_onnx.runtime.preprocess import preprocess_images
+from hapi_onnx.runtime.session import create_session
 
 if TYPE_CHECKING:
     from hapi_onnx.runtime.monitor import Monitor
@@ -265,15 +266,11 @@ class EarlyExitModel:
         manifest = contents.manifest
         last = len(manifest.stages) - 1
         sessions = []
-        for spec, blob in zip(manifest.stages, contents.stage_bytes, strict=True):
-            try:
-                sessions.append(ort.InferenceSession(
-                    blob, sess_options=session_options, providers=providers, provider_options=provider_options
-                ))
-            except Exception as err:  # ORT raises several pybind types for a bad model
-                raise BundleError(
-                    f"Bundle {origin!r}: ONNX Runtime cannot load stage {spec.file!r}: {err}"
-                ) from None
+        sessions = [
+            create_session(blob, session_options, providers, provider_options,
+                           what=f"stage {spec.file!r} of bundle {origin!r}", error=BundleError)
+            for spec, blob in zip(manifest.stages, contents.stage_bytes, strict=True)
+        ]
         _check_stage_io(origin, manifest, sessions)
         stages = [_Stage(spec, session, last=i == last)
                   for i, (spec, session) in enumerate(zip(manifest.stages, sessions, strict=True))]
