@@ -43,8 +43,9 @@ from hapi_onnx.exits.cut import cut_at_exits
 from hapi_onnx.exits.layout import ExitLayout, ExitSpec
 from hapi_onnx.graph import candidate_exits, extract_segment, input_spec, load_model, model_fingerprint
 from hapi_onnx.profile import load_preset, profile_model
-from hapi_onnx.profile.profile import BoundCall, overhead_model, sample_input
+from hapi_onnx.profile.profile import overhead_model, sample_input
 from hapi_onnx.profile.timing import time_calls
+from hapi_onnx.runtime import BoundCall
 
 DEFAULT_BACKBONE = Path(__file__).resolve().parent.parent / "examples" / "mnist" / "model.onnx"
 

@@ -20,7 +20,8 @@ from hapi_onnx.exits.layout import ExitLayout, ExitSpec
 from hapi_onnx.graph import load_model, model_fingerprint
 from hapi_onnx.graph.decision import CLASS_OUTPUT, CONFIDENCE_OUTPUT, DECISION_OUTPUTS, PROBS_OUTPUT
 from hapi_onnx.profile import LatencyTable, load_preset, profile_model, table_lines
-from hapi_onnx.profile.profile import BoundCall, RuntimeEntryCalls
+from hapi_onnx.profile.profile import RuntimeEntryCalls
+from hapi_onnx.runtime import BoundCall
 
 
 def build_ee_model(num_exits: int = 2, channels: int = 4, classes: int = 3, size: int = 8) -> onnx.ModelProto:

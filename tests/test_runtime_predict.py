@@ -8,8 +8,7 @@ from test_bundle_models import make_ee_model, reference_outputs, sample_images, 
 
 from hapi_onnx.bundle import write_bundle
 from hapi_onnx.choice import choices_from
-from hapi_onnx.runtime import BundleError, DataError, EarlyExitModel, HapiError
-from hapi_onnx.runtime.model import bound_run
+from hapi_onnx.runtime import BoundCall, BundleError, DataError, EarlyExitModel, HapiError
 
 EXITS = ["exit0", "exit1", "exit2"]
 N = 96
@@ -205,17 +204,15 @@ class _Images(np.ndarray):
     """A numpy subclass: not the fast path's exact type, still a valid input."""
 
 
-def test_bound_run_computes_what_session_run_computes(setup):
+def test_a_bound_call_computes_what_session_run_computes(setup):
     model, x, _, _ = setup
     stage = model._pipeline.stages[0]
     names = stage.names_probs
     expected = stage.session.run(names, {stage.spec.input: x[:1]})
-    buffers = [np.zeros_like(e) for e in expected]
-    binding = stage.session.io_binding()
     image = np.ascontiguousarray(x[:1])
-    binding.bind_input(stage.spec.input, "cpu", 0, image.dtype, list(image.shape), image.ctypes.data)
-    for name, buf in zip(names, buffers, strict=True):
-        binding.bind_output(name, "cpu", 0, buf.dtype, list(buf.shape), buf.ctypes.data)
-    bound_run(stage.session, binding)()
-    for got, want in zip(buffers, expected, strict=True):
-        np.testing.assert_array_equal(got, want)
+    call = BoundCall(stage.session, {stage.spec.input: image}, dict(zip(names, expected, strict=True)),
+                     share_inputs=True)
+    assert call.buffers[stage.spec.input] is image
+    call()
+    for name, want in zip(names, expected, strict=True):
+        np.testing.assert_array_equal(call.buffers[name], want)

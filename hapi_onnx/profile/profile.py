@@ -35,8 +35,7 @@ from hapi_onnx.profile.environment import environment
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import LatencyTable, PieceLatency
 from hapi_onnx.profile.timing import time_calls
-from hapi_onnx.runtime import EarlyExitModel
-from hapi_onnx.runtime.model import bind_buffer, bound_run
+from hapi_onnx.runtime import BoundCall, EarlyExitModel
 
 SAMPLE_SEED = 0
 # One call per piece per round, pieces in path order (segment0, head0, segment1, ...): each piece
@@ -61,31 +60,6 @@ DECISION_NOTE = (
     "heads and the last segment include the bundle's in-graph decision ops (hapi_onnx.graph.decision: "
     "Softmax on logits, ArgMax, ReduceMax; outputs class, confidence, probabilities), as bundle stages run them"
 )
-
-
-class BoundCall:
-    """``session.run_with_iobinding`` on inputs and outputs bound once to preallocated numpy buffers.
-
-    Args:
-        session (ort.InferenceSession): A CPU session.
-        feeds (dict[str, np.ndarray]): Input values (copied into owned buffers).
-        outputs (dict[str, np.ndarray]): Example outputs: names, shapes and dtypes of the buffers.
-    """
-
-    def __init__(self, session, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]):
-        self._binding = session.io_binding()
-        self.buffers = {}  # kept alive as long as the binding points into them
-        for name, value in feeds.items():
-            self.buffers[name] = np.ascontiguousarray(value).copy()
-            bind_buffer(self._binding.bind_input, name, self.buffers[name])
-        for name, value in outputs.items():
-            self.buffers[name] = np.empty_like(value)
-            bind_buffer(self._binding.bind_output, name, self.buffers[name])
-        # The zero-argument call the runtime's batch-1 path makes per stage (time this one).
-        self.run = bound_run(session, self._binding)
-
-    def __call__(self) -> None:
-        self.run()
 
 
 def overhead_model(opset: int = 17) -> onnx.ModelProto:
@@ -353,7 +327,6 @@ def _finite(value: float) -> float | None:
 
 
 __all__ = [
-    "BoundCall",
     "RuntimeEntryCalls",
     "overhead_model",
     "runtime_entry_model",

@@ -18,8 +18,10 @@ from hapi_onnx.runtime.archive import BundleContents, read_bundle
 from hapi_onnx.runtime.manifest import FORMAT_VERSION, KIND, CertifiedPath, InputSpec, Manifest, StageSpec
 from hapi_onnx.runtime.model import EarlyExitModel, Prediction
 from hapi_onnx.runtime.monitor import Monitor, MonitoredModel, MonitorState, PositionChange
+from hapi_onnx.runtime.session import BoundCall, create_session
 
 __all__ = [
+    "BoundCall",
     "BundleContents",
     "BundleError",
     "CertifiedPath",
@@ -36,5 +38,6 @@ __all__ = [
     "PositionChange",
     "Prediction",
     "StageSpec",
+    "create_session",
     "read_bundle",
 ]

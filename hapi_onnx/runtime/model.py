@@ -22,10 +22,9 @@ concurrent ``predict`` calls from several threads are safe. Large batches run in
 :data:`MAX_CHUNK` samples, so memory stays bounded whatever the input size.
 """
 
-import functools
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,7 +36,7 @@ from hapi_onnx.errors import BundleError, DataError, HapiError
 from hapi_onnx.runtime.archive import BundleContents, read_bundle
 from hapi_onnx.runtime.manifest import Manifest, StageSpec
 from hapi_onnx.runtime.preprocess import preprocess_images
-from hapi_onnx.runtime.session import create_session
+from hapi_onnx.runtime.session import BoundCall, create_session
 
 if TYPE_CHECKING:
     from hapi_onnx.runtime.monitor import Monitor
@@ -100,54 +99,23 @@ class _BoundPlan:
 
     def __init__(self, stages: list[_Stage], x: np.ndarray):
         self.input = np.empty_like(x)
-        self.bindings, self.classes, self.confs, self.probs = [], [], [], []
+        self.calls, self.classes, self.confs, self.probs = [], [], [], []
         self.runs = []  # one zero-argument call per stage: run it on its bound buffers
-        self._keep = [self.input]  # buffers must outlive the bindings that point into them
         current = self.input
         np.copyto(current, x)
         for stage in stages:
             names = stage.names_probs
             outs = stage.session.run(names, {stage.spec.input: current})
-            buffers = [np.empty_like(o) for o in outs]
-            binding = stage.session.io_binding()
-            bind_buffer(binding.bind_input, stage.spec.input, current)
-            for name, buf in zip(names, buffers, strict=True):
-                bind_buffer(binding.bind_output, name, buf)
-            self._keep.extend(buffers)
-            self.bindings.append(binding)
-            self.runs.append(bound_run(stage.session, binding))
+            call = BoundCall(stage.session, {stage.spec.input: current}, dict(zip(names, outs, strict=True)),
+                             share_inputs=True)  # stage j+1 reads stage j's carried buffer in place
+            buffers = [call.buffers[name] for name in names]
+            self.calls.append(call)  # it keeps the buffers its binding points into alive
+            self.runs.append(call.run)
             self.classes.append(buffers[0])
             self.confs.append(buffers[1])
             self.probs.append(buffers[-1])
             if not stage.last:
                 current = buffers[2]
-
-
-def bound_run(session: ort.InferenceSession, binding: ort.IOBinding) -> Callable[[], None]:
-    """``session.run_with_iobinding(binding)`` as a zero-argument call, as cheap as ORT allows.
-
-    Calls ORT's C++ entry point directly where the Python wrapper exposes it (skipping the
-    wrapper's GPU graph-capture bookkeeping, about 0.5 us a call, which a CPU session does not
-    use); otherwise the public method. The runtime's batch-1 path and the profiler both call
-    stages this way, so the per-call overhead the profiler measures is the one the runtime pays.
-    """
-    run = getattr(getattr(session, "_sess", None), "run_with_iobinding", None)
-    raw = getattr(binding, "_iobinding", None)
-    cpu_only = session.get_providers() == ["CPUExecutionProvider"]
-    if run is None or raw is None or not cpu_only:
-        return functools.partial(session.run_with_iobinding, binding)
-    return functools.partial(run, raw, None)
-
-
-def bind_buffer(bind: Callable, name: str, array: np.ndarray) -> None:
-    """Bind a C-contiguous numpy ``array`` on the CPU as input or output ``name``.
-
-    Args:
-        bind (Callable): ``binding.bind_input`` or ``binding.bind_output`` of an ``ort.IOBinding``.
-        name (str): Tensor name in the session.
-        array (np.ndarray): The buffer; it must outlive the binding.
-    """
-    bind(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
 
 
 class _Pipeline:
