@@ -39,9 +39,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hapi_onnx.choice import choices_from
 from hapi_onnx.errors import HapiError
-from hapi_onnx.exits.cut import cut_at_exits
+from hapi_onnx.exits.cut import cut_at_exits, full_model
 from hapi_onnx.exits.layout import ExitLayout, ExitSpec
-from hapi_onnx.graph import candidate_exits, extract_segment, input_spec, load_model, model_fingerprint
+from hapi_onnx.graph import candidate_exits, input_spec, load_model, model_fingerprint
 from hapi_onnx.profile import load_preset, profile_model
 from hapi_onnx.profile.profile import overhead_model, sample_input
 from hapi_onnx.profile.timing import time_calls
@@ -126,7 +126,7 @@ def interleaved_entries(ee: onnx.ModelProto, preset, workdir: Path) -> list[Entr
                                                      {"x": one}, {"y": one})))
 
     outputs = [layout.final_output] + [e.output for e in layout.exits]
-    for name, model, names in [("backbone, one session", extract_segment(ee, [layout.input], [layout.final_output]),
+    for name, model, names in [("backbone, one session", full_model(ee, layout).model,
                                 seg_names),
                                ("all heads, one session", ee, all_names)]:
         session = preset.create_session(model.SerializeToString())

@@ -14,11 +14,11 @@ from scipy.special import softmax
 
 from hapi_onnx.data import DataSource, check_same_classes, check_same_preprocessing, open_dataset
 from hapi_onnx.errors import HapiError
+from hapi_onnx.exits.cut import full_model
 from hapi_onnx.exits.features import (
     Progress,
     check_labelled,
     model_batches,
-    prune_to_outputs,
     run_batch_size,
 )
 from hapi_onnx.exits.input_record import InputRecord
@@ -163,9 +163,7 @@ def exit_mac_fractions(ee_model: onnx.ModelProto) -> dict[str, float]:
     for hand-made multi-exit models) are left out.
     """
     layout = ExitLayout.from_model(ee_model)
-    final = next(o for o in ee_model.graph.output if o.name == layout.final_output)
-    backbone = prune_to_outputs(ee_model, [final])
-    del backbone.metadata_props[:]
+    backbone = full_model(ee_model, layout).model
     fractions = {}
     for spec in layout.exits:
         try:

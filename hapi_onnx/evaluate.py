@@ -26,8 +26,9 @@ from hapi_onnx.artifact import JsonArtifact
 from hapi_onnx.choice import ExitChoice, check_choices
 from hapi_onnx.data import DataSource, check_compatible, check_same_classes, check_same_preprocessing, open_dataset
 from hapi_onnx.errors import HapiError
+from hapi_onnx.exits.cut import full_model
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout
-from hapi_onnx.graph import extract_segment, load_model, model_fingerprint
+from hapi_onnx.graph import load_model, model_fingerprint
 from hapi_onnx.image_folder import IMAGE_SUFFIXES, decode_image, image_files
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import TimingStats
@@ -174,8 +175,7 @@ def full_model_bytes(source: str | os.PathLike | onnx.ModelProto) -> bytes:
     model = load_model(source)
     if METADATA_KEY not in {p.key for p in model.metadata_props}:
         return model.SerializeToString()
-    layout = ExitLayout.from_model(model)
-    return extract_segment(model, [layout.input], [layout.final_output]).SerializeToString()
+    return full_model(model, ExitLayout.from_model(model)).model.SerializeToString()
 
 
 def full_model_for_bundle(
@@ -209,8 +209,7 @@ def full_model_for_bundle(
             "without --full-model."
         )
     if fingerprint == ee_print:
-        layout = ExitLayout.from_model(model)
-        return extract_segment(model, [layout.input], [layout.final_output]).SerializeToString()
+        return full_model(model, ExitLayout.from_model(model)).model.SerializeToString()
     if fingerprint == source_print:
         outputs = [o.name for o in model.graph.output]
         if len(outputs) != 1:

@@ -16,7 +16,7 @@ from onnx import helper, numpy_helper
 
 from hapi_onnx.data import DataSource, open_dataset
 from hapi_onnx.errors import HapiError
-from hapi_onnx.exits.features import Progress, check_labelled, collect_features, image_input, prune_to_outputs
+from hapi_onnx.exits.features import Progress, check_labelled, collect_features, image_input
 from hapi_onnx.exits.from_outputs import exits_from_outputs
 from hapi_onnx.exits.heads import LinearHead, fit_head
 from hapi_onnx.exits.input_record import InputRecord
@@ -27,6 +27,7 @@ from hapi_onnx.graph import (
     is_probability_output,
     load_model,
     model_fingerprint,
+    prune_to,
     validate_exit_tensors,
 )
 from hapi_onnx.graph.load import save_model
@@ -352,7 +353,7 @@ def attach_exits(
     train = check_labelled(model, train, num_classes, "training data")
     classifier = model
     if len(model.graph.output) > 1:  # cuts of the classifier's path, whatever the other outputs read
-        classifier = prune_to_outputs(model, [o for o in model.graph.output if o.name == final])
+        classifier = prune_to(model, [final])
     candidates = _chosen_candidates(classifier, exits, max_candidates)
     check_label_coverage(train, num_classes)
     cuts = [(c.tensor, list(c.shape)) for c in candidates]

@@ -19,8 +19,8 @@ from onnx import helper
 from hapi_onnx.data import Dataset, DataSource, check_batch_size, check_compatible
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.pooling import pooled_features
+from hapi_onnx.graph import prune_to
 from hapi_onnx.graph.quant import float_view
-from hapi_onnx.graph.topology import node_inputs
 from hapi_onnx.runtime.session import create_session
 
 SPILL_BYTES = 256 << 20
@@ -129,37 +129,6 @@ def run_batch_size(model: onnx.ModelProto, requested: int | None, sample_shape: 
     return 1 << (auto.bit_length() - 1)  # a power of two
 
 
-def prune_to_outputs(model: onnx.ModelProto, outputs: Sequence[onnx.ValueInfoProto]) -> onnx.ModelProto:
-    """A new model with the given outputs, keeping only the nodes and initializers they need.
-
-    Args:
-        model (onnx.ModelProto): The model (not modified).
-        outputs (Sequence[onnx.ValueInfoProto]): The outputs of the new model.
-
-    Returns:
-        onnx.ModelProto: The pruned copy.
-    """
-    needed = {o.name for o in outputs}
-    kept = []
-    for node in reversed(model.graph.node):
-        if any(name in needed for name in node.output):
-            kept.append(node)
-            needed.update(node_inputs(node))
-    graph = model.graph
-    pruned = helper.make_graph(
-        nodes=list(reversed(kept)),
-        name=graph.name,
-        inputs=list(graph.input),
-        outputs=list(outputs),
-        initializer=[init for init in graph.initializer if init.name in needed],
-        value_info=[vi for vi in graph.value_info if vi.name in needed],
-    )
-    new = onnx.ModelProto()
-    new.CopyFrom(model)
-    new.graph.CopyFrom(pruned)
-    return new
-
-
 def feature_model(
     model: onnx.ModelProto, cuts: Sequence[tuple[str, Sequence]], pooling: str = "gap"
 ) -> tuple[onnx.ModelProto, list[int]]:
@@ -186,9 +155,10 @@ def feature_model(
         pooled = pooled_features(source, shape, pooling, prefix=prefix)
         extended.graph.node.extend(nodes + pooled.nodes)
         extended.graph.initializer.extend(inits)
-        outputs.append(helper.make_tensor_value_info(pooled.output, onnx.TensorProto.FLOAT, None))
+        extended.graph.value_info.append(helper.make_tensor_value_info(pooled.output, onnx.TensorProto.FLOAT, None))
+        outputs.append(pooled.output)
         dims.append(pooled.dim)
-    return prune_to_outputs(extended, outputs), dims
+    return prune_to(extended, outputs), dims
 
 
 class FeatureSet:

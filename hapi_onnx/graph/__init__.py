@@ -8,7 +8,7 @@ from hapi_onnx.graph.cuts import Candidate, candidate_exits, cut_points, validat
 from hapi_onnx.graph.load import InputSpec, fixed_batch, input_spec, load_model, load_notes, model_fingerprint
 from hapi_onnx.graph.macs import count_macs, total_macs
 from hapi_onnx.graph.outputs import SHAPE_ONLY_OPS, is_probability_output, softmax_source
-from hapi_onnx.graph.segment import add_outputs, extract_segment, split_model
+from hapi_onnx.graph.segment import add_outputs, extract_segment, prune_to, split_model
 from hapi_onnx.graph.split_files import SegmentEntry, SplitIndex, write_split
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "load_model",
     "load_notes",
     "model_fingerprint",
+    "prune_to",
     "softmax_source",
     "split_model",
     "total_macs",

@@ -98,6 +98,21 @@ def extract_segment(model: onnx.ModelProto, inputs: list[str], outputs: list[str
     return _model_like(model, seg_graph)
 
 
+def prune_to(model: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
+    """``model`` from all its graph inputs to ``outputs`` only: :func:`extract_segment`, the one pruner.
+
+    Nodes keep their stored order; a tensor of ``outputs`` needs a type (a value_info entry, or
+    one shape inference can find).
+    """
+    return extract_segment(model, graph_inputs(model), outputs)
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[str]:
+    """The model's graph inputs that are not initializers (what a caller feeds)."""
+    inits = constant_names(model.graph)
+    return [vi.name for vi in model.graph.input if vi.name not in inits]
+
+
 def add_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     """A copy of ``model`` that also returns ``tensors`` (appended after its outputs, typed from shapes).
 
@@ -149,10 +164,8 @@ def split_model(model: onnx.ModelProto, at: list[str], outputs: list[str] | None
     if positions != sorted(positions):
         ordered = [name for _, name in sorted(zip(positions, at, strict=True))]
         raise HapiError(f"split points must be in graph order. Got {at!r}; in graph order: {ordered!r}.")
-    inits = constant_names(model.graph)
-    first = [vi.name for vi in model.graph.input if vi.name not in inits]
     last = [o.name for o in model.graph.output] if outputs is None else list(outputs)
-    bounds = [first] + [[name] for name in at] + [last]
+    bounds = [graph_inputs(model)] + [[name] for name in at] + [last]
     return [extract_segment(model, bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)]
 
 
