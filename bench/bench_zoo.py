@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from hapi_onnx.graph import load_model, load_notes
+from hapi_onnx.graph import SplitIndex, load_model, load_notes
 from hapi_onnx.runtime.session import create_session
 
 ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -81,7 +81,7 @@ def write_data(path: Path, n: int, shape: tuple, seed: int) -> None:
 def chain_diff(model_path: Path, split_dir: Path, int8: bool) -> float:
     """Largest |chained segments - whole model| over 2 random images, relative to the output's scale."""
     model = load_model(model_path)
-    index = json.loads((split_dir / "index.json").read_text())
+    index = SplitIndex.load(split_dir / "index.json")
     image = model.graph.input[0]
     shape = [d.dim_value for d in image.type.tensor_type.shape.dim[1:]]
     batch = 1 if image.type.tensor_type.shape.dim[0].HasField("dim_value") else 2
@@ -89,8 +89,8 @@ def chain_diff(model_path: Path, split_dir: Path, int8: bool) -> float:
     whole = create_session(model)
     want = whole.run(None, {image.name: x})[0]
     current = x
-    for entry in index["segments"]:
-        session = create_session(split_dir / entry["file"])
+    for entry in index.segments:
+        session = create_session(split_dir / entry.file)
         current = session.run(None, {session.get_inputs()[0].name: current})[0]
     if int8:
         return float(np.max(np.abs(current.astype(np.float64) - want)))

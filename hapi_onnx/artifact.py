@@ -1,13 +1,15 @@
-"""Versioned JSON artifacts: one way to write, read, bound and check every JSON file hapi-onnx reads.
+"""Versioned JSON artifacts: one way to write, read, bound and check every JSON hapi-onnx reads.
 
-Every JSON artifact (design, latency table, evaluation report, split index, bundle manifest, a
-trace's metadata) carries ``kind`` and ``format_version``; a file of another kind or version is
-refused with one line naming what it holds instead. Reading is bounded: a file over
-:data:`MAX_BYTES`, nesting deeper than :data:`MAX_DEPTH`, an integer longer than
-:data:`MAX_INT_DIGITS` digits, a NaN/Infinity constant or a number too large for a float (``1e999``)
-is refused as malformed, never turned into a ``RecursionError``, a ``ValueError``, an infinity or
-a huge number. A field that is missing or of the wrong
-type is reported by :func:`malformed` as one :class:`~hapi_onnx.errors.HapiError` too.
+Every JSON hapi-onnx reads back is one :class:`Kind` (the test ``test_artifact_kinds`` lists them
+all): a file (design, latency table, evaluation report, split index, a trace's metadata, bundle
+manifest, device preset, build config, preprocessing spec, pipeline step record) or an entry of a
+model's metadata (exit layout, input record, load notes). Its text is decoded by
+:func:`parse_json` with bounds: a file over :data:`MAX_BYTES`, nesting deeper than
+:data:`MAX_DEPTH`, an integer longer than :data:`MAX_INT_DIGITS` digits, a NaN/Infinity constant
+or a number too large for a float (``1e999``) is refused as malformed, never turned into a
+``RecursionError``, a ``ValueError``, an infinity or a huge number. Then its ``kind`` (where it
+carries one) and ``format_version`` are checked, and it is rebuilt inside :func:`malformed`, so a
+missing field or one of the wrong type is one :class:`~hapi_onnx.errors.HapiError` too.
 
 Standard library only: the runtime reads bundle manifests with it on the edge device.
 """
@@ -17,10 +19,10 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output
@@ -29,6 +31,7 @@ MAX_BYTES = 64 << 20
 MAX_DEPTH = 64
 MAX_INT_DIGITS = 40
 _PRIVATE = ("kind", "format_version")
+T = TypeVar("T")
 
 
 def parse_json(text: str | bytes, source: str) -> Any:
@@ -110,17 +113,74 @@ def _plain_number(value: Any) -> int | float:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-def load_json(path: str | os.PathLike, kind: str, format_version: int) -> dict[str, Any]:
-    """Read a JSON artifact, checking that it is the ``kind`` and version expected.
+KINDS: dict[str, "Kind"] = {}
+"""Every kind of JSON hapi-onnx reads, by name (filled as the modules defining them are imported)."""
 
-    Returns:
-        dict: Its fields, without ``kind`` and ``format_version``.
 
-    Raises:
-        HapiError: when the file is missing, is not bounded JSON, or is another kind or version.
+@dataclass(frozen=True)
+class Kind:
+    """One kind of JSON hapi-onnx reads: a file, or an entry of a model's metadata.
+
+    Attributes:
+        name (str): What it is, for messages; its ``kind`` field too when ``tagged``.
+        format_version (int | None): The version this hapi-onnx reads; None for what users
+            write without one (a build config, a preprocessing spec, whose own fields say more).
+        tagged (bool): The JSON carries ``"kind": name``. Defaults to False.
+        version_optional (bool): A missing ``format_version`` reads as this one (device presets,
+            which users write by hand). Defaults to False.
     """
-    data = check_kind(read_json(path, kind), kind, format_version, repr(str(path)))
-    return {key: value for key, value in data.items() if key not in _PRIVATE}
+
+    name: str
+    format_version: int | None = None
+    tagged: bool = False
+    version_optional: bool = False
+
+    def __post_init__(self):
+        KINDS[self.name] = self
+
+    def check(self, data: Any, source: str) -> dict[str, Any]:
+        """``data`` if it is an object of this kind and version.
+
+        Raises:
+            HapiError: naming ``source`` and what it holds instead.
+        """
+        if self.tagged:
+            return check_kind(data, self.name, self.format_version, source)
+        if not isinstance(data, dict):
+            raise HapiError(f"{source} is not a {self.name}: expected a JSON object. Got {type(data).__name__}.")
+        if self.format_version is not None:
+            version = data.get("format_version", self.format_version if self.version_optional else None)
+            if version != self.format_version:
+                raise HapiError(
+                    f"{source} has {self.name} format_version {version!r}; "
+                    f"this hapi-onnx reads version {self.format_version}. Regenerate it with this version."
+                )
+        return data
+
+    def read(self, value: str | bytes | Any, source: str, build: Callable[[dict[str, Any]], T]) -> T:
+        """Decode (text, bounded), check and rebuild one value of this kind.
+
+        Args:
+            value (str | bytes | object): JSON text, or data already decoded by :func:`parse_json`.
+            source (str): Where it comes from, for messages.
+            build (Callable): Makes the value from the fields (``kind`` and ``format_version``
+                removed); a missing or ill-typed field it meets is reported by :func:`malformed`.
+
+        Raises:
+            HapiError: when it is not bounded JSON, another kind or version, or malformed.
+        """
+        data = parse_json(value, source) if isinstance(value, (str, bytes)) else value
+        fields = {key: item for key, item in self.check(data, source).items() if key not in _PRIVATE}
+        with malformed(source, self.name):
+            return build(fields)
+
+    def load(self, path: str | os.PathLike, build: Callable[[dict[str, Any]], T]) -> T:
+        """:meth:`read` a file (missing, unreadable or too large: one HapiError)."""
+        return self.read(read_json(path, self.name), repr(str(path)), build)
+
+    def save(self, data: dict[str, Any], path: str | os.PathLike) -> None:
+        """Write ``data`` as a file of this (tagged, versioned) kind, atomically."""
+        save_json(data, path, self.name, self.format_version)
 
 
 @contextlib.contextmanager
@@ -146,6 +206,10 @@ class JsonArtifact:
     KIND: ClassVar[str]
     FORMAT_VERSION: ClassVar[int]
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Kind(cls.KIND, cls.FORMAT_VERSION, tagged=True)
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values."""
         return asdict(self)
@@ -157,7 +221,7 @@ class JsonArtifact:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write as versioned JSON, atomically."""
-        save_json(self.to_dict(), path, self.KIND, self.FORMAT_VERSION)
+        KINDS[self.KIND].save(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike):
@@ -166,9 +230,7 @@ class JsonArtifact:
         Raises:
             HapiError: when the file is missing, malformed, or another kind or version.
         """
-        data = load_json(path, cls.KIND, cls.FORMAT_VERSION)
-        with malformed(repr(str(path)), cls.KIND):
-            return cls.from_dict(data)
+        return KINDS[cls.KIND].load(path, cls.from_dict)
 
 
 def _bounded_int(text: str) -> int:

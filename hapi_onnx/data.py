@@ -32,10 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from hapi_onnx.artifact import Kind
 from hapi_onnx.errors import DataError, as_error
 from hapi_onnx.files import atomic_output
 from hapi_onnx.runtime.preprocess import Preprocessing
 
+PREPROCESSING_SPEC = Kind("preprocessing spec")  # written by users; its own "version" field
 MNIST_SPLITS = {"train": 3000, "calib": 1000, "test": 1000}
 MNIST_MARKER = "splits.json"
 """Written beside the demo splits: what they are; a folder holding it may be replaced by a new write."""
@@ -500,15 +502,11 @@ def read_preprocessing(text: str) -> Preprocessing:
     Raises:
         DataError: when the text is none of these or the spec is invalid.
     """
-    from hapi_onnx.artifact import parse_json, read_json
-
     text = text.strip()
     if text.startswith(("{", "[")):
-        data = parse_json(text, "The preprocessing JSON")
-    elif Path(text).suffix.lower() == ".json" or Path(text).is_file():
+        return PREPROCESSING_SPEC.read(text, "The preprocessing JSON", Preprocessing.from_dict)
+    if Path(text).suffix.lower() == ".json" or Path(text).is_file():
         if not Path(text).is_file():
             raise DataError(f"preprocessing file {text!r} does not exist.")
-        data = read_json(Path(text), "preprocessing spec")
-    else:
-        return Preprocessing.preset(text)
-    return Preprocessing.from_dict(data)
+        return PREPROCESSING_SPEC.load(Path(text), Preprocessing.from_dict)
+    return Preprocessing.preset(text)

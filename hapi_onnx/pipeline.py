@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from hapi_onnx import __version__
-from hapi_onnx.artifact import read_json
+from hapi_onnx.artifact import Kind
 from hapi_onnx.choice import finite_number
 from hapi_onnx.errors import HapiError
-from hapi_onnx.files import OUTPUT_RECORD, atomic_output, check_outputs_apart, missing_parents, sha256_file
+from hapi_onnx.files import OUTPUT_RECORD, check_outputs_apart, missing_parents, sha256_file
 from hapi_onnx.runtime.preprocess import Preprocessing
 from hapi_onnx.search.constraints import Constraints
 
@@ -144,10 +144,7 @@ class BuildConfig:
     def from_file(cls, path: str | os.PathLike, note: Log | None = None, **overrides: Any) -> "BuildConfig":
         """Read a JSON config; relative paths in it are relative to the file. ``overrides`` win."""
         path = Path(path)
-        raw = read_json(path, "build config")
-        if not isinstance(raw, dict):
-            raise HapiError(f"build config {str(path)!r} must hold a JSON object. Got {type(raw).__name__}.")
-        values = {key.replace("-", "_"): value for key, value in raw.items()}
+        values = BUILD_CONFIG.load(path, lambda raw: {key.replace("-", "_"): value for key, value in raw.items()})
         for key in ("model", "data", "device", "factory", "preprocess"):
             value = values.get(key)
             if isinstance(value, str) and _looks_like_path(value) and not Path(value).is_absolute():
@@ -168,6 +165,8 @@ class BuildConfig:
             raise HapiError(f"build config {str(path)!r}: {err}") from None
 
 
+BUILD_CONFIG = Kind("build config")  # written by users: no kind, no version
+STEP_RECORD = Kind("hapi-onnx step record", 1, tagged=True)  # work/.steps/<step>.json: what a step was run on
 DEPRECATED_KEYS = {"confidence": "bound_level", "thresholds": "space"}
 FLAG_KEYS = {"latency_sla": "latency_sla_ms", "profile_budget": "profile_budget_s"}
 """Flag names (``--latency-sla``) whose field carries a unit (``latency_sla_ms``): both are accepted."""
@@ -210,8 +209,8 @@ class _Steps:
         record = self.records / f"{name}.json"
         if output.exists() and record.is_file():
             try:
-                done = json.loads(record.read_text())
-            except (UnicodeDecodeError, json.JSONDecodeError):
+                done = STEP_RECORD.load(record, dict)
+            except HapiError:  # not one this version wrote: run the step again
                 done = {}
             if done.get("key") == key and done.get("output_sha256") == _hash_path(output):
                 self.log(f"[{name}] up to date, reusing {output.relative_to(self.workdir)}")
@@ -221,8 +220,7 @@ class _Steps:
         start = time.perf_counter()
         make()
         self.seconds[name] = time.perf_counter() - start
-        with atomic_output(record) as tmp:
-            tmp.write_text(json.dumps({"key": key, "output_sha256": _hash_path(output)}, indent=2))
+        STEP_RECORD.save({"key": key, "output_sha256": _hash_path(output)}, record)
         self.log(f"[{name}] done in {self.seconds[name]:.1f} s -> {output.relative_to(self.workdir)}")
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hapi_onnx.artifact import check_kind, malformed, parse_json
+from hapi_onnx.artifact import Kind, malformed, parse_json
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output
 
 KIND = "hapi-onnx trace"
 FORMAT_VERSION = 1
+METADATA = Kind(KIND, FORMAT_VERSION, tagged=True)  # the .npz's 'meta' entry
 
 
 @dataclass(frozen=True)
@@ -200,8 +201,7 @@ class Trace:
         source = repr(str(path))
         meta = arrays.pop("meta")
         text = str(meta) if meta.dtype.kind == "U" and meta.ndim == 0 else None
-        meta = check_kind(parse_json(text, f"{source} metadata") if text is not None else None,
-                          KIND, FORMAT_VERSION, source)
+        meta = METADATA.check(parse_json(text, f"{source} metadata") if text is not None else None, source)
         with malformed(source, KIND):
             return cls(
                 exit_names=meta["exit_names"],

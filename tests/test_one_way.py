@@ -48,3 +48,36 @@ def test_one_module_creates_onnx_runtime_sessions():
     found = [f"{path.relative_to(REPO)}:{call.lineno}" for path in PYTHON if path != factory
              for name, call in _calls(path) if name in ("InferenceSession", "SessionOptions")]
     assert found == [], f"create sessions with hapi_onnx.runtime.session.create_session: {found}"
+
+
+def test_every_json_hapi_onnx_reads_is_one_artifact_kind():
+    import importlib
+
+    import pytest
+
+    from hapi_onnx.artifact import KINDS
+    from hapi_onnx.errors import HapiError
+
+    for module in ("pipeline", "evaluate", "calibrate", "trace", "data", "exits.layout", "exits.input_record",
+                   "graph", "profile.presets", "profile.table", "runtime.manifest", "search.design"):
+        importlib.import_module(f"hapi_onnx.{module}")
+    assert sorted(KINDS) == [
+        "build config", "device preset", "exit layout", "hapi-onnx bundle", "hapi-onnx design",
+        "hapi-onnx evaluation", "hapi-onnx latency table", "hapi-onnx split index", "hapi-onnx step record",
+        "hapi-onnx trace", "input record", "load notes", "preprocessing spec",
+    ]
+    for kind in KINDS.values():
+        for bad in ("[]", '{"a": 1e999}', "[" * 100 + "]" * 100, "not json"):
+            with pytest.raises(HapiError):
+                kind.read(bad, "x", dict)
+        if kind.format_version is not None:
+            tag = {"kind": kind.name} if kind.tagged else {}
+            with pytest.raises(HapiError, match="format_version"):
+                kind.read({**tag, "format_version": kind.format_version + 1}, "x", dict)
+            assert kind.read({**tag, "format_version": kind.format_version, "a": 1}, "x", dict) == {"a": 1}
+    # JSON is decoded in artifact.py only (bounded); everything else asks a Kind or parse_json there.
+    decoders = [f"{path.relative_to(REPO)}:{call.lineno}" for path in (REPO / "hapi_onnx").rglob("*.py")
+                if path.name != "artifact.py" for name, call in _calls(path)
+                if name in ("loads", "load") and isinstance(call.func, ast.Attribute)
+                and getattr(call.func.value, "id", "") == "json"]
+    assert decoders == []

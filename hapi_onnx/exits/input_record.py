@@ -8,16 +8,18 @@ bundle's manifest carries the spec and the class names.
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import onnx
 
-from hapi_onnx.artifact import parse_json
+from hapi_onnx.artifact import Kind
 from hapi_onnx.errors import HapiError
 from hapi_onnx.graph.load import set_metadata
 from hapi_onnx.runtime.preprocess import Preprocessing
 
 METADATA_KEY = "hapi_onnx.input"
 FORMAT_VERSION = 1
+RECORD = Kind("input record", FORMAT_VERSION)
 
 
 @dataclass(frozen=True)
@@ -52,18 +54,13 @@ class InputRecord:
         props = {p.key: p.value for p in model.metadata_props}
         if METADATA_KEY not in props:
             return cls()
-        try:
-            data = parse_json(props[METADATA_KEY], f"the model's {METADATA_KEY!r} metadata")  # bounded, as layout
-            if data.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"format_version {data.get('format_version')!r}, expected {FORMAT_VERSION}")
-            spec = data["preprocessing"]
-            classes = data["classes"]
-            if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
-                raise ValueError("'classes' must be a list of strings")
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise HapiError(
-                f"The model's {METADATA_KEY!r} metadata is malformed ({err}); attach the heads again."
-            ) from None
+        return RECORD.read(props[METADATA_KEY], f"the model's {METADATA_KEY!r} metadata", cls._build)
+
+    @classmethod
+    def _build(cls, data: dict[str, Any]) -> "InputRecord":
+        spec, classes = data["preprocessing"], data["classes"]
+        if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+            raise HapiError(f"'classes' must be a list of strings. Got {classes!r}; attach the heads again.")
         return cls(
             preprocessing=None if spec is None else Preprocessing.from_dict(spec),
             classes=None if classes is None else tuple(classes),

@@ -9,12 +9,13 @@ from dataclasses import asdict, dataclass
 
 import onnx
 
-from hapi_onnx.artifact import malformed, parse_json
+from hapi_onnx.artifact import Kind
 from hapi_onnx.errors import HapiError
 from hapi_onnx.graph.load import set_metadata
 
 METADATA_KEY = "hapi_onnx.exits"
 FORMAT_VERSION = 1
+LAYOUT = Kind("exit layout", FORMAT_VERSION)
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,5 @@ class ExitLayout:
                 "This ONNX model has no early exits recorded. "
                 "Create one with `hapi-onnx attach MODEL --data TRAIN.npz -o EE.onnx`."
             )
-        data = parse_json(props[METADATA_KEY], f"the model's {METADATA_KEY!r} metadata")
-        with malformed(f"the model's {METADATA_KEY!r} metadata", "exit layout"):
-            if data.pop("format_version") != FORMAT_VERSION:
-                raise HapiError(f"format_version must be {FORMAT_VERSION}; attach the heads again")
-            return cls(**{**data, "exits": [ExitSpec(**e) for e in data["exits"]]})
+        return LAYOUT.read(props[METADATA_KEY], f"the model's {METADATA_KEY!r} metadata",
+                           lambda data: cls(**{**data, "exits": [ExitSpec(**e) for e in data["exits"]]}))

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
+from hapi_onnx.artifact import Kind
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import atomic_output
 from hapi_onnx.graph.macs import WEIGHTED_OPS
@@ -27,6 +28,7 @@ from hapi_onnx.graph.topology import (
 
 BATCH_DIM = "N"
 NOTES_KEY = "hapi_onnx.load_notes"
+NOTES = Kind("load notes")  # what load_model changed, in the model's metadata
 MIN_IR_VERSION = 4  # the first IR version whose initializers need not be graph inputs
 # Ops that hold a network's weights: a control-flow body holding one of them holds layers.
 LAYER_OPS = frozenset(op for _, op in WEIGHTED_OPS)
@@ -208,9 +210,9 @@ class _LoadRecord:
         for prop in model.metadata_props:
             if prop.key == NOTES_KEY:
                 try:
-                    data = json.loads(prop.value)
-                    return cls([str(n) for n in data["notes"]], bool(data["batch_fixed"]))
-                except (ValueError, KeyError, TypeError):
+                    return NOTES.read(prop.value, f"the model's {NOTES_KEY!r} metadata",
+                                      lambda data: cls([str(n) for n in data["notes"]], bool(data["batch_fixed"])))
+                except HapiError:
                     break  # not ours to trust: load afresh
         return cls([])
 

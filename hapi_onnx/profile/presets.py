@@ -14,11 +14,12 @@ from typing import Any
 
 import onnxruntime as ort
 
-from hapi_onnx.artifact import read_json
+from hapi_onnx.artifact import Kind
 from hapi_onnx.errors import HapiError
 from hapi_onnx.runtime.session import create_session, quiet_options
 
 FORMAT_VERSION = 1
+PRESET = Kind("device preset", FORMAT_VERSION, version_optional=True)  # hand-written: the version may be left out
 PRESET_PACKAGE = "hapi_onnx_profiles"
 
 GRAPH_OPTIMIZATION_LEVELS = {
@@ -223,10 +224,10 @@ def load_preset(name_or_path: str | os.PathLike) -> DevicePreset:
     text = os.fspath(name_or_path)
     builtin = _builtin_files()
     if text in builtin:
-        return preset_from_dict(read_json(builtin[text], "device preset"), source=f"builtin:{text}")
+        return PRESET.load(builtin[text], lambda data: preset_from_dict(data, source=f"builtin:{text}"))
     path = Path(text)
     if path.is_file():
-        return preset_from_dict(read_json(path, "device preset"), source=str(path))
+        return PRESET.load(path, lambda data: preset_from_dict(data, source=str(path)))
     raise HapiError(
         f"Unknown device {text!r}: expected a preset name ({', '.join(available_presets())}) "
         "or the path of a preset JSON file (see profiles/README.md)."
@@ -245,11 +246,7 @@ def preset_from_dict(data: dict[str, Any], source: str = "") -> DevicePreset:
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise HapiError(f"{where} has unknown field(s) {sorted(unknown)}; expected only {sorted(_TOP_KEYS)}.")
-    if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-        raise HapiError(
-            f"{where} has format_version {data.get('format_version')!r}; this hapi-onnx reads "
-            f"version {FORMAT_VERSION}."
-        )
+    PRESET.check(data, where)
     for key, kind in [("name", str), ("providers", list), ("session", dict), ("timing", dict)]:
         if not isinstance(data.get(key), kind):
             raise HapiError(

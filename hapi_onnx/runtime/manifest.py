@@ -60,13 +60,14 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from hapi_onnx.artifact import check_kind, parse_json
+from hapi_onnx.artifact import Kind, parse_json
 from hapi_onnx.choice import ExitChoice, check_choices, check_threshold
 from hapi_onnx.errors import BundleError, HapiError, as_error
 from hapi_onnx.runtime.preprocess import Preprocessing
 
 KIND = "hapi-onnx bundle"
 FORMAT_VERSION = 2
+MANIFEST = Kind(KIND, FORMAT_VERSION, tagged=True)
 MANIFEST_NAME = "manifest.json"
 EXIT_RULE = "confidence >= threshold"
 SUPPORTED_DTYPES = ("float32",)
@@ -354,7 +355,7 @@ class Manifest:
                 is missing, of the wrong type, or inconsistent with the others.
         """
         with as_error(BundleError):
-            check_kind(data, KIND, FORMAT_VERSION, f"The bundle's {MANIFEST_NAME}")
+            MANIFEST.check(data, f"The bundle's {MANIFEST_NAME}")
         where = "top level"
         rule = _get(data, "exit_rule", (str,), f"{EXIT_RULE!r}", where)
         if rule != EXIT_RULE:
