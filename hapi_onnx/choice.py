@@ -20,33 +20,18 @@ mirrors it once (``leaves`` in ``runtime-js/src/manifest.mjs``).
 Imports numpy and the standard library only: the runtime uses it on the edge device.
 """
 
-import math
-import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from hapi_onnx.checks import finite_number
 from hapi_onnx.errors import HapiError
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 FINAL = "final"
 """Name of the final classifier's exit in every trace, latency table, design and bundle."""
-
-
-def finite_number(value: Any) -> bool:
-    """Whether ``value`` is a finite real number: a Python or numpy int or float, never a bool.
-
-    The one finite-number check for every value a user gives (thresholds, constraints, design and
-    latency-table fields, build options, preprocessing specs).
-    """
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int past float's range
-        return False
 
 
 def check_threshold(value: Any, where: str = "threshold") -> float:

@@ -20,7 +20,7 @@ from typing import Any
 
 from hapi_onnx import __version__
 from hapi_onnx.artifact import Kind
-from hapi_onnx.choice import finite_number
+from hapi_onnx.checks import finite_number
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import OUTPUT_RECORD, check_outputs_apart, missing_parents, sha256_file
 from hapi_onnx.runtime.preprocess import Preprocessing

@@ -10,6 +10,7 @@ import pytest
 from test_bundle_models import make_ee_model
 
 from hapi_onnx.bundle import write_bundle
+from hapi_onnx.checks import finite_number
 from hapi_onnx.choice import (
     FINAL,
     ExitChoice,
@@ -17,7 +18,6 @@ from hapi_onnx.choice import (
     check_threshold,
     choices_from,
     confidences_staying,
-    finite_number,
     first_exit,
     leaves,
     thresholds_reached,

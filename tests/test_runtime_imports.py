@@ -62,7 +62,8 @@ def test_runtime_needs_only_numpy_and_onnxruntime(tmp_path):
     assert result["one"] == result["classes"][0]
     assert set(result["hapi"]) <= {
         # choice (the threshold rule, numpy), artifact and files (bounded JSON, stdlib) are light too
-        "hapi_onnx", "hapi_onnx.errors", "hapi_onnx.choice", "hapi_onnx.artifact", "hapi_onnx.files",
+        "hapi_onnx", "hapi_onnx.errors", "hapi_onnx.checks", "hapi_onnx.choice", "hapi_onnx.artifact",
+        "hapi_onnx.files",
         "hapi_onnx.runtime", "hapi_onnx.runtime.archive",
         "hapi_onnx.runtime.manifest", "hapi_onnx.runtime.model", "hapi_onnx.runtime.monitor",
         "hapi_onnx.runtime.preprocess", "hapi_onnx.runtime.session",

@@ -4,7 +4,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hapi_onnx.artifact import JsonArtifact
-from hapi_onnx.choice import finite_number
+from hapi_onnx.checks import finite_number
 from hapi_onnx.errors import HapiError
 
 QUANTILES = 101

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from hapi_onnx.choice import finite_number
+from hapi_onnx.checks import finite_number
 from hapi_onnx.errors import HapiError
 
 SPEC_VERSION = 1

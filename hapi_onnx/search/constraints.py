@@ -30,7 +30,7 @@ with an accuracy floor or drop budget, the fastest design meeting every constrai
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from hapi_onnx.choice import finite_number
+from hapi_onnx.checks import finite_number
 from hapi_onnx.errors import HapiError
 
 PERCENTILES = ("mean", "p50", "p90", "p99")

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hapi_onnx.artifact import JsonArtifact
-from hapi_onnx.choice import ExitChoice, check_choices, finite_number
+from hapi_onnx.checks import finite_number
+from hapi_onnx.choice import ExitChoice, check_choices
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import QUANTILES
 from hapi_onnx.search.constraints import Constraints

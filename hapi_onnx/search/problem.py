@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from hapi_onnx.choice import finite_number
+from hapi_onnx.checks import finite_number
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import QUANTILES, LatencyTable
 from hapi_onnx.search.constraints import PERCENTILES
