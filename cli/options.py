@@ -5,27 +5,16 @@
   runs, an output that resolves to one of its inputs or another output, or lies among them
   (:func:`hapi_onnx.files.check_outputs_apart`).
 - :func:`preprocess_option` is the ``--preprocess`` spec of every command that reads images.
-- :func:`constraint_options` adds the search constraints to ``search`` and ``build`` with their
-  choices and defaults taken from :class:`~hapi_onnx.search.constraints.Constraints`; the flags
-  renamed in 0.2 (``--confidence``, ``--thresholds``) still work, with a one-line note.
+- :func:`constraint_options` adds the search constraints to ``search`` and ``build``, made from
+  the field metadata of :class:`~hapi_onnx.search.constraints.Constraints` (flag, help, choices,
+  default, old name); the flags renamed in 0.2 (``--confidence``, ``--thresholds``) still work,
+  with a one-line note.
 """
 
 import click
 from hapi_onnx_cli import console
 
 from hapi_onnx.files import check_outputs_apart
-from hapi_onnx.search.constraints import (
-    CERTIFY_FRACTION,
-    DEFAULT_BOUND_LEVEL,
-    GUARANTEES,
-    PERCENTILES,
-    REFERENCES,
-    SPACES,
-)
-
-CERTIFY_SHARE = round(100 * CERTIFY_FRACTION)
-SEARCH_SHARE = 100 - CERTIFY_SHARE
-"""The guarantee's split in percent, for the help texts."""
 
 
 class InputPath(click.Path):
@@ -111,43 +100,25 @@ def _deprecated(new: str):
 
 
 def constraint_options(defaults: bool):
-    """The constraint flags of ``search`` (``defaults=True``: shown defaults) and ``build`` (no
-    defaults, so a config file's values are not overridden); parameter names are the fields of
-    :class:`~hapi_onnx.search.constraints.Constraints`."""
+    """The constraint flags of ``search`` (``defaults=True``: defaults shown) and ``build`` (none
+    shown: a config file's values are not overridden), one per field of
+    :class:`~hapi_onnx.search.constraints.Constraints`, made from its field metadata (flag, help,
+    choices, old name); parameter names are the fields. No flag has a default of its own: a flag
+    left out is ``None`` and :class:`Constraints` fills in its default."""
+    from dataclasses import MISSING, fields
 
-    def default(value):
-        return value if defaults else None
+    from hapi_onnx.search.constraints import Constraints, flag
 
-    options = [
-        click.option("--latency-sla", "latency_sla_ms", type=float, default=None,
-                     help="Largest allowed latency statistic (--percentile), in ms."),
-        click.option("--percentile", type=click.Choice(PERCENTILES), default=default("mean"),
-                     show_default=defaults, help="Latency statistic the SLA and the Pareto front use: p50/p90/p99 are "
-                     "predicted with the device's jitter (the backbone's measured distributions) and the "
-                     "SLA is checked on that prediction."),
-        click.option("--min-accuracy", type=AccuracyType(), default=None,
-                     help="Accuracy floor: a fraction (0.985) or a percentage (98.5 or 98.5%)."),
-        click.option("--max-accuracy-drop", type=float, default=None,
-                     help="Largest accuracy drop from the full model, in percentage points."),
-        click.option("--bound-level", type=float, default=default(DEFAULT_BOUND_LEVEL), show_default=defaults,
-                     help="With probability at least this (in [0.5, 1)), the chosen design meets the accuracy "
-                     "constraints on new data from the calibration data's distribution; 0 checks raw counts."),
-        click.option("--guarantee", type=click.Choice(GUARANTEES), default=default("split"), show_default=defaults,
-                     help=f"split: search on {SEARCH_SHARE}% of the calibration data, certify on the other "
-                     f"{CERTIFY_SHARE}% by exact tests the floor and the accuracy drop (gains credited where that "
-                     "bounds it tighter) of the chosen design; per-design: one bound per design on all of it (does "
-                     "not survive the selection; for comparison)."),
-        click.option("--reference", type=click.Choice(REFERENCES), default=default("labels"),
-                     show_default=defaults,
-                     help="labels: accuracy against the true classes; final: agreement with the full model, "
-                     "for an unlabelled calibration set (a disagreement budget bounds the drop)."),
-        click.option("--space", type=click.Choice(SPACES), default=default("global"), show_default=defaults,
-                     help="Thresholds: one for all kept exits (HAPI's space), or refined per exit."),
-        click.option("--confidence", "confidence", type=float, default=None, hidden=True,
-                     callback=_deprecated("--bound-level")),
-        click.option("--thresholds", "thresholds", type=click.Choice(SPACES), default=None, hidden=True,
-                     callback=_deprecated("--space")),
-    ]
+    options = []
+    for field in fields(Constraints):
+        meta = field.metadata
+        kind = click.Choice(meta["choices"]) if meta["choices"] else AccuracyType() if meta["accuracy"] else float
+        shown = defaults and field.default not in (None, MISSING)
+        text = f"{meta['help']}  [default: {field.default}]" if shown else meta["help"]
+        options.append(click.option(flag(field.name), field.name, type=kind, default=None, help=text))
+        if meta["old"]:
+            options.append(click.option(f"--{meta['old']}", meta["old"], type=kind, default=None, hidden=True,
+                                        callback=_deprecated(flag(field.name))))
 
     def decorate(f):
         for option in reversed(options):
@@ -162,15 +133,9 @@ def constraint_values(options: dict) -> dict:
 
     Removes the constraint flags from ``options`` in place.
     """
-    renamed = {"confidence": "bound_level", "thresholds": "space"}
-    names = ("latency_sla_ms", "percentile", "min_accuracy", "max_accuracy_drop", "bound_level", "space",
-             "guarantee", "reference")
-    values = {name: options.pop(name) for name in names}
-    for old, new in renamed.items():
-        value = options.pop(old)
-        if value is not None:
-            values[new] = value
-    return {k: v for k, v in values.items() if v is not None}
+    from hapi_onnx.search.constraints import take_constraints
+
+    return take_constraints(options)
 
 
 def comma_names(value: str | None, option: str) -> list[str] | None:

@@ -1,16 +1,9 @@
 """``hapi-onnx search``: choose exits and thresholds (a one-line call of ``hapi_onnx.search.search``)."""
 
 import click
-from hapi_onnx_cli.options import (
-    CERTIFY_SHARE,
-    SEARCH_SHARE,
-    Command,
-    InputPath,
-    OutputPath,
-    constraint_options,
-    constraint_values,
-)
+from hapi_onnx_cli.options import Command, InputPath, OutputPath, constraint_options, constraint_values
 
+from hapi_onnx.search.constraints import CERTIFY_SHARE, SEARCH_SHARE
 from hapi_onnx.search.design_search import EXACT_CANDIDATES, OPTIMISERS
 
 

@@ -24,7 +24,7 @@ from hapi_onnx.checks import finite_number
 from hapi_onnx.errors import HapiError
 from hapi_onnx.files import OUTPUT_RECORD, check_outputs_apart, missing_parents, sha256_file
 from hapi_onnx.runtime.preprocess import Preprocessing
-from hapi_onnx.search.constraints import Constraints
+from hapi_onnx.search.constraints import Constraints, take_constraints
 
 Log = Callable[[str], None]
 
@@ -124,21 +124,14 @@ class BuildConfig:
                 if field_name in values:
                     raise HapiError(f"build options {flag!r} and {field_name!r} are the same option; give one.")
                 values[field_name] = values.pop(flag)
-        for old, new in DEPRECATED_KEYS.items():
-            if old in values:
-                if note is not None:
-                    note(f"warning: {old!r} is deprecated; use {new!r} (--{new.replace('_', '-')}) instead.")
-                values.setdefault(new, values.pop(old))
-                values.pop(old, None)
-        constraint_keys = {f.name for f in fields(Constraints)}
-        known = ({f.name for f in fields(cls)} - {"constraints"}) | constraint_keys
+        constraints = take_constraints(values, note)
+        known = ({f.name for f in fields(cls)} - {"constraints"}) | {f.name for f in fields(Constraints)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise HapiError(f"unknown build option(s) {unknown}. Known: {sorted(known)}.")
         if "model" not in values:
             raise HapiError("a build needs the model to build from: give MODEL, or 'model' in the config file.")
-        constraints = Constraints(**{k: values.pop(k) for k in constraint_keys if k in values})
-        return cls(constraints=constraints, **values)
+        return cls(constraints=Constraints(**constraints), **values)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, note: Log | None = None, **overrides: Any) -> "BuildConfig":
@@ -167,7 +160,6 @@ class BuildConfig:
 
 BUILD_CONFIG = Kind("build config")  # written by users: no kind, no version
 STEP_RECORD = Kind("hapi-onnx step record", 1, tagged=True)  # work/.steps/<step>.json: what a step was run on
-DEPRECATED_KEYS = {"confidence": "bound_level", "thresholds": "space"}
 FLAG_KEYS = {"latency_sla": "latency_sla_ms", "profile_budget": "profile_budget_s"}
 """Flag names (``--latency-sla``) whose field carries a unit (``latency_sla_ms``): both are accepted."""
 

@@ -81,3 +81,28 @@ def test_every_json_hapi_onnx_reads_is_one_artifact_kind():
                 if name in ("loads", "load") and isinstance(call.func, ast.Attribute)
                 and getattr(call.func.value, "id", "") == "json"]
     assert decoders == []
+
+
+def test_the_constraint_flags_are_made_from_the_constraints_fields():
+    from dataclasses import fields
+
+    import click
+    from hapi_onnx_cli.build_cmd import command as build
+    from hapi_onnx_cli.search_cmd import command as search
+
+    from hapi_onnx.search.constraints import RENAMED, Constraints, flag, take_constraints
+
+    for command in (search, build):
+        params = {p.name: p for p in command.params}
+        for field in fields(Constraints):
+            option = params[field.name]
+            assert option.opts == [flag(field.name)] and option.default is None
+            assert option.help.startswith(field.metadata["help"])
+            if field.metadata["choices"]:
+                assert isinstance(option.type, click.Choice) and tuple(option.type.choices) == field.metadata["choices"]
+        assert {old: params[old].opts for old in RENAMED} == {
+            "confidence": ["--confidence"], "thresholds": ["--thresholds"]}
+    notes = []
+    values = {"confidence": 0.95, "bound_level": 0.8, "thresholds": "per-exit", "percentile": None, "model": "m"}
+    assert take_constraints(values, notes.append) == {"bound_level": 0.8, "space": "per-exit"}  # the new name wins
+    assert values == {"model": "m"} and len(notes) == 2 and "'confidence' is deprecated" in notes[0]

@@ -27,7 +27,8 @@ with an accuracy floor or drop budget, the fastest design meeting every constrai
 (``min-latency``).
 """
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from hapi_onnx.checks import finite_number
@@ -42,6 +43,23 @@ DEFAULT_BOUND_LEVEL = 0.9
 CERTIFY_FRACTION = 0.7
 """Share of the calibration samples that certify the chosen design (``guarantee="split"``); the rest
 are searched on (:mod:`hapi_onnx.search.guarantee`). Here, not there, so ``--help`` reads it without scipy."""
+CERTIFY_SHARE = round(100 * CERTIFY_FRACTION)
+SEARCH_SHARE = 100 - CERTIFY_SHARE
+"""The guarantee's split in percent, for the help texts."""
+
+
+def _option(help: str, flag: str | None = None, choices: tuple[str, ...] | None = None, accuracy: bool = False,
+            old: str | None = None) -> dict[str, Any]:
+    """A field's option metadata, which ``search`` and ``build`` make their flags from.
+
+    Args:
+        help (str): The option's help text.
+        flag (str | None): The flag's name without ``--``. Defaults to the field's, ``-`` for ``_``.
+        choices (tuple[str, ...] | None): The values it takes (a text field), else a number.
+        accuracy (bool): A fraction or a percentage (``0.985``, ``98.5``, ``98.5%``).
+        old (str | None): The name the field had before 0.2 (still read, with a note).
+    """
+    return {"help": help, "flag": flag, "choices": choices, "accuracy": accuracy, "old": old}
 
 
 @dataclass(frozen=True)
@@ -64,14 +82,28 @@ class Constraints:
         HapiError: when no constraint is given or a value is of the wrong type or out of range.
     """
 
-    latency_sla_ms: float | None = None
-    percentile: str = "mean"
-    min_accuracy: float | None = None
-    max_accuracy_drop: float | None = None
-    bound_level: float = DEFAULT_BOUND_LEVEL
-    space: str = "global"
-    guarantee: str = "split"
-    reference: str = "labels"
+    latency_sla_ms: float | None = field(default=None, metadata=_option(
+        "Largest allowed latency statistic (--percentile), in ms.", flag="latency-sla"))
+    percentile: str = field(default="mean", metadata=_option(
+        "Latency statistic the SLA and the Pareto front use: p50/p90/p99 are predicted with the device's jitter "
+        "(the backbone's measured distributions) and the SLA is checked on that prediction.", choices=PERCENTILES))
+    min_accuracy: float | None = field(default=None, metadata=_option(
+        "Accuracy floor: a fraction (0.985) or a percentage (98.5 or 98.5%).", accuracy=True))
+    max_accuracy_drop: float | None = field(default=None, metadata=_option(
+        "Largest accuracy drop from the full model, in percentage points."))
+    bound_level: float = field(default=DEFAULT_BOUND_LEVEL, metadata=_option(
+        "With probability at least this (in [0.5, 1)), the chosen design meets the accuracy constraints on "
+        "new data from the calibration data's distribution; 0 checks raw counts.", old="confidence"))
+    space: str = field(default="global", metadata=_option(
+        "Thresholds: one for all kept exits (HAPI's space), or refined per exit.", choices=SPACES, old="thresholds"))
+    guarantee: str = field(default="split", metadata=_option(
+        f"split: search on {SEARCH_SHARE}% of the calibration data, certify on the other {CERTIFY_SHARE}% by exact "
+        "tests the floor and the accuracy drop (gains credited where that bounds it tighter) of the chosen design; "
+        "per-design: one bound per design on all of it (does not survive the selection; for comparison).",
+        choices=GUARANTEES))
+    reference: str = field(default="labels", metadata=_option(
+        "labels: accuracy against the true classes; final: agreement with the full model, for an unlabelled "
+        "calibration set (a disagreement budget bounds the drop).", choices=REFERENCES))
 
     def __post_init__(self):
         _check_choice("percentile", self.percentile, PERCENTILES)
@@ -136,6 +168,40 @@ class Constraints:
             got = sorted(set(data) - known) if isinstance(data, dict) else data
             raise HapiError(f"constraints must be an object with fields {sorted(known)}. Got {got!r} instead.")
         return cls(**data)
+
+
+def flag(name: str) -> str:
+    """The CLI flag of constraint field ``name`` (``--latency-sla`` for ``latency_sla_ms``)."""
+    meta = next(f for f in fields(Constraints) if f.name == name).metadata
+    return "--" + (meta["flag"] or name.replace("_", "-"))
+
+
+RENAMED = {f.metadata["old"]: f.name for f in fields(Constraints) if f.metadata["old"]}
+"""Constraint names before 0.2 and the fields they are now (still read, with a note)."""
+
+
+def take_constraints(values: dict[str, Any], note: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Take the constraint fields out of flat options (a config file's keys or a command's flags).
+
+    A name from before 0.2 (:data:`RENAMED`) is read as its field, with one line to ``note``;
+    when both are given, the current name wins. ``None`` means not given.
+
+    Args:
+        values (dict): The options; the constraint keys (old and current) are removed from it.
+        note (Callable | None): Where to say that an old name was used. Defaults to None.
+
+    Returns:
+        dict: The given constraint fields, for :class:`Constraints`.
+    """
+    for old, name in RENAMED.items():
+        value = values.pop(old, None)
+        if value is not None:
+            if note is not None:
+                note(f"warning: {old!r} is deprecated; use {name!r} ({flag(name)}) instead.")
+            if values.get(name) is None:
+                values[name] = value
+    taken = {f.name: values.pop(f.name, None) for f in fields(Constraints)}
+    return {name: value for name, value in taken.items() if value is not None}
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
