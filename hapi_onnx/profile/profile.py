@@ -157,18 +157,7 @@ def profile_model(
     """
     begin = time.perf_counter()
     say = progress or (lambda line: None)
-    preset = load_preset(device)
-    preset.check_providers()
-    batch = preset.batch_sizes[0] if batch_size is None else batch_size
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise HapiError(f"batch_size must be an int >= 1. Got {batch!r} instead.")
-    policy = preset.timing
-    if time_budget_s is not None:
-        if not time_budget_s > 0:
-            raise HapiError(f"time_budget_s must be a number of seconds > 0. Got {time_budget_s!r} instead.")
-        policy = dataclasses.replace(policy, time_budget_s=float(time_budget_s))
-        preset = dataclasses.replace(preset, timing=policy)  # the table records what was used
-
+    preset, batch = _preset_and_batch(device, batch_size, time_budget_s)
     model = load_model(model_or_path)
     fixed = fixed_batch(model)
     if fixed is not None and batch != fixed:
@@ -176,37 +165,82 @@ def profile_model(
             f"The model's graph fixes its batch at {fixed}, so it can only be profiled at that batch size. "
             f"Got batch_size {batch} instead; profile with batch size {fixed}."
         )
-    fingerprint = model_fingerprint(model)
+    plan = _plan(model)
+    k = len(plan.pieces.layout.exits)
+    say(f"cut at {k} exit(s): {k + 1} segments, {k} heads; device {preset.name!r}, batch {batch}")
+    sessions = {}
+    for i, piece in enumerate(plan.order, 1):
+        say(f"session {i}/{len(plan.order)}: {piece.name}")
+        sessions[piece.name] = preset.create_session(piece.model.SerializeToString())
+    x = sample_input(model, batch)
+    values, feeds = _propagate(plan.pieces, plan.monolithic, sessions, x, batch)
+    for pair, first, second in zip(plan.boundaries, plan.pieces.segments, plan.pieces.segments[1:], strict=False):
+        feeds[pair.name], values[pair.name] = feeds[first.name], values[second.name]
+    bound = batch == 1 and preset.provider_names[0] == "CPUExecutionProvider"
+    results = _time_pieces(plan, sessions, feeds, values, preset, x if bound else None, progress)
+    shapes = {
+        p.name: {
+            "inputs": [list(feeds[p.name][n].shape) for n in p.inputs],
+            "outputs": [list(values[p.name][n].shape) for n in p.outputs],
+        }
+        for p in plan.order
+    }
+    env = environment(preset, list(sessions.values()))
+    env["timed_call"] = TIMED_CALL_BOUND if bound else TIMED_CALL_RUN
+    return _table(plan, results, preset, env, shapes, device=os.fspath(device), fingerprint=model_fingerprint(model),
+                  batch=batch, wall_s=time.perf_counter() - begin)
+
+
+def _preset_and_batch(device, batch_size: int | None, time_budget_s: float | None):
+    """The device preset (with the time budget asked for, which the table records) and the batch size."""
+    preset = load_preset(device)
+    preset.check_providers()
+    batch = preset.batch_sizes[0] if batch_size is None else batch_size
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise HapiError(f"batch_size must be an int >= 1. Got {batch!r} instead.")
+    if time_budget_s is not None:
+        if not time_budget_s > 0:
+            raise HapiError(f"time_budget_s must be a number of seconds > 0. Got {time_budget_s!r} instead.")
+        policy = dataclasses.replace(preset.timing, time_budget_s=float(time_budget_s))
+        preset = dataclasses.replace(preset, timing=policy)
+    return preset, batch
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What is timed: the cut pieces, the fused segment pairs, the monolithic model, in timing order."""
+
+    pieces: ExitCut
+    boundaries: list[Piece]
+    monolithic: Piece
+    order: list[Piece]  # path order (each piece right after the one it follows in a bundle), pairs, overhead, full
+
+
+def _plan(model: onnx.ModelProto) -> _Plan:
     layout = ExitLayout.from_model(model)
     pieces = cut_at_exits(model, layout)
-    k = len(layout.exits)
-    say(f"cut at {k} exit(s): {k + 1} segments, {k} heads; device {preset.name!r}, batch {batch}")
-
     order = []  # path order: each piece is timed right after the one it follows in a bundle
     for seg, head in zip(pieces.segments, [*pieces.heads, None], strict=True):
         order += [seg] if head is None else [seg, head]
     boundaries = fused_pairs(pieces)  # two segments fused: what cutting at each exit costs
-    order += boundaries
     monolithic = full_model(model, layout)
-    order += [Piece("overhead", overhead_model(), ["x"], ["y"]), monolithic]
-    sessions = {}
-    for i, piece in enumerate(order, 1):
-        say(f"session {i}/{len(order)}: {piece.name}")
-        sessions[piece.name] = preset.create_session(piece.model.SerializeToString())
+    order += [*boundaries, Piece("overhead", overhead_model(), ["x"], ["y"]), monolithic]
+    return _Plan(pieces, boundaries, monolithic, order)
 
-    x = sample_input(model, batch)
-    values, feeds = _propagate(pieces, monolithic, sessions, x, batch)
-    for pair, first, second in zip(boundaries, pieces.segments, pieces.segments[1:], strict=False):
-        feeds[pair.name], values[pair.name] = feeds[first.name], values[second.name]
-    names = [p.name for p in order]
-    bound = batch == 1 and preset.provider_names[0] == "CPUExecutionProvider"
+
+def _time_pieces(plan: _Plan, sessions: dict, feeds: dict, values: dict, preset, x: np.ndarray | None,
+                 progress: Callable[[str], None] | None) -> dict:
+    """Timing results by piece name; with ``x`` (batch 1 on the CPU), pieces are bound calls, as the
+    runtime calls its stages, and the runtime's own work per predict is timed too."""
+    say = progress or (lambda line: None)
+    policy = preset.timing
+    names = [p.name for p in plan.order]
     # Bound calls own the buffers their bindings point into: keep them alive while timing.
-    owners = [BoundCall(sessions[p.name], feeds[p.name], values[p.name]) for p in order] if bound else []
+    owners = [BoundCall(sessions[p.name], feeds[p.name], values[p.name]) for p in plan.order] if x is not None else []
     calls = [o.run for o in owners] or [
-        functools.partial(sessions[p.name].run, list(p.outputs), feeds[p.name]) for p in order
+        functools.partial(sessions[p.name].run, list(p.outputs), feeds[p.name]) for p in plan.order
     ]
-    if bound:  # the runtime's batch-1 path: its own work per predict, timed alongside
-        entry = RuntimeEntryCalls(preset, x, layout.input)
+    entry = RuntimeEntryCalls(preset, x, plan.pieces.layout.input) if x is not None else None
     busy = _busy_warning()
     if busy:
         say(busy)
@@ -220,7 +254,7 @@ def profile_model(
     # every weight pushed the pieces out of the caches and read ~10% onto each of them.
     results = dict(zip(names[:-1], time_calls(calls[:-1], policy, names[:-1], progress), strict=True))
     results[names[-1]] = time_calls(calls[-1:], policy, names[-1:], progress)[0]
-    if bound:
+    if entry is not None:
         # Timed on their own, back to back: interleaved with the large pieces, the Python of a
         # trivial predict runs cold and reads ~4x its cost in a real stream of predict calls.
         runtime_names = [RUNTIME_PREDICT, RUNTIME_STAGE]
@@ -228,19 +262,25 @@ def profile_model(
         results.update(
             zip(runtime_names, time_calls(runtime_calls, policy, runtime_names, progress), strict=True)
         )
-        del entry, runtime_calls
-    del owners, calls
+    return results
+
+
+def _table(plan: _Plan, results: dict, preset, env: dict, shapes: dict, device: str, fingerprint: str,
+           batch: int, wall_s: float) -> LatencyTable:
+    """The latency table of the timing results (the runtime's own work apart, when it was timed)."""
 
     def latency(piece: Piece) -> PieceLatency:
         return PieceLatency(piece.name, list(piece.inputs), list(piece.outputs), results[piece.name].stats)
 
-    shapes = {
-        p.name: {
-            "inputs": [list(feeds[p.name][n].shape) for n in p.inputs],
-            "outputs": [list(values[p.name][n].shape) for n in p.outputs],
+    runtime = None
+    if RUNTIME_PREDICT in results:
+        predict, stage = results.pop(RUNTIME_PREDICT).stats, results.pop(RUNTIME_STAGE).stats
+        runtime = {
+            "per_predict_ms": max(predict.stat("mean") - stage.stat("mean"), 0.0),
+            "predict": dataclasses.asdict(predict),
+            "stage": dataclasses.asdict(stage),
+            "how": RUNTIME_NOTE,
         }
-        for p in order
-    }
     timing = {
         name: {
             "rel_precision_p50": _finite(r.rel_precision),
@@ -250,37 +290,25 @@ def profile_model(
         }
         for name, r in results.items()
     }
-    runtime = None
-    if bound:
-        per_predict = results[RUNTIME_PREDICT].stats.stat("mean") - results[RUNTIME_STAGE].stats.stat("mean")
-        runtime = {
-            "per_predict_ms": max(per_predict, 0.0),
-            "predict": dataclasses.asdict(results.pop(RUNTIME_PREDICT).stats),
-            "stage": dataclasses.asdict(results.pop(RUNTIME_STAGE).stats),
-            "how": RUNTIME_NOTE,
-        }
-        timing = {k: v for k, v in timing.items() if k not in (RUNTIME_PREDICT, RUNTIME_STAGE)}
-    env = environment(preset, list(sessions.values()))
-    env["timed_call"] = TIMED_CALL_BOUND if bound else TIMED_CALL_RUN
     return LatencyTable(
-        device=os.fspath(device),
+        device=device,
         preset=preset.to_dict(),
         environment=env,
         model_fingerprint=fingerprint,
         batch_size=batch,
-        exit_names=layout.exit_names,
-        segments=[latency(p) for p in pieces.segments],
-        heads=[latency(p) for p in pieces.heads],
-        boundaries=[latency(p) for p in boundaries],
+        exit_names=plan.pieces.layout.exit_names,
+        segments=[latency(p) for p in plan.pieces.segments],
+        heads=[latency(p) for p in plan.pieces.heads],
+        boundaries=[latency(p) for p in plan.boundaries],
         overhead=results["overhead"].stats,
         monolithic=results["monolithic"].stats,
         extra={
             "shapes": shapes,
-            "timing": {"policy": dataclasses.asdict(policy), "pieces": timing},
+            "timing": {"policy": dataclasses.asdict(preset.timing), "pieces": timing},
             "sample_input": f"standard normal, seed {SAMPLE_SEED}",
             "decision_ops": DECISION_NOTE,
             "runtime": runtime,
-            "profile_wall_s": round(time.perf_counter() - begin, 3),
+            "profile_wall_s": round(wall_s, 3),
         },
     )
 

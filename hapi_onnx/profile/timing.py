@@ -141,11 +141,7 @@ def time_calls(
     names = list(names) if names is not None else [f"call{i}" for i in range(len(calls))]
     if len(names) != len(calls):
         raise HapiError(f"time_calls got {len(calls)} calls but {len(names)} names; give one name per call.")
-    clock = time.perf_counter_ns
-    budget_ns = policy.time_budget_s * 1e9 * len(calls)
     samples: list[list[int]] = [[] for _ in calls]
-    warmups = [0] * len(calls)
-    bursts = [1] * len(calls)
     met = [False] * len(calls)
     reported = 0
     width = len(str(len(calls)))
@@ -162,43 +158,8 @@ def time_calls(
     gc.collect()
     gc.disable()
     try:
-        for i, call in enumerate(calls):
-            warmups[i], typical_ns = _warm_up(call, policy)
-            bursts[i] = int(min(max(burst_s * 1e9 // max(typical_ns, 1), 1), MAX_BURST))
-        spent = 0
-        next_check = CHECK_EVERY_S * 1e9
-        reason = ""
-        rotation = np.random.default_rng(0)
-        while not reason:
-            # Each round starts at a random call (order otherwise kept), so no call sits at a
-            # fixed position in a round that could beat with the scheduler's periodic slices.
-            first = int(rotation.integers(len(calls)))
-            for i in [*range(first, len(calls)), *range(first)]:
-                call, out = calls[i], samples[i]
-                runs = min(bursts[i], policy.max_runs - len(out))
-                for _ in range(runs):
-                    start = clock()
-                    call()
-                    out.append(clock() - start)
-                if runs > 0:
-                    spent += sum(out[-runs:])
-            full = any(len(out) >= policy.max_runs for out in samples)
-            if spent < next_check and not full:
-                continue
-            # Checks get rarer as the loop goes on (every +25%), so they cost little wall time.
-            next_check = max(spent * 1.25, spent + CHECK_EVERY_S * 1e9)
-            if min(len(out) for out in samples) < policy.min_runs:
-                continue
-            for i in range(len(calls)):
-                if not met[i] and _precise(samples[i], policy):
-                    met[i] = True
-                    report(i, "precision reached")
-            if all(met):
-                reason = "precision"
-            elif full:
-                reason = "max_runs"
-            elif spent >= budget_ns:
-                reason = "budget"
+        warmups, bursts = _warm_up_all(calls, policy, burst_s)
+        reason = _rounds(calls, bursts, policy, samples, met, report)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -215,6 +176,60 @@ def time_calls(
         )
         for i, out in enumerate(samples)
     ]
+
+
+def _warm_up_all(calls: Sequence[Callable[[], object]], policy: TimingPolicy,
+                 burst_s: float) -> tuple[list[int], list[int]]:
+    """Warm every call up; its warm-up run count, and its runs per burst (about ``burst_s`` long)."""
+    warmups, bursts = [], []
+    for call in calls:
+        runs, typical_ns = _warm_up(call, policy)
+        warmups.append(runs)
+        bursts.append(int(min(max(burst_s * 1e9 // max(typical_ns, 1), 1), MAX_BURST)))
+    return warmups, bursts
+
+
+def _rounds(calls: Sequence[Callable[[], object]], bursts: list[int], policy: TimingPolicy,
+            samples: list[list[int]], met: list[bool], report: Callable[[int, str], None]) -> str:
+    """Run lockstep rounds until the policy stops them; append each run's ns to ``samples``, mark
+    the calls that met the precision target in ``met`` (reporting each), return why they ended."""
+    clock = time.perf_counter_ns
+    budget_ns = policy.time_budget_s * 1e9 * len(calls)
+    spent = 0
+    next_check = CHECK_EVERY_S * 1e9
+    reason = ""
+    rotation = np.random.default_rng(0)
+    while not reason:
+        # Each round starts at a random call (order otherwise kept), so no call sits at a
+        # fixed position in a round that could beat with the scheduler's periodic slices.
+        first = int(rotation.integers(len(calls)))
+        for i in [*range(first, len(calls)), *range(first)]:
+            call, out = calls[i], samples[i]
+            runs = min(bursts[i], policy.max_runs - len(out))
+            for _ in range(runs):
+                start = clock()
+                call()
+                out.append(clock() - start)
+            if runs > 0:
+                spent += sum(out[-runs:])
+        full = any(len(out) >= policy.max_runs for out in samples)
+        if spent < next_check and not full:
+            continue
+        # Checks get rarer as the loop goes on (every +25%), so they cost little wall time.
+        next_check = max(spent * 1.25, spent + CHECK_EVERY_S * 1e9)
+        if min(len(out) for out in samples) < policy.min_runs:
+            continue
+        for i in range(len(calls)):
+            if not met[i] and _precise(samples[i], policy):
+                met[i] = True
+                report(i, "precision reached")
+        if all(met):
+            reason = "precision"
+        elif full:
+            reason = "max_runs"
+        elif spent >= budget_ns:
+            reason = "budget"
+    return reason
 
 
 def time_call(call: Callable[[], object], policy: TimingPolicy) -> TimingResult:
