@@ -295,6 +295,35 @@ def _chosen_candidates(model: onnx.ModelProto, exits: Sequence[str] | None, max_
     return sorted(chosen, key=lambda c: c.index)
 
 
+def _fit_heads(model: onnx.ModelProto, train: DataSource, candidates: list, features, num_classes: int, pooling: str,
+               solver: str, head_progress: Progress | None) -> tuple[list[ExitSpec], list, list["HeadReport"]]:
+    """Fit one head per candidate on its features: the exits' specs, head graphs and reports."""
+    taken = _all_names(model)
+    specs, head_models, reports = [], [], []
+    if head_progress is not None:
+        head_progress(0, len(candidates))
+    for k, candidate in enumerate(candidates):
+        feats = features[k]
+        fit = fit_head(feats, train.y, num_classes, solver=solver)
+        del feats
+        name = f"exit{k}"
+        output = _unique(f"{name}_prob", taken)
+        prefix = _unique(f"hapi_{name}", taken) + "/"
+        head_models.append(head_model(candidate.tensor, list(candidate.shape), pooling, fit.head, prefix,
+                                      output, model.opset_import, dequantizer(model, candidate.tensor)))
+        specs.append(ExitSpec(name=name, tensor=candidate.tensor, output=output))
+        reports.append(HeadReport(
+            name=name, tensor=candidate.tensor, shape=list(candidate.shape),
+            mac_fraction=float(candidate.fraction), feature_dim=features.dims[k],
+            train_accuracy=fit.train_accuracy, heldout_accuracy=fit.heldout_accuracy,
+            temperature=fit.temperature, l2=fit.l2, fit_seconds=fit.seconds,
+            pooling=resolve_pooling(pooling, list(candidate.shape)), solver=fit.solver,
+        ))
+        if head_progress is not None:
+            head_progress(k + 1, len(candidates))
+    return specs, head_models, reports
+
+
 def attach_exits(
     model: str | os.PathLike | onnx.ModelProto,
     train: DataSource,
@@ -362,31 +391,9 @@ def attach_exits(
     features = collect_features(model, train, cuts, pooling, batch_size, progress)
     feature_seconds = time.perf_counter() - start
 
-    taken = _all_names(model)
-    specs, head_models, reports = [], [], []
-    if head_progress is not None:
-        head_progress(0, len(candidates))
     with features:
-        for k, candidate in enumerate(candidates):
-            feats = features[k]
-            fit = fit_head(feats, train.y, num_classes, solver=solver)
-            del feats
-            name = f"exit{k}"
-            output = _unique(f"{name}_prob", taken)
-            prefix = _unique(f"hapi_{name}", taken) + "/"
-            head_models.append(head_model(candidate.tensor, list(candidate.shape), pooling, fit.head, prefix,
-                                          output, model.opset_import, dequantizer(model, candidate.tensor)))
-            specs.append(ExitSpec(name=name, tensor=candidate.tensor, output=output))
-            reports.append(HeadReport(
-                name=name, tensor=candidate.tensor, shape=list(candidate.shape),
-                mac_fraction=float(candidate.fraction), feature_dim=features.dims[k],
-                train_accuracy=fit.train_accuracy, heldout_accuracy=fit.heldout_accuracy,
-                temperature=fit.temperature, l2=fit.l2, fit_seconds=fit.seconds,
-                pooling=resolve_pooling(pooling, list(candidate.shape)), solver=fit.solver,
-            ))
-            if head_progress is not None:
-                head_progress(k + 1, len(candidates))
-
+        specs, head_models, reports = _fit_heads(model, train, candidates, features, num_classes, pooling, solver,
+                                                 head_progress)
     grafted = graft_heads(model, head_models)
     layout = ExitLayout(
         input=image_input(model).name,
