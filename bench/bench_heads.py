@@ -37,7 +37,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from hapi_onnx.data import mnist_splits
 from hapi_onnx.exits.blas import blas_threads
-from hapi_onnx.exits.features import collect_features, session_from_model
+from hapi_onnx.exits.features import collect_features
 from hapi_onnx.exits.heads import (
     HELDOUT_FRACTION,
     L2_GRID,
@@ -48,6 +48,7 @@ from hapi_onnx.exits.heads import (
     head_probabilities,
 )
 from hapi_onnx.graph import add_outputs, candidate_exits, load_model
+from hapi_onnx.runtime.session import create_session
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "mnist" / "model.onnx"
 SIZES = (28, 56, 112)
@@ -102,7 +103,7 @@ def child(mode: str, size: int, samples: int, data: str) -> None:
     if mode == "pooled":
         features = collect_features(model, x, [(t, shapes[t]) for t in CUTS], "gap", batch_size=BATCH)
     elif mode == "naive":
-        session = session_from_model(add_outputs(model, list(CUTS)))
+        session = create_session(add_outputs(model, list(CUTS)))
         maps = {t: [] for t in CUTS}
         for s in range(0, len(x), BATCH):
             for t, out in zip(CUTS, session.run(list(CUTS), {"input": x[s : s + BATCH]}), strict=True):
