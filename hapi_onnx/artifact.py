@@ -183,6 +183,10 @@ class Kind:
         save_json(data, path, self.name, self.format_version)
 
 
+OUTPUT_RECORD = Kind("output record")
+"""``files.OUTPUT_RECORD`` in a directory output: the files it holds; its own ``kind`` says whose."""
+
+
 @contextlib.contextmanager
 def malformed(source: str, kind: str) -> Iterator[None]:
     """Turn a missing or ill-typed field met while rebuilding an artifact into one :class:`HapiError`."""

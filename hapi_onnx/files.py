@@ -185,15 +185,24 @@ def _replaceable(path: Path, kind: str | None) -> list[str]:
     return sorted(listed)
 
 
+def read_output_record(record: Path) -> dict | None:
+    """An output record's fields (bounded JSON, :data:`hapi_onnx.artifact.OUTPUT_RECORD`), or None when
+    it is missing, unreadable or not a JSON object."""
+    from hapi_onnx.artifact import OUTPUT_RECORD as KIND  # imported here: artifact writes through this module
+    from hapi_onnx.artifact import read_json
+
+    try:
+        return KIND.check(read_json(record, KIND.name), repr(str(record)))
+    except HapiError:
+        return None
+
+
 def _read_record(record: Path, kind: str) -> set[str] | None:
     """The files an output record lists if it is one of ``kind``, else None."""
     if record.is_symlink() or not record.is_file() or record.stat().st_size > 1 << 20:
         return None
-    try:
-        data = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    files = data.get("files") if isinstance(data, dict) and data.get("kind") == kind else None
+    data = read_output_record(record)
+    files = data.get("files") if data is not None and data.get("kind") == kind else None
     if not isinstance(files, list) or not all(isinstance(f, str) and f and not f.startswith("/")
                                               and ".." not in PurePosixPath(f).parts for f in files):
         return None
@@ -263,7 +272,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
             elif leftover.is_dir() and not leftover.is_symlink():
                 record = leftover / OUTPUT_RECORD
                 if record.is_file():  # a finished output (an old one swapped out): only its files
-                    kind = json.loads(record.read_text()).get("kind")
+                    kind = (read_output_record(record) or {}).get("kind")
                     _remove_recorded(leftover, sorted(_read_record(record, kind) or []))
                 else:  # a write in progress, into the private folder mkdtemp made
                     shutil.rmtree(leftover)

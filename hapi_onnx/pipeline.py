@@ -22,7 +22,7 @@ from hapi_onnx import __version__
 from hapi_onnx.artifact import Kind
 from hapi_onnx.checks import finite_number
 from hapi_onnx.errors import HapiError
-from hapi_onnx.files import OUTPUT_RECORD, check_outputs_apart, missing_parents, sha256_file
+from hapi_onnx.files import OUTPUT_RECORD, check_outputs_apart, missing_parents, read_output_record, sha256_file
 from hapi_onnx.runtime.preprocess import Preprocessing
 from hapi_onnx.search.constraints import Constraints, take_constraints
 
@@ -291,10 +291,7 @@ def _check_workdir(work: Path) -> None:
     if not work.is_dir() or not any(work.iterdir()):
         return
     record = work / OUTPUT_RECORD
-    try:
-        ours = json.loads(record.read_text()).get("kind") == "build" if record.is_file() else False
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        ours = False
+    ours = (read_output_record(record) or {}).get("kind") == "build"
     if not ours and not ((work / ".steps").is_dir() and not (work / ".steps").is_symlink()):
         raise HapiError(
             f"work directory {str(work)!r} already exists and is not one a build wrote; a build writes "

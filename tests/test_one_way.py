@@ -64,7 +64,7 @@ def test_every_json_hapi_onnx_reads_is_one_artifact_kind():
     assert sorted(KINDS) == [
         "build config", "device preset", "exit layout", "hapi-onnx bundle", "hapi-onnx design",
         "hapi-onnx evaluation", "hapi-onnx latency table", "hapi-onnx split index", "hapi-onnx step record",
-        "hapi-onnx trace", "input record", "load notes", "preprocessing spec",
+        "hapi-onnx trace", "input record", "load notes", "output record", "preprocessing spec",
     ]
     for kind in KINDS.values():
         for bad in ("[]", '{"a": 1e999}', "[" * 100 + "]" * 100, "not json"):
