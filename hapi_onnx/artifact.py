@@ -2,7 +2,8 @@
 
 Every JSON hapi-onnx reads back is one :class:`Kind` (the test ``test_artifact_kinds`` lists them
 all): a file (design, latency table, evaluation report, split index, a trace's metadata, bundle
-manifest, device preset, build config, preprocessing spec, pipeline step record) or an entry of a
+manifest, device preset, build config, preprocessing spec, pipeline step record, the output record
+of a directory output) or an entry of a
 model's metadata (exit layout, input record, load notes). Its text is decoded by
 :func:`parse_json` with bounds: a file over :data:`MAX_BYTES`, nesting deeper than
 :data:`MAX_DEPTH`, an integer longer than :data:`MAX_INT_DIGITS` digits, a NaN/Infinity constant
