@@ -15,11 +15,12 @@ from hapi_onnx_cli.options import (
 )
 
 from hapi_onnx.errors import HapiError
-from hapi_onnx.pipeline import BuildConfig, build, build_report
+from hapi_onnx.lazy import lazy_import
+from hapi_onnx.pipeline import BuildConfig, build, build_report, plot_build
 
 
 @click.command("build", cls=Command)
-@click.argument("model", required=False, type=InputPath())
+@click.argument("model", nargs=-1, type=InputPath())
 @click.option("--config", "config_file", type=InputPath(dir_okay=False),
               help="JSON file with any of the options below but --workdir (same names, - or _; the units may be "
               "spelled out: latency_sla_ms, profile_budget_s).")
@@ -38,7 +39,9 @@ from hapi_onnx.pipeline import BuildConfig, build, build_report
 @click.option("--preprocess", metavar="PRESET|JSON|FILE",
               help="How images become the model's input: none, imagenet, inception, a JSON object or file. "
               "Applied to image folders, recorded with arrays. [default: none]")
-def command(config_file, workdir, **options):
+@click.option("--plot", type=OutputPath(dir_okay=False), default=None,
+              help="Also draw the Pareto front (with several models: the joint front, by model) to this .png.")
+def command(config_file, workdir, plot, **options):
     """Export, attach, calibrate, profile, search, bundle and evaluate, in WORKDIR.
 
     Each step's output is reused while its inputs are unchanged: an interrupted build resumes
@@ -47,9 +50,21 @@ def command(config_file, workdir, **options):
     option is checked before the first step runs, and an accuracy floor no design can reach stops
     the build right after calibrate, before profiling.
 
+    \b
+    Several MODELs (.onnx files for the same classes and data): each is exported, attached,
+    calibrated and profiled on its own (in WORKDIR/models/; adding a model re-runs only its steps
+    and the search), then ONE design space is searched: every design of every model, the full
+    models included. The output is the joint Pareto front labelled by model, each model's best
+    design under the constraints (or why none), and the chosen model's bundle, evaluated next to
+    every full model. Constraints: --min-accuracy and --latency-sla (a drop budget is relative to
+    one full model, so it is refused; give a floor instead). With a certified floor, the model is
+    chosen on the search part of the calibration data and only its designs are certified on the
+    rest, so the guarantee holds for the whole selection.
+
     Same as: hapi_onnx.pipeline.build(BuildConfig.from_options({...}), WORKDIR)
     """
     values = {**constraint_values(options), **options}
+    values["model"] = list(values["model"]) or None
     values["exits"] = comma_names(values["exits"], "--exits")
     if config_file:
         config = BuildConfig.from_file(config_file, note=console.log, **values)
@@ -57,5 +72,10 @@ def command(config_file, workdir, **options):
         raise HapiError("give the MODEL to build from, or a --config file (see `hapi-onnx build --help`).")
     else:
         config = BuildConfig.from_options(values, note=console.log)
+    if plot:
+        lazy_import("matplotlib", "plot")  # missing: refused before any step runs
     result = build(config, workdir, log=console.log)
     click.echo("\n".join(build_report(result)))
+    if plot:
+        plot_build(result, plot)
+        click.echo(f"wrote {plot}")

@@ -11,9 +11,10 @@ from hapi_onnx_cli.options import Command, DevicePath, InputPath, OutputPath, pr
 @click.argument("bundle", type=InputPath())
 @click.option("--data", required=True, type=InputPath(),
               help="Labelled test set (.npz with x, y, or a folder of class subfolders).")
-@click.option("--full-model", type=InputPath(), default=None,
+@click.option("--full-model", type=InputPath(), multiple=True,
               help="The early-exit .onnx the bundle was built from (or its original .onnx) to compare with, "
-              "same session options; any other model is refused.")
+              "same session options; any other model is refused. Repeat it to measure other full models "
+              "beside the bundle too (a joint build's other models, e.g. WORKDIR/models/*/model.onnx).")
 @click.option("--device", default="cpu-1t", show_default=True, type=DevicePath(), metavar="NAME|PATH",
               help="Device preset.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
@@ -21,7 +22,7 @@ from hapi_onnx_cli.options import Command, DevicePath, InputPath, OutputPath, pr
 @click.option("-o", "--output", type=OutputPath(dir_okay=False), default=None, help="Also write the report as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @preprocess_option("[default: the bundle's spec; another one is refused]")
-def command(bundle: str, data: str, full_model: str | None, device: str, batch_size: int,
+def command(bundle: str, data: str, full_model: tuple[str, ...], device: str, batch_size: int,
             output: str | None, as_json: bool, preprocessing) -> None:
     """Measure BUNDLE on a labelled test set: accuracy, exits, batch-1 latency, speed-up.
 
@@ -30,7 +31,8 @@ def command(bundle: str, data: str, full_model: str | None, device: str, batch_s
     from hapi_onnx.evaluate import evaluate_bundle
 
     report = evaluate_bundle(
-        bundle, data, device=device, full_model=full_model, batch_size=batch_size,
+        bundle, data, device=device, batch_size=batch_size,
+        full_model=None if not full_model else full_model[0] if len(full_model) == 1 else list(full_model),
         progress=progress("samples"), preprocessing=preprocessing,
     )
     if output:

@@ -58,10 +58,13 @@ class Command(click.Command):
             if value is None or not isinstance(param.type, (InputPath, OutputPath)):
                 continue
             label = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
-            if isinstance(param.type, InputPath):
-                inputs[label] = param.type.input_path(value)
-            else:
-                outputs[label] = value
+            values = value if isinstance(value, tuple) else (value,)  # nargs=-1 or multiple=True: several
+            for k, item in enumerate(values):
+                name = label if len(values) == 1 else f"{label} #{k + 1}"
+                if isinstance(param.type, InputPath):
+                    inputs[name] = param.type.input_path(item)
+                else:
+                    outputs[name] = item
         check_outputs_apart(outputs, inputs)
         return super().invoke(ctx)
 

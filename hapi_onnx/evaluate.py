@@ -13,7 +13,7 @@ with compaction vs full model) is measured too, alternating rounds and keeping t
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from hapi_onnx.data import DataSource, check_compatible, check_same_classes, che
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.cut import full_model
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout
+from hapi_onnx.files import file_labels
 from hapi_onnx.graph import load_model, model_fingerprint
 from hapi_onnx.image_folder import IMAGE_SUFFIXES, decode_image, image_files
 from hapi_onnx.profile.presets import load_preset
@@ -37,6 +38,21 @@ from hapi_onnx.runtime import EarlyExitModel, Monitor, MonitoredModel, Predictio
 from hapi_onnx.runtime.preprocess import Preprocessing
 from hapi_onnx.search.design import valid_positions
 from hapi_onnx.search.latency import mixture_stats
+
+
+@dataclass(frozen=True)
+class ModelMeasure:
+    """Another full model measured in the same run as a bundle (another backbone of a joint build).
+
+    Attributes:
+        name (str): Its label.
+        accuracy (float): Its top-1 accuracy.
+        latency (TimingStats): Its per-sample latency at batch 1.
+    """
+
+    name: str
+    accuracy: float
+    latency: TimingStats
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class EvaluationReport(JsonArtifact):
             these samples took (``mean_ms``, ``p50_ms``, ``p90_ms``, ``p99_ms``), so measured/predicted
             compares like with like (:func:`hapi_onnx.search.latency.mixture_stats`); None when the
             design records no per-exit distributions.
+        others (tuple[ModelMeasure, ...]): Other full models (not the bundle's) measured beside it.
     """
 
     KIND = "hapi-onnx evaluation"
@@ -82,6 +99,7 @@ class EvaluationReport(JsonArtifact):
     throughput: dict[str, float] | None
     batch_fixed: bool = False
     predicted_on_data: dict[str, float] | None = None
+    others: tuple[ModelMeasure, ...] = ()
 
     @property
     def speedup(self) -> float | None:
@@ -113,6 +131,8 @@ class EvaluationReport(JsonArtifact):
             "exits": check_choices(data["exits"]),
             "latency": TimingStats(**data["latency"]),
             "full_latency": None if full is None else TimingStats(**full),
+            "others": tuple(ModelMeasure(o["name"], o["accuracy"], TimingStats(**o["latency"]))
+                            for o in data.get("others", ())),
         })
 
     def lines(self) -> list[str]:
@@ -135,6 +155,13 @@ class EvaluationReport(JsonArtifact):
             out.append(
                 f"  full model (ms) mean {full.mean_ms:.3f}  p50 {full.p50_ms:.3f}  p90 {full.p90_ms:.3f}  "
                 f"p99 {full.p99_ms:.3f}   -> speed-up x{self.speedup:.2f} (mean)"
+            )
+        for other in self.others:
+            o = other.latency
+            out.append(
+                f"  {other.name} (ms) mean {o.mean_ms:.3f}  p50 {o.p50_ms:.3f}  p90 {o.p90_ms:.3f}  p99 {o.p99_ms:.3f}"
+                f"   accuracy {other.accuracy:.4f}   [another full model; bundle x{o.mean_ms / lat.mean_ms:.2f} "
+                "faster (mean)]"
             )
         stats = [s for s in ("mean", "p90", "p99") if self.predicted_ms(s)]
         if stats:
@@ -231,7 +258,7 @@ def evaluate_bundle(
     bundle_path: str | os.PathLike,
     data: DataSource | str | os.PathLike,
     device: str = "cpu-1t",
-    full_model: str | os.PathLike | onnx.ModelProto | None = None,
+    full_model: "str | os.PathLike | onnx.ModelProto | Sequence | Mapping[str, Any] | None" = None,
     batch_size: int = 1,
     warmup: int = 20,
     progress: Callable[[int, int], None] | None = None,
@@ -248,7 +275,9 @@ def evaluate_bundle(
         full_model (PathLike | onnx.ModelProto): The over-provisioned model the bundle was
             built from, or its source model, for the side-by-side numbers (checked against the
             manifest's fingerprints, see :func:`full_model_for_bundle`). Defaults to none
-            (bundle only).
+            (bundle only). Several (a list, or a dict by name): the one the bundle was built from is
+            its full model; every other one is measured beside it as another full model (a joint
+            build's other backbones: same input and classes).
         batch_size (int): Also measure throughput at this batch size when > 1. Defaults to 1.
         warmup (int): Leading samples run but left out of the latency statistics. Defaults to 20.
         progress (callable): Called with (done, total) samples. Defaults to none.
@@ -273,10 +302,47 @@ def evaluate_bundle(
         provider_options=preset.provider_options,
     )
     data = data_for_bundle(model, data, preprocessing, "test data")
-    full = None
-    if full_model is not None:
+    full, others = None, {}
+    if isinstance(full_model, Sequence) and not isinstance(full_model, str):
+        full_model = dict(zip(file_labels(full_model), full_model, strict=True))
+    if isinstance(full_model, Mapping):
+        named = full_model
+        for name, source in named.items():
+            graph, own = _full_or_other(source, model)
+            if own and full is None:
+                full = preset.create_session(graph)
+            else:
+                others[name] = preset.create_session(graph)
+    elif full_model is not None:
         full = preset.create_session(full_model_for_bundle(full_model, model.manifest.provenance))
-    return measure(model, data, full, str(bundle_path), preset.name, batch_size, warmup, progress)
+    return measure(model, data, full, str(bundle_path), preset.name, batch_size, warmup, progress, others)
+
+
+def _full_or_other(source: str | os.PathLike | onnx.ModelProto, model: EarlyExitModel) -> tuple[bytes, bool]:
+    """A full model's single-output graph, and whether it is the one ``model`` was built from.
+
+    Raises:
+        HapiError: when another model does not take the bundle's input or has another class count.
+    """
+    provenance = model.manifest.provenance
+    prints = {provenance.get("ee_model_fingerprint"), provenance.get("source_fingerprint")} - {None}
+    if model_fingerprint(load_model(source)) in prints:
+        return full_model_for_bundle(source, provenance), True
+    graph = full_model_bytes(source)
+    other = onnx.load_from_string(graph)
+    shape = [d.dim_value if d.HasField("dim_value") else None for d in other.graph.input[0].type.tensor_type.shape.dim]
+    bundle_shape = list(model.manifest.input.shape)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in other.graph.output[0].type.tensor_type.shape.dim]
+    fits = len(shape) == len(bundle_shape) and all(a is None or b is None or a == b
+                                                   for a, b in zip(shape[1:], bundle_shape[1:], strict=True))
+    if not fits or len(dims) != 2 or dims[1] != model.manifest.num_classes:
+        name = source if isinstance(source, (str, os.PathLike)) else "a full model"
+        raise HapiError(
+            f"{str(name)!r} is not the bundle's model and does not take its input {bundle_shape} with "
+            f"{model.manifest.num_classes} classes (it takes {shape}, gives {dims}); another full model measured "
+            "beside a bundle must fit the same test data."
+        )
+    return graph, False
 
 
 def data_for_bundle(
@@ -307,6 +373,7 @@ def measure(
     batch_size: int = 1,
     warmup: int = 20,
     progress: Callable[[int, int], None] | None = None,
+    others: dict[str, ort.InferenceSession] | None = None,
 ) -> EvaluationReport:
     """The measurement behind :func:`evaluate_bundle`, on an already loaded model and session.
 
@@ -323,6 +390,9 @@ def measure(
     y = data.y
     n = len(data)
     run_full = _full_runner(full, model.manifest.num_classes) if full is not None else None
+    run_others = {name: _full_runner(s, model.manifest.num_classes) for name, s in (others or {}).items()}
+    other_classes = {name: np.empty(len(data), dtype=np.int64) for name in run_others}
+    other_ns = {name: np.empty(len(data), dtype=np.int64) for name in run_others}
     warmup = min(warmup, max(n - 1, 0))
     classes = np.empty(n, dtype=np.int64)
     exits = np.empty(n, dtype=np.int64)
@@ -342,6 +412,7 @@ def measure(
         rows = range(i, i + len(chunk))
         streams = [("bundle", model.predict, warm_bundle)]
         streams += [("full", run_full, run_full)] if run_full is not None else []
+        streams += [(("other", name), run, run) for name, run in run_others.items()]  # never "bundle"/"full"
         for name, call, warm in streams[:: 1 if block % 2 == 0 else -1]:
             for r in range(min(_STREAM_WARMUP, len(chunk))):  # untimed: this model's weights back in the caches
                 warm(chunk[r : r + 1])
@@ -353,9 +424,12 @@ def measure(
                 if name == "bundle":
                     bundle_ns[k] = elapsed
                     classes[k], exits[k] = out.classes[0], out.exit_index[0]
-                else:
+                elif name == "full":
                     full_ns[k] = elapsed
                     full_classes[k] = out[0]
+                else:
+                    other_ns[name[1]][k] = elapsed
+                    other_classes[name[1]][k] = out[0]
         i += len(chunk)
         if progress is not None:
             progress(i, n)
@@ -378,6 +452,8 @@ def measure(
         throughput=throughput,
         batch_fixed=model.manifest.input.batch_fixed,
         predicted_on_data=_predicted_on(model, exit_counts),
+        others=tuple(ModelMeasure(name, float((other_classes[name] == y).mean()),
+                                  stats_from_samples(other_ns[name][warmup:], warmup)) for name in run_others),
     )
 
 

@@ -11,7 +11,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 from hapi_onnx.errors import HapiError
@@ -346,3 +346,13 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_labels(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Short distinct names for files: the name without suffix, with its folder where two share it
+    (``mnist/model``, ``mnist_mbv2/model``), numbered where that is not enough."""
+    paths = [Path(p) for p in paths]
+    labels = [p.stem for p in paths]
+    labels = [f"{p.parent.name}/{p.stem}" if labels.count(label) > 1 else label
+              for p, label in zip(paths, labels, strict=True)]
+    return [label if labels.count(label) == 1 else f"{label}#{i + 1}" for i, label in enumerate(labels)]

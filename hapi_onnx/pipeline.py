@@ -22,7 +22,14 @@ from hapi_onnx import __version__
 from hapi_onnx.artifact import Kind
 from hapi_onnx.checks import finite_number
 from hapi_onnx.errors import HapiError
-from hapi_onnx.files import OUTPUT_RECORD, check_outputs_apart, missing_parents, read_output_record, sha256_file
+from hapi_onnx.files import (
+    OUTPUT_RECORD,
+    check_outputs_apart,
+    file_labels,
+    missing_parents,
+    read_output_record,
+    sha256_file,
+)
 from hapi_onnx.runtime.preprocess import Preprocessing
 from hapi_onnx.search.constraints import Constraints, take_constraints
 
@@ -39,7 +46,10 @@ class BuildConfig:
     option fails before any step runs.
 
     Attributes:
-        model (str): The trained CNN: an ``.onnx`` file, or a PyTorch state dict with ``factory``.
+        model (str | tuple[str, ...]): The trained CNN: an ``.onnx`` file, or a PyTorch state dict with
+            ``factory``. Several ``.onnx`` files (a list in a config file): candidate backbones for the
+            same task and data, each attached, calibrated and profiled on its own, then searched as one
+            design space (:mod:`hapi_onnx.search.backbones`: no drop budget then).
         constraints (Constraints): What the design must meet (in a config file: its fields
             ``latency_sla_ms``, ``percentile``, ``min_accuracy``, ``max_accuracy_drop``,
             ``bound_level``, ``space`` at the top level).
@@ -60,7 +70,7 @@ class BuildConfig:
             applied to image folders, recorded with arrays. Defaults to None (``none`` for folders).
     """
 
-    model: str
+    model: str | tuple[str, ...]
     constraints: Constraints
     factory: str | None = None
     input_shape: tuple[int, ...] | None = None
@@ -77,7 +87,19 @@ class BuildConfig:
         from hapi_onnx.exits.pooling import POOLINGS
         from hapi_onnx.profile.presets import load_preset
 
-        for name in ("model", "data", "device") + (("factory",) if self.factory is not None else ()):
+        if isinstance(self.model, (list, tuple)):
+            models = tuple(self.model)
+            if not models or not all(isinstance(m, str) and m for m in models) or len(set(models)) != len(models):
+                raise HapiError(f"build option 'model' must name distinct model files. Got {self.model!r} instead.")
+            object.__setattr__(self, "model", models[0] if len(models) == 1 else models)
+        if len(self.models) > 1:
+            from hapi_onnx.search.backbones import check_joint_constraints
+
+            if self.factory is not None or self.input_shape is not None:
+                raise HapiError("with several models, give each as an .onnx file (export a PyTorch model first with "
+                                "`hapi-onnx export`); --factory and --input-shape apply to one model.")
+            check_joint_constraints(self.constraints, len(self.models))
+        for name in ("data", "device") + (("factory",) if self.factory is not None else ()):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise HapiError(f"build option {name!r} must be a non-empty string. Got {value!r} instead.")
@@ -107,6 +129,11 @@ class BuildConfig:
                             f"Got {self.preprocess!r} instead.")
         _config_preprocessing(self.preprocess)  # a bad spec fails now, not after the first steps
         load_preset(self.device).check_providers()  # an unknown device fails now, not after attach
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The candidate model files (one for a plain build)."""
+        return self.model if isinstance(self.model, tuple) else (self.model,)
 
     @classmethod
     def from_options(cls, options: dict[str, Any], note: Log | None = None) -> "BuildConfig":
@@ -138,6 +165,9 @@ class BuildConfig:
         """Read a JSON config; relative paths in it are relative to the file. ``overrides`` win."""
         path = Path(path)
         values = BUILD_CONFIG.load(path, lambda raw: {key.replace("-", "_"): value for key, value in raw.items()})
+        if isinstance(values.get("model"), list):
+            values["model"] = [str(path.parent / m) if isinstance(m, str) and not Path(m).is_absolute() else m
+                               for m in values["model"]]
         for key in ("model", "data", "device", "factory", "preprocess"):
             value = values.get(key)
             if isinstance(value, str) and _looks_like_path(value) and not Path(value).is_absolute():
@@ -247,7 +277,8 @@ def build(config: BuildConfig, workdir: str | os.PathLike, log: Log | None = Non
 
     Returns:
         BuildResult: Paths of every artifact (``data``, ``model``, ``ee``, ``trace``, ``latency``,
-        ``design``, ``bundle``, ``report``) and which steps were reused.
+        ``design``, ``bundle``, ``report``; with several models, the chosen model's, and ``front``,
+        the joint search) and which steps were reused.
 
     Raises:
         HapiError: for any bad input along the way (the failing step's output is not written).
@@ -299,56 +330,88 @@ def _check_workdir(work: Path) -> None:
         )
 
 
-def _check_inputs(config: BuildConfig, work: Path) -> dict[str, Any] | None:
+def _check_inputs(config: BuildConfig, work: Path) -> dict[str, dict[str, Any] | None]:
     """Refuse, before the build creates anything, a work directory among the inputs, a missing or
-    invalid model, and user data that is missing, invalid, overlapping or does not fit the model.
+    invalid model, models of different class counts, and user data that is missing, invalid,
+    overlapping or does not fit a model.
 
     Returns:
-        dict | None: The user's train/calib/test data, opened (and fitted to an ONNX model's input);
-        None for the demo digits.
+        dict: By model file, the user's train/calib/test data, opened (and fitted to an ONNX model's
+        input); None for the demo digits.
     """
     from hapi_onnx.data import open_dataset
-    from hapi_onnx.export import source_is_onnx
-    from hapi_onnx.graph import input_spec, load_model
     from hapi_onnx.profile.presets import available_presets
 
-    inputs = {"model": config.model, "factory": (_factory_files(config.factory) or [None])[0]}
+    inputs = {"model" if len(config.models) == 1 else f"model {m}": m for m in config.models}
+    inputs["factory"] = (_factory_files(config.factory) or [None])[0]
     inputs["data"] = None if config.data == "mnist" else config.data
     inputs["device"] = None if config.device in available_presets() else config.device
     check_outputs_apart({"--workdir": work}, inputs)
-    if not Path(config.model).exists():
-        raise HapiError(f"model {config.model!r} does not exist.")
+    for model in config.models:
+        if not Path(model).exists():
+            raise HapiError(f"model {model!r} does not exist.")
     splits = None
     if config.data != "mnist":
         spec = _config_preprocessing(config.preprocess)
         splits = {name: open_dataset(_split_path(Path(config.data), name), spec) for name in SPLITS}
         _check_splits(splits)
-    if source_is_onnx(config.model, config.factory, config.input_shape):  # it must load and fit the data
-        full_shape = input_spec(load_model(config.model)).shape
-        model_shape = full_shape[1:]
-        images = MNIST_IMAGE if splits is None else splits["train"].image_shape  # None: images, not arrays
-        if images is not None and any(isinstance(m, int) and m != d for m, d in zip(model_shape, images, strict=True)):
-            source = "the demo MNIST digits are" if splits is None else f"the images in {config.data!r} are"
+    fitted = {model: _fit_model(config, model, splits) for model in config.models}
+    if len(config.models) > 1:
+        _check_same_classes(config.models)
+    return fitted
+
+
+def _fit_model(config: BuildConfig, model: str, splits: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The splits fitted to ``model``'s input (an ONNX model must load and fit the data)."""
+    from hapi_onnx.export import source_is_onnx
+    from hapi_onnx.graph import input_spec, load_model
+
+    if not source_is_onnx(model, config.factory, config.input_shape):
+        return splits
+    full_shape = input_spec(load_model(model)).shape
+    model_shape = full_shape[1:]
+    images = MNIST_IMAGE if splits is None else splits["train"].image_shape  # None: images, not arrays
+    if images is not None and any(isinstance(m, int) and m != d for m, d in zip(model_shape, images, strict=True)):
+        source = "the demo MNIST digits are" if splits is None else f"the images in {config.data!r} are"
+        which = "the model" if len(config.models) == 1 else f"the model {model!r}"
+        raise HapiError(
+            f"{source} C x H x W = {' x '.join(map(str, images))} but {which} expects "
+            f"{' x '.join(map(str, model_shape))}. Give --data a folder of train/calib/test .npz that fits it."
+        )
+    if splits is None:
+        return None
+    return {name: data.fit_to(full_shape) for name, data in splits.items()}  # image folders: the model's spec
+
+
+def _check_same_classes(models: tuple[str, ...]) -> None:
+    """Refuse candidate models whose classifiers have different class counts (one task, one label set)."""
+    from hapi_onnx.exits.attach import final_output
+    from hapi_onnx.graph import load_model
+
+    counts = {model: final_output(load_model(model))[2] for model in models}
+    first = models[0]
+    for model in models[1:]:
+        if counts[model] != counts[first]:
             raise HapiError(
-                f"{source} C x H x W = {' x '.join(map(str, images))} but the model expects "
-                f"{' x '.join(map(str, model_shape))}. Give --data a folder of train/calib/test .npz that fits it."
+                f"model {model!r} has {counts[model]} classes but {first!r} has {counts[first]}: the models "
+                "of one build must classify the same classes (same task, same labels)."
             )
-        if splits is not None:  # image folders: the spec resolved for the model, every header read
-            splits = {name: data.fit_to(full_shape) for name, data in splits.items()}
-    return splits
 
 
-def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | None) -> BuildResult:
+def model_folder(model: str) -> str:
+    """A model's folder under ``WORKDIR/models``: its name and a hash of its resolved path, so adding
+    or removing other models never moves it."""
+    digest = hashlib.sha256(str(Path(model).resolve()).encode()).hexdigest()[:10]
+    return f"{Path(model).stem}-{digest}"
+
+
+def _build(config: BuildConfig, work: Path, log: Log, fitted: dict[str, dict[str, Any] | None]) -> BuildResult:
     from hapi_onnx.bundle import bundle_from_design
-    from hapi_onnx.calibrate import calibrate
-    from hapi_onnx.data import open_dataset, write_mnist_splits
+    from hapi_onnx.data import write_mnist_splits
     from hapi_onnx.evaluate import evaluate_bundle
-    from hapi_onnx.exits.attach import attach_exits
-    from hapi_onnx.export import export_model
     from hapi_onnx.profile.presets import load_preset
-    from hapi_onnx.profile.profile import profile_model
     from hapi_onnx.profile.table import LatencyTable
-    from hapi_onnx.search import check_reachable, search
+    from hapi_onnx.search import search
     from hapi_onnx.trace import Trace
 
     _remove_stale_temporaries(work)
@@ -367,66 +430,12 @@ def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | N
         data_dir = Path(config.data)
         paths["data"] = data_dir
     split_files = {name: _split_path(data_dir, name) for name in SPLITS}
-    spec = _config_preprocessing(config.preprocess)
-
-    if splits is None:  # the demo digits, just written (or reused)
-        splits = {name: open_dataset(path, spec) for name, path in split_files.items()}
-        _check_splits(splits)
-
-    source = Path(config.model)
-    paths["model"] = work / "model.onnx"
-    steps.run(
-        "export", paths["model"], [source] + _factory_files(config.factory),
-        {"factory": config.factory, "input_shape": list(config.input_shape) if config.input_shape else None},
-        lambda: export_model(
-            source, paths["model"], factory=config.factory,
-            input_shape=config.input_shape,
-        ),
-    )
-
-    if "export" not in steps.reused:
-        import onnx
-
-        from hapi_onnx.graph import load_notes
-
-        # export saved a loaded model: its notes are in its metadata, no need to load it again
-        for note in load_notes(onnx.load(paths["model"], load_external_data=False)):
-            log(f"[export] note: {note}")
-
-    paths["ee"] = work / "ee.onnx"
-
-    def attach() -> None:
-        result = attach_exits(
-            paths["model"], splits["train"], exits=list(config.exits) if config.exits else None, pooling=config.pooling,
-            max_candidates=config.max_candidates, progress=_counter(log, "attach: features"),
-            head_progress=_counter(log, "attach: heads", every=1),
-        )
-        result.save(paths["ee"])
-
-    steps.run(
-        "attach", paths["ee"], [paths["model"], split_files["train"]],
-        {"exits": list(config.exits) if config.exits else None, "pooling": config.pooling,
-         "max_candidates": config.max_candidates, "preprocess": None if spec is None else spec.to_dict()}, attach,
-    )
-
-    paths["trace"] = work / "trace.npz"
-    steps.run(  # the spec attach recorded in ee.onnx
-        "calibrate", paths["trace"], [paths["ee"], split_files["calib"]], {},
-        lambda: calibrate(paths["ee"], split_files["calib"], progress=_counter(log, "calibrate")).save(
-            paths["trace"]),
-    )
-    check_reachable(Trace.load(paths["trace"]), config.constraints)  # an unreachable floor stops before profile
-
-    paths["latency"] = work / "latency.json"
     preset = load_preset(config.device)
-    steps.run(
-        "profile", paths["latency"], [paths["ee"]],
-        {"device": asdict(preset), "budget": config.profile_budget_s},
-        lambda: profile_model(
-            paths["ee"], config.device, progress=lambda line: log(f"profile: {line}"),
-            time_budget_s=config.profile_budget_s,
-        ).save(paths["latency"]),
-    )
+
+    if len(config.models) > 1:
+        return _build_joint(config, work, steps, paths, split_files, fitted)
+
+    paths.update(_model_steps(config, config.model, work, "", steps, split_files, fitted[config.model]))
 
     paths["design"] = work / "design.json"
     steps.run(
@@ -455,7 +464,143 @@ def _build(config: BuildConfig, work: Path, log: Log, splits: dict[str, Any] | N
     return BuildResult(work, paths, steps.reused, steps.seconds)
 
 
-OUTPUTS = ("data", "model.onnx", "ee.onnx", "trace.npz", "latency.json", "design.json", "model.hapi", "report.json")
+def _model_steps(
+    config: BuildConfig, model: str, folder: Path, tag: str, steps: "_Steps", split_files: dict[str, Path],
+    splits: dict[str, Any] | None,
+) -> dict[str, Path]:
+    """Export, attach, calibrate and profile one model into ``folder`` (step records named ``<step><tag>``).
+
+    Returns:
+        dict[str, Path]: ``model``, ``ee``, ``trace`` and ``latency``.
+    """
+    from hapi_onnx.calibrate import calibrate
+    from hapi_onnx.data import open_dataset
+    from hapi_onnx.exits.attach import attach_exits
+    from hapi_onnx.export import export_model
+    from hapi_onnx.profile.presets import load_preset
+    from hapi_onnx.profile.profile import profile_model
+    from hapi_onnx.search import check_reachable
+    from hapi_onnx.trace import Trace
+
+    log = steps.log
+    spec = _config_preprocessing(config.preprocess)
+    if splits is None:  # the demo digits, just written (or reused)
+        splits = {name: open_dataset(path, spec) for name, path in split_files.items()}
+        _check_splits(splits)
+    paths = {"model": folder / "model.onnx", "ee": folder / "ee.onnx", "trace": folder / "trace.npz",
+             "latency": folder / "latency.json"}
+    source = Path(model)
+    steps.run(
+        f"export{tag}", paths["model"], [source] + _factory_files(config.factory),
+        {"factory": config.factory, "input_shape": list(config.input_shape) if config.input_shape else None},
+        lambda: export_model(
+            source, paths["model"], factory=config.factory,
+            input_shape=config.input_shape,
+        ),
+    )
+
+    if f"export{tag}" not in steps.reused:
+        import onnx
+
+        from hapi_onnx.graph import load_notes
+
+        # export saved a loaded model: its notes are in its metadata, no need to load it again
+        for note in load_notes(onnx.load(paths["model"], load_external_data=False)):
+            log(f"[export{tag}] note: {note}")
+
+    def attach() -> None:
+        result = attach_exits(
+            paths["model"], splits["train"], exits=list(config.exits) if config.exits else None, pooling=config.pooling,
+            max_candidates=config.max_candidates, progress=_counter(log, "attach: features"),
+            head_progress=_counter(log, "attach: heads", every=1),
+        )
+        result.save(paths["ee"])
+
+    steps.run(
+        f"attach{tag}", paths["ee"], [paths["model"], split_files["train"]],
+        {"exits": list(config.exits) if config.exits else None, "pooling": config.pooling,
+         "max_candidates": config.max_candidates, "preprocess": None if spec is None else spec.to_dict()}, attach,
+    )
+
+    steps.run(  # the spec attach recorded in ee.onnx
+        f"calibrate{tag}", paths["trace"], [paths["ee"], split_files["calib"]], {},
+        lambda: calibrate(paths["ee"], split_files["calib"], progress=_counter(log, "calibrate")).save(
+            paths["trace"]),
+    )
+    if len(config.models) == 1:  # an unreachable floor stops before profile (of several, another may reach it)
+        check_reachable(Trace.load(paths["trace"]), config.constraints)
+
+    preset = load_preset(config.device)
+    steps.run(
+        f"profile{tag}", paths["latency"], [paths["ee"]],
+        {"device": asdict(preset), "budget": config.profile_budget_s},
+        lambda: profile_model(
+            paths["ee"], config.device, progress=lambda line: log(f"profile: {line}"),
+            time_budget_s=config.profile_budget_s,
+        ).save(paths["latency"]),
+    )
+    return paths
+
+
+def _build_joint(
+    config: BuildConfig, work: Path, steps: "_Steps", paths: dict[str, Path], split_files: dict[str, Path],
+    fitted: dict[str, dict[str, Any] | None],
+) -> BuildResult:
+    """Several models: each model's steps in ``WORKDIR/models/<name>-<hash>/``, then one search over all
+    of them (``front.json``, and the chosen design as ``design.json``), the chosen model's bundle, and an
+    evaluation next to every full model."""
+    from hapi_onnx.bundle import bundle_from_design
+    from hapi_onnx.evaluate import evaluate_bundle
+    from hapi_onnx.profile.presets import load_preset
+    from hapi_onnx.profile.table import LatencyTable
+    from hapi_onnx.search.backbones import Backbone, BackboneSearch, search_backbones
+    from hapi_onnx.trace import Trace
+
+    labels = file_labels(config.models)
+    models = {}
+    for label, model in zip(labels, config.models, strict=True):
+        folder = model_folder(model)
+        steps.log(f"[{label}] steps in models/{folder}")
+        models[label] = _model_steps(config, model, work / "models" / folder, f"@{folder}", steps, split_files,
+                                     fitted[model])
+
+    paths["front"] = work / "front.json"
+    paths["design"] = work / "design.json"
+
+    def joint_search() -> None:
+        backbones = [Backbone(label, Trace.load(p["trace"]), LatencyTable.load(p["latency"]))
+                     for label, p in models.items()]
+        result = search_backbones(backbones, config.constraints)
+        result.design.save(paths["design"])  # what `hapi-onnx bundle` reads; the bundle step reads front.json
+        result.save(paths["front"])
+
+    inputs = [p[key] for p in models.values() for key in ("trace", "latency")]
+    steps.run("search", paths["front"], inputs, {**config.constraints.to_dict(), "models": labels}, joint_search)
+    result = BackboneSearch.load(paths["front"])
+    paths.update(models[result.chosen])  # the chosen model's artifacts are the build's
+
+    paths["bundle"] = work / "model.hapi"
+    steps.run(
+        "bundle", paths["bundle"], [paths["ee"], paths["front"]], {},
+        lambda: bundle_from_design(paths["ee"], result.design, paths["bundle"]),
+    )
+
+    paths["report"] = work / "report.json"
+    full_models = {label: p["model"] for label, p in models.items()}
+    steps.run(
+        "evaluate", paths["report"], [paths["bundle"], *full_models.values(), split_files["test"]],
+        {"device": asdict(load_preset(config.device)), "batch_size": config.eval_batch_size, "models": labels},
+        lambda: evaluate_bundle(
+            paths["bundle"], split_files["test"], device=config.device,
+            full_model=full_models, batch_size=config.eval_batch_size,
+            progress=_counter(steps.log, "evaluate: samples"),
+        ).save(paths["report"]),
+    )
+    return BuildResult(work, paths, steps.reused, steps.seconds)
+
+
+OUTPUTS = ("data", "model.onnx", "ee.onnx", "trace.npz", "latency.json", "design.json", "front.json", "model.hapi",
+           "report.json", "models")
 MNIST_IMAGE = (1, 28, 28)
 
 
@@ -528,7 +673,9 @@ def _remove_stale_temporaries(work: Path) -> None:
     Called with the work directory's lock held, so no other build is writing them.
     """
     names = [*OUTPUTS, *(f"{step}.json" for step in STEPS)]
-    leftovers = [p for name in names for p in (*work.glob(f".{name}.*.tmp"), *work.glob(f".steps/.{name}.*.tmp"))]
+    leftovers = [p for name in names for p in (*work.glob(f".{name}.*.tmp"), *work.glob(f".steps/.{name}.*.tmp"),
+                                                *work.glob(f"models/*/.{name}.*.tmp"))]
+    leftovers += work.glob(".steps/.*@*.json.*.tmp")  # a model's step records in a build of several
     for leftover in leftovers:
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
@@ -591,7 +738,14 @@ def build_report(result: BuildResult) -> list[str]:
     rows = exit_accuracies(trace, exit_mac_fractions(ee))
     kept = set(design.exit_names)
     width = max(len(r.tensor) for r in rows)
-    out = [f"Exits on the calibration split ({trace.num_samples} images); * = kept in the design:"]
+    out = []
+    if "front" in paths:  # several models: the joint front and each model's outcome first
+        from hapi_onnx.search.backbones import BackboneSearch
+        from hapi_onnx.search.report import backbone_lines, joint_front_lines
+
+        joint = BackboneSearch.load(paths["front"])
+        out += [*backbone_lines(joint), "", *joint_front_lines(joint), "", f"Chosen model: {joint.chosen}"]
+    out.append(f"Exits on the calibration split ({trace.num_samples} images); * = kept in the design:")
     out.append(f"    {'exit':<8} {'tensor':<{width}}  {'MACs':>6}  {'accuracy':>8}  {'mean conf':>9}")
     for r in rows:
         macs = "" if r.mac_fraction is None else f"{100 * r.mac_fraction:5.1f}%"
@@ -626,3 +780,17 @@ def build_report(result: BuildResult) -> list[str]:
     if result.reused:
         out.append(f"(reused from earlier runs: {', '.join(result.reused)})")
     return out
+
+
+def plot_build(result: BuildResult, path: str | os.PathLike) -> None:
+    """Draw a build's Pareto front to ``path`` (with several models, the joint front by model)."""
+    from hapi_onnx.search.report import plot_front, plot_joint_front
+
+    if "front" in result.paths:
+        from hapi_onnx.search.backbones import BackboneSearch
+
+        plot_joint_front(BackboneSearch.load(result.paths["front"]), path)
+    else:
+        from hapi_onnx.search.design import Design
+
+        plot_front(Design.load(result.paths["design"]), path)

@@ -61,3 +61,9 @@ class ResNetMnist(nn.Module):
 def build_model() -> ResNetMnist:
     """The demo model with its default shape (the factory ``hapi-onnx export --factory`` names)."""
     return ResNetMnist()
+
+
+def build_narrow() -> ResNetMnist:
+    """A narrower ResNet-20 (8/16/32 channels, about a quarter of the MACs): a cheaper backbone for a
+    joint build (``bench/bench_backbones.py``); trained by ``train.py --factory model.py:build_narrow``."""
+    return ResNetMnist(widths=(8, 16, 32))

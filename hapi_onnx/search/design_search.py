@@ -5,8 +5,8 @@ space, the objective and the tie-breaking, and :mod:`hapi_onnx.search.problem` f
 """
 
 import math
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -90,17 +90,7 @@ def search(
             achievable design).
         HapiError: when the artifacts disagree or an argument is invalid.
     """
-    if not isinstance(constraints, Constraints):
-        raise HapiError(f"constraints must be a hapi_onnx.search.Constraints. Got {constraints!r} instead.")
-    if optimiser not in OPTIMISERS:
-        raise HapiError(
-            f"--optimiser: the search optimiser must be one of {', '.join(OPTIMISERS)}. Got {optimiser!r} instead."
-        )
-    problem = SearchProblem.from_artifacts(trace, table, candidates, reference=constraints.reference)
-    goal = resolve_goal(problem, constraints)
-    if optimiser == "auto":
-        optimiser = "fast" if len(problem.candidates) <= EXACT_CANDIDATES else "local"
-    optimise = {"fast": optimise_fast, "local": optimise_local, "exhaustive": optimise_exhaustive}[optimiser]
+    problem, goal, optimise, optimiser = setup(trace, table, constraints, candidates, optimiser)
     if constraints.certified:
         return _certified_search(problem, goal, optimise, optimiser=optimiser, grid_size=grid_size)
     grid = threshold_grid(problem, grid_size)
@@ -159,6 +149,23 @@ def check_reachable(trace: Trace, constraints: Constraints) -> None:
         )
 
 
+def setup(trace: Trace, table: LatencyTable, constraints: Constraints, candidates: Sequence[str | int] | None,
+          optimiser: str) -> tuple[SearchProblem, Goal, Callable, str]:
+    """The problem, the goal, the optimiser function and its name (``auto`` resolved), all checked."""
+    if not isinstance(constraints, Constraints):
+        raise HapiError(f"constraints must be a hapi_onnx.search.Constraints. Got {constraints!r} instead.")
+    if optimiser not in OPTIMISERS:
+        raise HapiError(
+            f"--optimiser: the search optimiser must be one of {', '.join(OPTIMISERS)}. Got {optimiser!r} instead."
+        )
+    problem = SearchProblem.from_artifacts(trace, table, candidates, reference=constraints.reference)
+    goal = resolve_goal(problem, constraints)
+    if optimiser == "auto":
+        optimiser = "fast" if len(problem.candidates) <= EXACT_CANDIDATES else "local"
+    optimise = {"fast": optimise_fast, "local": optimise_local, "exhaustive": optimise_exhaustive}[optimiser]
+    return problem, goal, optimise, optimiser
+
+
 def _predicted_ms(problem: SearchProblem, goal: Goal, point: Candidate) -> float:
     """A design's predicted latency statistic: the mean, or a percentile with the backbone's jitter
     (:meth:`SearchProblem.percentiles`): what the design stores and the SLA is checked on."""
@@ -208,6 +215,45 @@ def _front(problem: SearchProblem, goal: Goal, points: list[Candidate]) -> list[
 
 def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser: str, grid_size: int) -> Design:
     """Search on one part of the samples, certify along the path on the other (:mod:`.guarantee`)."""
+    return certify_searched(search_part(problem, goal, optimise, grid_size=grid_size),
+                            optimiser=optimiser, grid_size=grid_size)
+
+
+@dataclass(frozen=True, eq=False)
+class PartSearch:
+    """What a certified search decided on the search part alone, before the certify part is read.
+
+    Attributes:
+        problem (SearchProblem): Every calibration sample.
+        goal (Goal): The constraints on ``problem``.
+        part (SearchProblem): The search part (the only samples the choices below saw).
+        held (SearchProblem): The certify part.
+        goal_part (Goal): The constraints on ``part``.
+        grid (np.ndarray): The search part's threshold grid.
+        chosen (Candidate | None): The search part's optimum (None: nothing meets the constraints there).
+        per_exit (bool): Whether ``chosen`` has per-exit thresholds.
+        optimise (Callable): The optimiser that chose it (the guarantee's price runs it again).
+    """
+
+    problem: SearchProblem
+    goal: Goal
+    part: SearchProblem
+    held: SearchProblem
+    goal_part: Goal
+    grid: np.ndarray
+    chosen: Candidate | None
+    per_exit: bool
+    optimise: Callable
+
+    @property
+    def part_ms(self) -> float | None:
+        """The search part optimum's latency statistic (None without one): what a choice between
+        models may compare without reading the certify part."""
+        return None if self.chosen is None else _predicted_ms(self.part, self.goal_part, self.chosen)
+
+
+def search_part(problem: SearchProblem, goal: Goal, optimise, *, grid_size: int) -> PartSearch:
+    """The first half of a certified search: split the samples and optimise on the search part."""
     search_idx, certify_idx = split_indices(problem.num_samples)
     part, held = problem.subset(search_idx), problem.subset(certify_idx)
     goal_part = resolve_goal(part, goal.constraints)
@@ -216,7 +262,14 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
     per_exit = goal.constraints.space == "per-exit" and chosen is not None and bool(chosen.exits)
     if per_exit:
         chosen = refine_per_exit(part, chosen, goal_part, grid, grid_size=grid_size)
-    path = list(certification_path(part, chosen, grid, goal_part, per_exit))
+    return PartSearch(problem, goal, part, held, goal_part, grid, chosen, per_exit, optimise)
+
+
+def certify_searched(searched: PartSearch, *, optimiser: str, grid_size: int) -> Design:
+    """The second half: certify the path through the search part's choice on the certify part, and
+    choose among the certified designs."""
+    problem, goal, part, held = searched.problem, searched.goal, searched.part, searched.held
+    path = list(certification_path(part, searched.chosen, searched.grid, searched.goal_part, searched.per_exit))
     tests = choose_tests(part, path, held.num_samples, goal)  # from the search part too
     tested = certify(held, path, goal, tests)
     scored = [goal.scored(problem, t.design.exits, t.design.thresholds) for t in tested]
@@ -248,7 +301,7 @@ def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser
         "tested": len(tested),
         "certified": sum(t.certified for t in tested),
         "statement": statement(level, goal.constraints.reference, part.num_samples, held.num_samples, proof.test),
-        "price": _price(problem, goal, optimise, grid_size, chosen, path),
+        "price": _price(problem, goal, searched.optimise, grid_size, chosen, path),
         # The certified designs from the full model (first, not listed) to the chosen one, as
         # thresholds of the chosen exits: the runtime's drift monitor steps back along it.
         "path": [list(s.thresholds) for s in scored[1 : at + 1]],
@@ -424,6 +477,22 @@ def _design(
         trace_fingerprint=problem.trace_fingerprint,
         latency_fingerprint=problem.latency_fingerprint,
         model_fingerprint=problem.model_fingerprint,
+    )
+
+
+def front_points(problem: SearchProblem, goal: Goal, points: Sequence[Candidate]) -> tuple[FrontPoint, ...]:
+    """The points no other beats on accuracy and the predicted statistic, as front points (bounds and
+    feasibility per design, on ``problem``'s samples), by increasing latency."""
+    return tuple(
+        FrontPoint(
+            exits=_choices(problem, points[i]),
+            accuracy=points[i].correct / problem.num_samples,
+            latency_ms=latency,
+            accuracy_lower_bound=goal.accuracy_bound(points[i]),
+            accuracy_drop_bound_pp=goal.drop_bound_pp(points[i]),
+            feasible=goal.feasible_candidate(points[i]),
+        )
+        for i, latency in _front(problem, goal, list(points))
     )
 
 

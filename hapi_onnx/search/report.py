@@ -1,12 +1,16 @@
 """Human-readable lines about a design (the CLI prints them; library code never prints)."""
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hapi_onnx.choice import ExitChoice
 from hapi_onnx.lazy import lazy_import
 from hapi_onnx.search.design import Design, FrontPoint
+
+if TYPE_CHECKING:
+    from hapi_onnx.search.backbones import BackboneSearch
 
 
 def summary_lines(design: Design) -> list[str]:
@@ -207,6 +211,106 @@ def plot_front(design: Design, path: str | os.PathLike) -> None:
     ax.set_xlabel(f"predicted {design.latency_stat} latency (ms)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"HAPI design space on {design.device}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def backbone_lines(result: "BackboneSearch") -> list[str]:
+    """One line per backbone: its full model, its best design under the constraints (or why none), and
+    whether it was chosen."""
+    stat = result.design.latency_stat
+    width = max(len(b.label) for b in result.backbones)
+    lines = [f"Models ({len(result.backbones)}; full model on the calibration data, measured {stat} latency):"]
+    for b in result.backbones:
+        mark = "*" if b.label == result.chosen else " "
+        full = "" if b.full_accuracy is None else f"{100 * b.full_accuracy:.2f}%"
+        lines.append(f"  {mark} {b.label:<{width}}  full model {full} at {b.full_ms:.3f} ms (mean)")
+        if b.best is not None:
+            names = ", ".join(e.name for e in b.best.exits)
+            lines.append(f"      best design  {100 * b.best.accuracy:.2f}% at {b.best.latency_ms:.3f} ms {stat}  "
+                         f"(exits {names})")
+        lines.append(f"      {b.note}")
+    if statement := result.selection.get("statement"):
+        lines.append(f"selection: {statement}")
+    return lines
+
+
+def joint_front_lines(result: "BackboneSearch", max_rows: int = 25) -> list[str]:
+    """The joint Pareto front, each point labelled by its backbone (* the chosen design, added in latency
+    order when it is off the raw front)."""
+    design = result.design
+    chosen = _chosen_point(result)
+    front = list(result.front)
+    at = next((i for i, p in enumerate(front) if p.backbone == chosen.backbone and p.point.exits == design.exits), None)
+    off_front = at is None
+    if off_front:
+        at = sum(p.point.latency_ms <= chosen.point.latency_ms for p in front)
+        front.insert(at, chosen)
+    rows = list(range(len(front)))
+    if len(front) > max_rows:
+        rows = sorted(set(np.linspace(0, len(front) - 1, max_rows).round().astype(int).tolist()) | {at})
+    table = [("", "model", f"{design.latency_stat} ms", "accuracy", "exits", "thresholds")]
+    for i in rows:
+        p = front[i]
+        table.append(("*" if i == at else "", p.backbone, f"{p.point.latency_ms:.3f}", f"{100 * p.point.accuracy:.2f}%",
+                      ", ".join(e.name for e in p.point.exits), _thresholds([e.threshold for e in p.point.exits[:-1]])))
+    widths = [max(len(r[k]) for r in table) for k in range(len(table[0]))]
+    size = len(result.front)
+    shown = f"{len(rows) - off_front} of {size} points" if len(rows) - off_front < size else f"{size} points"
+    lines = [f"Joint Pareto front of {len(result.backbones)} models, accuracy vs {design.latency_stat} latency on "
+             f"the calibration data ({shown}; * chosen):"]
+    if off_front:
+        lines.append("  (the chosen design is off the raw front: its place was fixed before certification)")
+    for r in table:
+        lines.append("  ".join(cell.rjust(w) if k in (2, 3) else cell.ljust(w)
+                               for k, (cell, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    return lines
+
+
+def _chosen_point(result: "BackboneSearch"):
+    """The chosen design as a labelled front point."""
+    from hapi_onnx.search.backbones import LabelledPoint
+
+    p = result.design.predicted
+    point = FrontPoint(result.design.exits, p["accuracy"], p[f"{result.design.latency_stat}_ms"],
+                       p["accuracy_lower_bound"], p["accuracy_drop_bound_pp"], True)
+    return LabelledPoint(result.chosen, point)
+
+
+def plot_joint_front(result: "BackboneSearch", path: str | os.PathLike) -> None:
+    """Draw every backbone's part of the joint front in its own colour, the full models and the choice.
+
+    Needs matplotlib (``pip install 'hapi-onnx[plot]'``); uses the Agg backend (no display).
+    """
+    from hapi_onnx.files import atomic_output
+
+    matplotlib = lazy_import("matplotlib", "plot")
+    matplotlib.use("Agg")
+    plt = lazy_import("matplotlib.pyplot", "plot")
+    design = result.design
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.step([p.point.latency_ms for p in result.front], [100 * p.point.accuracy for p in result.front],
+            where="post", color="lightgrey", zorder=1, label="joint Pareto front")
+    for k, b in enumerate(result.backbones):
+        points = [p.point for p in result.front if p.backbone == b.label]
+        colour = f"C{k % 10}"
+        ax.scatter([q.latency_ms for q in points], [100 * q.accuracy for q in points], color=colour, s=12,
+                   zorder=2, label=b.label)
+        if b.full_accuracy is not None:
+            ax.scatter([b.full_ms], [100 * b.full_accuracy], color=colour, marker="x", zorder=3)
+    chosen = _chosen_point(result).point
+    ax.scatter([chosen.latency_ms], [100 * chosen.accuracy], facecolors="none", edgecolors="red", s=80, zorder=4,
+               label=f"chosen ({result.chosen})")
+    if design.constraints.latency_sla_ms is not None:
+        ax.axvline(design.constraints.latency_sla_ms, color="orange", linestyle="--", label="SLA")
+    if design.constraints.min_accuracy is not None:
+        ax.axhline(100 * design.constraints.min_accuracy, color="grey", linestyle=":", label="accuracy floor")
+    ax.set_xlabel(f"predicted {design.latency_stat} latency (ms); x: full model, measured mean")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{len(result.backbones)} models, one design space, on {design.device}")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     with atomic_output(path) as tmp:
