@@ -11,7 +11,9 @@ test split (each 1,000 images).
 For two accuracy floors and two SLAs it prints the joint build's choice (``hapi-onnx build A B C``:
 one search over every design of every backbone), measured on the test split, next to each
 single-backbone build under the same constraints (``hapi-onnx build A``, ...) and the ratio of the
-joint choice's measured mean latency to the fastest single build's that meets the constraint.
+joint choice's measured mean latency to the best single build's (of those that found a design: the
+fastest measured for a floor, the most accurate measured for an SLA). The bundles are measured in
+``--rounds`` alternating rounds and each keeps its median round (the machine is shared).
 Then, for each floor, the exceedance rate over ``--splits`` re-splits of calibration + test
 (2,000 images) into two halves: the joint search (backbone choice included) runs on one half and
 its chosen design is scored on the other; the rate is how often that held-out accuracy is below
@@ -24,6 +26,7 @@ Usage (about 6 minutes on 2 cores; run under the shared lock)::
 """
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
@@ -53,7 +56,7 @@ MODELS = {
     "resnet-narrow": ROOT / "examples" / "mnist_narrow" / "model.onnx",
     "mbv2": ROOT / "examples" / "mnist_mbv2" / "model.onnx",
 }
-FLOORS = (0.85, 0.88)
+FLOORS = (0.85, 0.87)
 SLAS = (0.15, 0.30)  # ms, mean
 
 
@@ -65,6 +68,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--slas", type=float, nargs=2, default=SLAS, help=f"Mean-latency SLAs (ms). Default: {SLAS}.")
     parser.add_argument("--max-candidates", type=int, default=8, help="Candidate exits per model. Default: 8.")
     parser.add_argument("--device", default="cpu-1t", help="Device preset. Default: cpu-1t.")
+    parser.add_argument("--rounds", type=int, default=5, help="Alternating measurement rounds. Default: 5.")
     return parser.parse_args(argv)
 
 
@@ -95,33 +99,32 @@ def constraint_sets(args) -> list[tuple[str, Constraints]]:
             + [(f"SLA {s:g} ms", Constraints(latency_sla_ms=s)) for s in args.slas])
 
 
-def single_build(label: str, folder: Path, constraints: Constraints, data: Path, out: Path,
-                 device: str) -> EvaluationReport | str:
-    """What ``hapi-onnx build MODEL`` with these constraints gives on this backbone's artifacts (the same
-    attach, calibrate and profile outputs as the joint build's), measured on the test split."""
+def single_design(folder: Path, constraints: Constraints):
+    """What ``hapi-onnx build MODEL`` with these constraints chooses on this backbone's artifacts (the same
+    attach, calibrate and profile outputs as the joint build's); the reason in words when nothing."""
     try:
-        design = search(Trace.load(folder / "trace.npz"), LatencyTable.load(folder / "latency.json"), constraints)
+        return search(Trace.load(folder / "trace.npz"), LatencyTable.load(folder / "latency.json"), constraints)
     except HapiError as err:
         return str(err).split(";")[0]
-    bundle = out / f"{label}.hapi"
-    bundle_from_design(folder / "ee.onnx", design, bundle)
-    return evaluate_bundle(bundle, data / "test.npz", device=device, full_model=folder / "model.onnx")
 
 
-def meets(report: EvaluationReport, constraints: Constraints) -> bool:
-    """Whether a measured build meets the constraint on the test split."""
-    if constraints.min_accuracy is not None:
-        return report.accuracy >= constraints.min_accuracy
-    return report.latency.mean_ms <= constraints.latency_sla_ms
+def measure_rounds(bundles: dict[str, Path], data: Path, device: str, rounds: int) -> dict[str, EvaluationReport]:
+    """Every bundle measured on the test split in ``rounds`` alternating rounds; the round with each one's
+    median mean latency is kept (the machine is shared: one run alone moves by tens of percent)."""
+    runs = {name: [] for name in bundles}
+    for _ in range(rounds):
+        for name, bundle in bundles.items():
+            runs[name].append(evaluate_bundle(bundle, data / "test.npz", device=device))
+    return {name: sorted(r, key=lambda x: x.latency.mean_ms)[len(r) // 2] for name, r in runs.items()}
 
 
 def best_single(singles: dict, constraints: Constraints) -> str | None:
-    """The single build meeting the constraint on the test split that is fastest (a floor) or most accurate
-    (an SLA); None when none does."""
-    ok = [k for k, v in singles.items() if not isinstance(v, str) and meets(v, constraints)]
+    """Of the single builds that found a design, the one a user comparing them by hand would keep: the
+    fastest measured (a floor) or the most accurate measured (an SLA); None when none found one."""
+    built = [k for k, v in singles.items() if not isinstance(v, str)]
     if constraints.min_accuracy is not None:
-        return min(ok, key=lambda k: singles[k].latency.mean_ms, default=None)
-    return max(ok, key=lambda k: singles[k].accuracy, default=None)
+        return min(built, key=lambda k: singles[k].latency.mean_ms, default=None)
+    return max(built, key=lambda k: singles[k].accuracy, default=None)
 
 
 def resplits(backbones: list[Backbone], tables: dict, pooled: dict[str, Trace], floor: float, splits: int):
@@ -165,33 +168,47 @@ def main(argv=None) -> int:
         try:
             result = build(BuildConfig.from_options(options), joint_work)
         except HapiError as err:
-            print(f"{name}: joint build: {err}")
+            print(f"== {name}: joint build refused: {err}\n")
             continue
         joint = BackboneSearch.load(result.paths["front"])
-        report = EvaluationReport.load(result.paths["report"])
         if not rows:
             print("\n".join(joint_front_lines(joint, max_rows=40)))
+            print("\nThe joint build's evaluation (the chosen bundle next to every full model, one run):")
+            print("\n".join(EvaluationReport.load(result.paths["report"]).lines()))
             print()
         print(f"== {name}")
         print("\n".join("  " + line for line in backbone_lines(joint)))
-        singles = {}
+        out = work / "bundles" / name.replace(" ", "-")
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        shutil.copytree(result.paths["bundle"], out / "joint.hapi")
+        bundles, singles = {"joint": out / "joint.hapi"}, {}
         for label, folder in folders.items():
-            singles[label] = single_build(label.replace("/", "-"), folder, constraints, data,
-                                          work / "single" / name.replace(" ", "-"), args.device)
+            design = single_design(folder, constraints)
+            if isinstance(design, str):
+                singles[label] = design
+                continue
+            bundles[label] = out / f"{label.replace('/', '-')}.hapi"
+            bundle_from_design(folder / "ee.onnx", design, bundles[label])
+        measured = measure_rounds(bundles, data, args.device, args.rounds)
+        singles.update({label: r for label, r in measured.items() if label != "joint"})
+        report = measured["joint"]
         rows.append((name, constraints, joint.chosen, report, singles))
         print(f"  joint choice: {joint.chosen}, measured {100 * report.accuracy:.2f}% at "
               f"{report.latency.mean_ms:.3f} ms mean")
-        for label, single in singles.items():
+        for label in folders:
+            single = singles[label]
             text = single if isinstance(single, str) else (f"{100 * single.accuracy:.2f}% at "
                                                            f"{single.latency.mean_ms:.3f} ms mean")
             print(f"  single build {label}: {text}")
+        print()
     print("\nSummary (measured on the corrupted test split, 1,000 images; device "
-          f"{args.device}; ratio = joint / fastest single build meeting the constraint, < 1 is faster):")
+          f"{args.device}; ratio = joint / best single build's mean latency, < 1 is faster):")
     print(f"  {'constraints':<14} {'joint choice':<22} {'accuracy':>8} {'mean ms':>8}   "
           f"{'best single':<22} {'accuracy':>8} {'mean ms':>8}   {'ratio':>6}")
     for name, constraints, chosen, report, singles in rows:
         best = best_single(singles, constraints)
-        tail = ("  (no single build meets it)" if best is None else
+        tail = ("  (no single build found a design)" if best is None else
                 f"{best:<22} {100 * singles[best].accuracy:>7.2f}% {singles[best].latency.mean_ms:>8.3f}   "
                 f"{report.latency.mean_ms / singles[best].latency.mean_ms:>6.2f}")
         print(f"  {name:<14} {chosen:<22} {100 * report.accuracy:>7.2f}% {report.latency.mean_ms:>8.3f}   {tail}")

@@ -10,13 +10,17 @@ Every design of every backbone (each model's full classifier included) is one de
 - With a certified guarantee (``guarantee="split"`` and an accuracy floor), picking the backbone
   is a selection like picking the design's exits, so it is made on data the certificate does not
   use: every backbone is searched on the *search part* of the calibration samples (the same seeded
-  split for all, :func:`~hapi_onnx.search.guarantee.split_indices`), the backbone whose search-part
-  optimum is best on the objective is chosen, and only its path is certified on the *certify part*
-  (fixed-sequence testing, :mod:`hapi_onnx.search.guarantee`). The path and the backbone are both
+  split for all, :func:`~hapi_onnx.search.guarantee.split_indices`), its certification is
+  *rehearsed* there (its path, from the full model down, tested on the search part itself:
+  :attr:`~hapi_onnx.search.design_search.PartSearch.rehearsal`), the backbone whose rehearsal
+  passes the fastest design is chosen, and only its path is certified on the *certify part*
+  (fixed-sequence testing, :mod:`hapi_onnx.search.guarantee`). The rehearsal, not the
+  search-part optimum, is compared because the path starts at the full model: a backbone whose
+  full model misses the floor cannot certify anything, however good its exits look. The path and the backbone are both
   fixed before the certify part is read, so the statement holds for the whole selection:
   with probability at least ``bound_level``, the chosen design meets the floor on new data.
-  (When no backbone meets the constraints on the search part, the one whose full model is most
-  accurate there is certified, as a single search certifies its full model then.)
+  (When no backbone passes its rehearsal, the one whose full model is most accurate on the search
+  part is certified: with more samples it may pass.)
 - Without a certificate (only an SLA, ``per-design`` or raw counts) each backbone is searched on
   every calibration sample and the best design by the objective wins, as in one search.
 
@@ -48,8 +52,8 @@ from hapi_onnx.search.optimise import GRID_SIZE, threshold_grid
 from hapi_onnx.trace import Trace
 
 SELECTION = (
-    "the model was chosen on the {search} search-part samples only (its search-part optimum was the best "
-    "of {count} models); only its designs were certified on the {certify} held-out samples"
+    "the model was chosen among {count} on the {search} search-part samples only (the fastest design passing "
+    "the certification rehearsed there); only its designs were certified, on the {certify} held-out samples"
 )
 
 
@@ -253,13 +257,13 @@ def _check_backbones(backbones: list[Backbone]) -> None:
 def _choose_on_search_part(backbones: list[Backbone], setups: list, grid_size: int):
     """Search every backbone on the search part, choose there, certify only the chosen one."""
     parts = [search_part(problem, goal, optimise, grid_size=grid_size) for problem, goal, optimise, _ in setups]
-    found = [i for i, p in enumerate(parts) if p.chosen is not None]
+    found = [i for i, p in enumerate(parts) if p.rehearsal[0] is not None]
 
     def part_accuracy(i: int) -> int:
         return int(parts[i].part.correct[-1].sum())
 
     if found:  # the objective is min-latency here (certified needs an accuracy floor): fastest, then most accurate
-        chosen = min(found, key=lambda i: (parts[i].part_ms, -parts[i].chosen.correct, i))
+        chosen = min(found, key=lambda i: (parts[i].rehearsal[1], -parts[i].rehearsal[0].correct, i))
     else:  # as a single search: certify the most accurate full model's path (it may pass on more samples)
         chosen = max(range(len(parts)), key=lambda i: (part_accuracy(i), -i))
     label = backbones[chosen].label
@@ -270,19 +274,20 @@ def _choose_on_search_part(backbones: list[Backbone], setups: list, grid_size: i
     summaries = []
     for i, (b, p) in enumerate(zip(backbones, parts, strict=True)):
         n = p.part.num_samples
+        rehearsed, ms = p.rehearsal
         if i == chosen:
             best = _design_point(design)
-            note = "chosen: " + ("fastest on the search part; certified" if found else
-                                 "no model meets the constraints on the search part; its full model is the most "
-                                 "accurate there and was certified")
-        elif p.chosen is None:
-            best, note = None, (f"no design meets the constraints on the {n} search-part samples "
+            note = "chosen: " + ("fastest in the certification rehearsed on the search part; certified" if found else
+                                 "no model passes the certification rehearsed on the search part; its full model is "
+                                 "the most accurate there and was certified")
+        elif rehearsed is None:
+            best, note = None, (f"no design passes the certification rehearsed on the {n} search-part samples "
                                 f"(full model {100 * part_accuracy(i) / n:.2f}% there)")
         else:
-            best = front_points(p.part, p.goal_part, [p.chosen])[0]
-            best = replace(best, latency_ms=p.part_ms)
-            note = (f"not chosen: its search-part optimum takes {p.part_ms:.3f} ms, the chosen model's "
-                    f"({label}) {parts[chosen].part_ms:.3f} ms (numbers on the {n} search-part samples)")
+            best = replace(front_points(p.part, p.goal_part, [rehearsed])[0], latency_ms=ms)
+            note = (f"not chosen: in the certification rehearsed on the {n} search-part samples its best design "
+                    f"takes {ms:.3f} ms, the chosen model's ({label}) {parts[chosen].rehearsal[1]:.3f} ms "
+                    "(numbers on the search part)")
         summaries.append(_summary(b, best, note))
     held = parts[chosen].held.num_samples
     selection = {

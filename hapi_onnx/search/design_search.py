@@ -4,6 +4,7 @@ The CLI's ``hapi-onnx search`` is this function; see :mod:`hapi_onnx.search.opti
 space, the objective and the tie-breaking, and :mod:`hapi_onnx.search.problem` for the cost model.
 """
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -245,11 +246,24 @@ class PartSearch:
     per_exit: bool
     optimise: Callable
 
-    @property
-    def part_ms(self) -> float | None:
-        """The search part optimum's latency statistic (None without one): what a choice between
-        models may compare without reading the certify part."""
-        return None if self.chosen is None else _predicted_ms(self.part, self.goal_part, self.chosen)
+    @functools.cached_property
+    def rehearsal(self) -> tuple[Candidate | None, float | None]:
+        """The certification rehearsed on the search part itself (no certify-part sample is read): the
+        preferred design of the path that passes there, and its latency statistic on the search part;
+        ``(None, None)`` when none does (e.g. the full model, first on the path, already fails).
+
+        What a choice between models may compare: it sees what the certificate will test (the path
+        from the full model down), on data the certificate does not use.
+        """
+        path = list(certification_path(self.part, self.chosen, self.grid, self.goal_part, self.per_exit))
+        tests = choose_tests(self.part, path, self.held.num_samples, self.goal)  # as the certificate will
+        sla = self.goal.constraints.latency_sla_ms
+        passed = [t.design for t in certify(self.part, path, self.goal, tests)
+                  if t.certified and (sla is None or _predicted_ms(self.part, self.goal_part, t.design) <= sla)]
+        if not passed:
+            return None, None
+        best = min(passed, key=lambda point: _preference(self.goal_part, point))
+        return best, _predicted_ms(self.part, self.goal_part, best)
 
 
 def search_part(problem: SearchProblem, goal: Goal, optimise, *, grid_size: int) -> PartSearch:
