@@ -87,7 +87,7 @@ class BuildConfig:
         from hapi_onnx.exits.pooling import POOLINGS
         from hapi_onnx.profile.presets import load_preset
 
-        if isinstance(self.model, (list, tuple)):
+        if isinstance(self.model, (list, tuple)):  # several candidate models (one: as a plain build)
             models = tuple(self.model)
             if not models or not all(isinstance(m, str) and m for m in models) or len(set(models)) != len(models):
                 raise HapiError(f"build option 'model' must name distinct model files. Got {self.model!r} instead.")
@@ -99,7 +99,8 @@ class BuildConfig:
                 raise HapiError("with several models, give each as an .onnx file (export a PyTorch model first with "
                                 "`hapi-onnx export`); --factory and --input-shape apply to one model.")
             check_joint_constraints(self.constraints, len(self.models))
-        for name in ("data", "device") + (("factory",) if self.factory is not None else ()):
+        single = () if isinstance(self.model, tuple) else ("model",)  # several: checked above
+        for name in single + ("data", "device") + (("factory",) if self.factory is not None else ()):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise HapiError(f"build option {name!r} must be a non-empty string. Got {value!r} instead.")

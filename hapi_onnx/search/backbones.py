@@ -215,8 +215,7 @@ def search_backbones(
     """
     backbones = list(backbones)
     _check_backbones(backbones)
-    accuracies = {b.label: float(np.mean(b.trace.pred[-1] == b.trace.labels)) for b in backbones
-                  if b.trace.labels is not None}
+    accuracies = {b.label: float(b.trace.accuracy[-1]) for b in backbones if b.trace.labels is not None}
     check_joint_constraints(constraints, len(backbones), accuracies)
     setups = [setup(b.trace, b.table, constraints, None, optimiser) for b in backbones]
     if constraints.certified:
@@ -357,5 +356,5 @@ def _design_point(design: Design) -> FrontPoint:
 
 
 def _summary(b: Backbone, best: FrontPoint | None, note: str) -> BackboneSummary:
-    accuracy = None if b.trace.labels is None else float(np.mean(b.trace.pred[-1] == b.trace.labels))
+    accuracy = None if b.trace.labels is None else float(b.trace.accuracy[-1])
     return BackboneSummary(b.label, b.trace.model_fingerprint, accuracy, float(b.table.monolithic.mean_ms), best, note)

@@ -311,7 +311,7 @@ def plot_joint_front(result: "BackboneSearch", path: str | os.PathLike) -> None:
     ax.set_xlabel(f"predicted {design.latency_stat} latency (ms); x: full model, measured mean")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{len(result.backbones)} models, one design space, on {design.device}")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png")
