@@ -13,8 +13,9 @@ from hapi_onnx_cli.options import Command, DevicePath, InputPath, OutputPath, pr
               help="Labelled test set (.npz with x, y, or a folder of class subfolders).")
 @click.option("--full-model", type=InputPath(), multiple=True,
               help="The early-exit .onnx the bundle was built from (or its original .onnx) to compare with, "
-              "same session options; any other model is refused. Repeat it to measure other full models "
-              "beside the bundle too (a joint build's other models, e.g. WORKDIR/models/*/model.onnx).")
+              "same session options; given once, any other model is refused. Repeated: the bundle's own model "
+              "gives the speed-up and every other one (same input and classes, e.g. a joint build's "
+              "WORKDIR/models/*/model.onnx) is measured beside it.")
 @click.option("--device", default="cpu-1t", show_default=True, type=DevicePath(), metavar="NAME|PATH",
               help="Device preset.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,

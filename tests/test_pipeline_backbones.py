@@ -90,7 +90,8 @@ def test_a_drop_budget_with_several_models_is_refused_before_any_step(run_cli, t
         BuildConfig.from_options({"model": [str(RESNET), str(MBV2)], "min_accuracy": 0.9, "factory": "m.py:f"})
 
 
-def test_models_with_other_class_counts_are_refused_in_one_line(run_cli, tmp_path):
+def nine_class_model(folder: Path) -> Path:
+    """The demo ResNet with its logits cut to 9 classes."""
     model = onnx.load(RESNET)
     logits = model.graph.output[0].name
     model.graph.node.append(helper.make_node("Slice", [logits, "s0", "s9", "s1"], ["nine"]))
@@ -100,9 +101,22 @@ def test_models_with_other_class_counts_are_refused_in_one_line(run_cli, tmp_pat
     )
     del model.graph.output[:]
     model.graph.output.append(helper.make_tensor_value_info("nine", onnx.TensorProto.FLOAT, ["N", 9]))
-    nine = tmp_path / "nine.onnx"
-    onnx.save(model, nine)
+    path = folder / "nine.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_models_with_other_class_counts_are_refused_in_one_line(run_cli, tmp_path):
+    nine = nine_class_model(tmp_path)
     work = tmp_path / "work"
     out = run_cli("build", RESNET, nine, "--workdir", work, "--min-accuracy", "0.9")
     assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
     assert "has 9 classes but" in out.output and not work.exists()
+
+
+def test_evaluate_refuses_another_model_of_other_classes_in_one_line(joint, run_cli, tmp_path):
+    _, result = joint
+    out = run_cli("evaluate", result.paths["bundle"], "--data", result.paths["data"] / "test.npz",
+                  "--full-model", result.paths["model"], "--full-model", nine_class_model(tmp_path))
+    assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
+    assert "9" in out.output and "same test data" in out.output
