@@ -120,3 +120,12 @@ def test_evaluate_refuses_another_model_of_other_classes_in_one_line(joint, run_
                   "--full-model", result.paths["model"], "--full-model", nine_class_model(tmp_path))
     assert out.exit_code == 2 and out.output.count("\n") == 1, out.output
     assert "9" in out.output and "same test data" in out.output
+
+
+def test_a_config_file_lists_models_relative_to_itself(tmp_path):
+    (tmp_path / "build.json").write_text('{"model": ["a.onnx", "sub/b.onnx"], "min_accuracy": 0.9}')
+    config = BuildConfig.from_file(tmp_path / "build.json")
+    assert config.models == (str(tmp_path / "a.onnx"), str(tmp_path / "sub" / "b.onnx"))
+    (tmp_path / "drop.json").write_text('{"model": ["a.onnx", "b.onnx"], "max_accuracy_drop": 1}')
+    with pytest.raises(HapiError, match="drop budget"):
+        BuildConfig.from_file(tmp_path / "drop.json")
