@@ -59,7 +59,8 @@ def command(config_file, workdir, plot, **options):
     every full model. Constraints: --min-accuracy and --latency-sla (a drop budget is relative to
     one full model, so it is refused; give a floor instead). With a certified floor, the model is
     chosen on the search part of the calibration data and only its designs are certified on the
-    rest, so the guarantee holds for the whole selection.
+    rest, so the guarantee holds for the whole selection. (The early stop for an unreachable floor
+    is per model only in a plain build: of several, another model may reach it.)
 
     Same as: hapi_onnx.pipeline.build(BuildConfig.from_options({...}), WORKDIR)
     """
