@@ -283,7 +283,7 @@ def _chosen_point(result: "BackboneSearch"):
 def plot_joint_front(result: "BackboneSearch", path: str | os.PathLike) -> None:
     """Draw every backbone's part of the joint front in its own colour, the full models and the choice.
 
-    Needs matplotlib (``pip install 'hapi-onnx[plot]'``); uses the Agg backend (no display).
+    Needs matplotlib (hapi-onnx's ``plot`` extra); uses the Agg backend (no display).
     """
     from hapi_onnx.files import atomic_output
 
