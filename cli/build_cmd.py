@@ -41,6 +41,9 @@ from hapi_onnx.pipeline import BuildConfig, build, build_report, plot_build
               "Applied to image folders, recorded with arrays. [default: none]")
 @click.option("--plot", type=OutputPath(dir_okay=False), default=None,
               help="Also draw the Pareto front (with several models: the joint front, by model) to this .png.")
+@click.option("--time-stages/--no-time-stages", "time_stages", default=None,
+              help="Time the chosen design's fused stages (and its closest rivals') as the bundle runs them, choose "
+              "again on them and predict from them, or predict from the profiled pieces alone. [default: time]")
 def command(config_file, workdir, plot, **options):
     """Export, attach, calibrate, profile, search, bundle and evaluate, in WORKDIR.
 

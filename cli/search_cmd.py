@@ -19,7 +19,13 @@ from hapi_onnx.search.design_search import EXACT_CANDIDATES, OPTIMISERS
               f"{EXACT_CANDIDATES} candidates, else local.")
 @click.option("--plot", type=OutputPath(dir_okay=False), default=None,
               help="Also draw accuracy vs latency to this .png.")
-def command(trace_path, latency_path, output, plot, candidates, optimiser, **options) -> None:
+@click.option("--ee", "ee_path", type=InputPath(), default=None,
+              help="The early-exit model the trace was taken on: with --data, time the fused stages of the choice "
+              "and its closest rivals on this device, choose again on them until the choice is stable, and "
+              "predict from them (design.json marks each position's source: stages or pieces).")
+@click.option("--data", "data_path", type=InputPath(), default=None,
+              help="The calibration split (.npz or image folder) whose inputs --ee's stages are timed on.")
+def command(trace_path, latency_path, output, plot, candidates, optimiser, ee_path, data_path, **options) -> None:
     """Choose exits and thresholds under a latency SLA and/or an accuracy floor.
 
     With only --latency-sla: the most accurate design within it. With --min-accuracy and/or
@@ -37,18 +43,27 @@ def command(trace_path, latency_path, output, plot, candidates, optimiser, **opt
     loss is any disagreement with the full model. The summary gives the price: the uncertified
     speed-up, and about how many calibration samples would halve the gap.
 
+    Latency is predicted from the table's timed pieces; with --ee and --data it is predicted from the
+    chosen design's own fused stages (and its closest rivals'), timed as the bundle runs them.
+
     Same as: hapi_onnx.search.search(Trace.load(TRACE), LatencyTable.load(LATENCY), Constraints(...),
-    candidates=[...], optimiser=...)
+    candidates=[...], optimiser=..., stages=StageTimer.from_files(EE, DATA, device))
     """
+    from hapi_onnx.errors import HapiError
     from hapi_onnx.profile.table import LatencyTable
     from hapi_onnx.search import Constraints, search
     from hapi_onnx.search.report import front_lines, plot_front, summary_lines
+    from hapi_onnx.search.stages import StageTimer
     from hapi_onnx.trace import Trace
 
+    if (ee_path is None) != (data_path is None):
+        raise HapiError("--ee and --data go together: the stages of --ee are timed on the inputs of --data.")
     constraints = Constraints(**constraint_values(options))
     names = None if candidates is None else [c.strip() for c in candidates.split(",") if c.strip()]
-    design = search(Trace.load(trace_path), LatencyTable.load(latency_path), constraints, candidates=names,
-                    optimiser=optimiser)
+    table = LatencyTable.load(latency_path)
+    stages = None if ee_path is None else StageTimer.from_files(ee_path, data_path, table.device)
+    design = search(Trace.load(trace_path), table, constraints, candidates=names, optimiser=optimiser,
+                    stages=stages)
     if plot:
         plot_front(design, plot)  # drawn first: a missing matplotlib leaves no design.json behind
     design.save(output)

@@ -68,6 +68,9 @@ class BuildConfig:
         preprocess (str | dict | None): How images become the model's input: a preset name
             (``none``, ``imagenet``, ``inception``), a spec dict, or the path of a JSON file;
             applied to image folders, recorded with arrays. Defaults to None (``none`` for folders).
+        time_stages (bool): Search times the fused stages of its choice and closest rivals on the
+            calibration inputs and predicts from them (:mod:`hapi_onnx.search.stages`); False: from
+            the profiled pieces alone. Defaults to True.
     """
 
     model: str | tuple[str, ...]
@@ -82,6 +85,7 @@ class BuildConfig:
     profile_budget_s: float | None = None
     eval_batch_size: int = 64
     preprocess: str | dict | None = None
+    time_stages: bool = True
 
     def __post_init__(self):
         from hapi_onnx.exits.pooling import POOLINGS
@@ -128,6 +132,8 @@ class BuildConfig:
         if self.preprocess is not None and not isinstance(self.preprocess, (str, dict)):
             raise HapiError(f"build option 'preprocess' must be a preset name, a spec object or a JSON file. "
                             f"Got {self.preprocess!r} instead.")
+        if not isinstance(self.time_stages, bool):
+            raise HapiError(f"build option 'time_stages' must be true or false. Got {self.time_stages!r} instead.")
         _config_preprocessing(self.preprocess)  # a bad spec fails now, not after the first steps
         load_preset(self.device).check_providers()  # an unknown device fails now, not after attach
 
@@ -413,6 +419,7 @@ def _build(config: BuildConfig, work: Path, log: Log, fitted: dict[str, dict[str
     from hapi_onnx.profile.presets import load_preset
     from hapi_onnx.profile.table import LatencyTable
     from hapi_onnx.search import search
+    from hapi_onnx.search.stages import StageTimer
     from hapi_onnx.trace import Trace
 
     _remove_stale_temporaries(work)
@@ -440,9 +447,13 @@ def _build(config: BuildConfig, work: Path, log: Log, fitted: dict[str, dict[str
 
     paths["design"] = work / "design.json"
     steps.run(
-        "search", paths["design"], [paths["trace"], paths["latency"]], config.constraints.to_dict(),
+        "search", paths["design"], [paths["trace"], paths["latency"]] + ([paths["ee"], split_files["calib"]]
+                                                                        if config.time_stages else []),
+        {**config.constraints.to_dict(), "time_stages": config.time_stages},
         lambda: search(
-            Trace.load(paths["trace"]), LatencyTable.load(paths["latency"]), config.constraints
+            Trace.load(paths["trace"]), LatencyTable.load(paths["latency"]), config.constraints,
+            stages=StageTimer.from_files(paths["ee"], split_files["calib"], config.device)
+            if config.time_stages else None,
         ).save(paths["design"]),
     )
 

@@ -13,9 +13,12 @@
   of the drop) at ``constraints.bound_level`` (the raw values when it is 0; see
   :mod:`hapi_onnx.search.bounds`); and ``positions`` (optional in older designs): per kept exit, final
   last, the ``exit``, the ``mean_ms`` of leaving there, its distribution (``quantiles_ms``, 101
-  quantiles) and its ``source`` (``pieces``: summed from the latency table's timed pieces), from
-  which ``evaluate`` re-computes the prediction on the test split's own exits
-  (:func:`hapi_onnx.search.latency.mixture_stats`).
+  quantiles) and its ``source`` (``pieces``: summed from the latency table's timed pieces;
+  ``stages``: the design's own fused stages timed as the bundle runs them, with the ``runs`` timed,
+  :mod:`hapi_onnx.search.stages`), from which ``evaluate`` re-computes the prediction on the test
+  split's own exits (:func:`hapi_onnx.search.latency.mixture_stats`). Where stages were timed,
+  ``search.stages`` records the ``rounds`` of timing and re-choosing, whether the choice was
+  ``stable``, how many designs were ``timed`` and the chosen design's timed ``runs``.
 
 Everything else records how the design was found: ``constraints``
 (:class:`~hapi_onnx.search.constraints.Constraints`, which also give the objective, the latency

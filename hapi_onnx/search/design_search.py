@@ -27,7 +27,7 @@ from hapi_onnx.search.guarantee import (
     statement,
     tail_p_value,
 )
-from hapi_onnx.search.latency import needed_weight
+from hapi_onnx.search.latency import mixture_stats, needed_weight
 from hapi_onnx.search.local_search import SEED_CANDIDATES, optimise_local
 from hapi_onnx.search.optimise import (
     GRID_SIZE,
@@ -42,6 +42,7 @@ from hapi_onnx.search.pareto import pareto_indices
 from hapi_onnx.search.problem import NS_PER_MS, SearchProblem
 from hapi_onnx.search.refine import refine_per_exit
 from hapi_onnx.search.score import Score, score_problem
+from hapi_onnx.search.stages import ROUNDS, Positions, StageTimer, choose_on_stages, measured_positions
 from hapi_onnx.trace import Trace
 
 OPTIMISERS = ("auto", "fast", "local", "exhaustive")
@@ -61,6 +62,7 @@ def search(
     candidates: Sequence[str | int] | None = None,
     optimiser: str = "auto",
     grid_size: int = GRID_SIZE,
+    stages: StageTimer | None = None,
 ) -> Design:
     """Choose exits and thresholds for the user's constraints.
 
@@ -82,6 +84,10 @@ def search(
             only) or ``auto``: ``fast`` up to ``EXACT_CANDIDATES`` (16) candidates, else ``local``.
             Defaults to auto. The design records which ran and whether its answer is exact.
         grid_size (int): Quantile levels of the global threshold grid. Defaults to 100.
+        stages (StageTimer | None): Time the fused stages of the choice and its closest rivals on
+            the front, re-score them on those numbers and choose again until the choice is stable
+            (:mod:`hapi_onnx.search.stages`; with the split guarantee only the choice is timed, for
+            its prediction). Defaults to None: the prediction is summed from the table's pieces.
 
     Returns:
         Design: The chosen design with its predictions and the Pareto front.
@@ -92,8 +98,13 @@ def search(
         HapiError: when the artifacts disagree or an argument is invalid.
     """
     problem, goal, optimise, optimiser = setup(trace, table, constraints, candidates, optimiser)
+    if stages is not None and stages.model_fingerprint != problem.model_fingerprint:
+        raise HapiError(
+            f"The model whose stages would be timed (fingerprint {stages.model_fingerprint[:12]}...) is not the "
+            f"one the trace was taken on ({problem.model_fingerprint[:12]}...). Give the same early-exit model."
+        )
     if constraints.certified:
-        return _certified_search(problem, goal, optimise, optimiser=optimiser, grid_size=grid_size)
+        return _certified_search(problem, goal, optimise, optimiser=optimiser, grid_size=grid_size, stages=stages)
     grid = threshold_grid(problem, grid_size)
     result = optimise(problem, grid, goal)
     if result.best is None:
@@ -111,7 +122,91 @@ def search(
         chosen = _least_predicted(problem, grid, goal, optimise, chosen)  # min-latency: on the prediction
     if constraints.space == "per-exit":
         chosen = refine_per_exit(problem, chosen, goal, grid, grid_size=grid_size)
+    if stages is not None:
+        return _design_on_stages(problem, goal, chosen, front, stages, optimiser=optimiser, grid_size=grid_size)
     return _design(problem, goal, chosen, front, optimiser=optimiser, grid_size=grid_size)
+
+
+def _timed_positions(problem: SearchProblem, point: Candidate, timer: StageTimer) -> Positions:
+    """A design's position records with its stages timed in place of the pieces where they ran."""
+    ev = score_problem(problem, point.exits, point.thresholds)
+    return measured_positions(problem.position_records(point.exits),
+                              timer(_choices(problem, point), ev.exit_distribution))
+
+
+def _stage_statistic(problem: SearchProblem, goal: Goal, point: Candidate, positions: Positions) -> float:
+    """The goal's latency statistic of a design from its position records: the pieces' prediction
+    itself where none was timed, else the mixture of the records on its exit counts."""
+    if all(p["source"] == "pieces" for p in positions):
+        return _predicted_ms(problem, goal, point)
+    counts = score_problem(problem, point.exits, point.thresholds).exit_counts
+    return mixture_stats(positions, counts)[f"{goal.stat}_ms"]
+
+
+def _design_on_stages(problem: SearchProblem, goal: Goal, chosen: Candidate, front: list[Candidate],
+                      timer: StageTimer, *, optimiser: str, grid_size: int) -> Design:
+    """The design chosen again among the choice and its front on their timed stages, its prediction
+    from them (:func:`_choose_on_stages`)."""
+    pool, seen = [], set()
+    for point in [chosen, *front]:
+        if (point.exits, point.thresholds) not in seen:
+            seen.add((point.exits, point.thresholds))
+            pool.append(point)
+    accurate = goal.accurate(np.array([p.correct for p in pool]), np.array([p.discordant for p in pool]),
+                             reference=np.array([not p.exits for p in pool]))
+    best, positions, record = _choose_on_stages(problem, goal, pool, 0, [bool(a) for a in accurate], timer)
+    design = _design(problem, goal, pool[best], [p for i, p in enumerate(pool) if i != best],
+                     optimiser=optimiser, grid_size=grid_size)
+    return _with_positions(design, problem, pool[best], positions, record)
+
+
+def _choose_on_stages(problem: SearchProblem, goal: Goal, pool: list[Candidate], first: int, accurate: list[bool],
+                      timer: StageTimer) -> tuple[int, dict[tuple, float] | Positions, dict]:
+    """Choose among ``pool`` (``first`` the choice on pieces; ``accurate``: which meet the accuracy
+    constraints) on timed stages (:func:`~hapi_onnx.search.stages.choose_on_stages`).
+
+    Returns:
+        The index chosen, its position records (timed), and what ``search.stages`` records
+        (rounds, whether the choice is stable, how many designs were timed, and each timed design's
+        statistic, by its exits, for the front).
+    """
+    def allowed(i: int, ms: float) -> bool:
+        return accurate[i] and (not goal.has_sla or ms <= goal.constraints.latency_sla_ms)
+
+    def better(i: int, ms: float) -> tuple:
+        p = pool[i]
+        tail = (len(p.exits), p.exits, tuple(-t for t in p.thresholds))
+        return (ms, -p.correct, *tail) if goal.objective == "min-latency" else (-p.correct, ms, *tail)
+
+    result = choose_on_stages(
+        len(pool), first,
+        pieces=lambda i: problem.position_records(pool[i].exits),
+        measure=lambda i: _timed_positions(problem, pool[i], timer),
+        statistic=lambda i, positions: _stage_statistic(problem, goal, pool[i], positions),
+        allowed=allowed, better=better, rival=lambda i: accurate[i], rounds=ROUNDS,
+    )
+    positions = result.positions.get(result.chosen) or _timed_positions(problem, pool[result.chosen], timer)
+    timed = {_choices(problem, pool[i]): _stage_statistic(problem, goal, pool[i], records)
+             for i, records in result.positions.items()}
+    record = {"rounds": result.rounds, "stable": result.stable, "timed": len(result.positions), "_front": timed}
+    return result.chosen, positions, record
+
+
+def _with_positions(design: Design, problem: SearchProblem, point: Candidate, positions: Positions,
+                    record: dict) -> Design:
+    """``design`` predicted from ``positions`` (some timed as stages), and how they were timed in
+    ``search.stages``."""
+    counts = score_problem(problem, point.exits, point.thresholds).exit_counts
+    stats = mixture_stats(positions, counts)
+    predicted = {**design.predicted, **stats, "positions": positions,
+                 "speedup_vs_full": problem.monolithic_ms / stats["mean_ms"]}
+    record = dict(record)
+    timed = record.pop("_front", {})  # the timed designs' statistics replace their pieces' on the front
+    front = sorted((replace(f, latency_ms=timed.get(f.exits, f.latency_ms)) for f in design.pareto_front),
+                   key=lambda f: f.latency_ms)
+    record["runs"] = sum(p.get("runs", 0) for p in positions)
+    return replace(design, predicted=predicted, pareto_front=tuple(front),
+                   search={**design.search, "stages": record})
 
 
 def check_reachable(trace: Trace, constraints: Constraints) -> None:
@@ -214,10 +309,12 @@ def _front(problem: SearchProblem, goal: Goal, points: list[Candidate]) -> list[
     return [(int(i), latency[i]) for i in pareto_indices(keys, correct)]
 
 
-def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser: str, grid_size: int) -> Design:
-    """Search on one part of the samples, certify along the path on the other (:mod:`.guarantee`)."""
+def _certified_search(problem: SearchProblem, goal: Goal, optimise, *, optimiser: str, grid_size: int,
+                      stages: StageTimer | None = None) -> Design:
+    """Search on one part of the samples, certify along the path on the other (:mod:`.guarantee`);
+    with ``stages``, the certified designs are chosen among again on their timed stages."""
     return certify_searched(search_part(problem, goal, optimise, grid_size=grid_size),
-                            optimiser=optimiser, grid_size=grid_size)
+                            optimiser=optimiser, grid_size=grid_size, stages=stages)
 
 
 @dataclass(frozen=True, eq=False)
@@ -279,9 +376,10 @@ def search_part(problem: SearchProblem, goal: Goal, optimise, *, grid_size: int)
     return PartSearch(problem, goal, part, held, goal_part, grid, chosen, per_exit, optimise)
 
 
-def certify_searched(searched: PartSearch, *, optimiser: str, grid_size: int) -> Design:
+def certify_searched(searched: PartSearch, *, optimiser: str, grid_size: int,
+                     stages: StageTimer | None = None) -> Design:
     """The second half: certify the path through the search part's choice on the certify part, and
-    choose among the certified designs."""
+    choose among the certified designs (again on their timed ``stages``, where given)."""
     problem, goal, part, held = searched.problem, searched.goal, searched.part, searched.held
     path = list(certification_path(part, searched.chosen, searched.grid, searched.goal_part, searched.per_exit))
     tests = choose_tests(part, path, held.num_samples, goal)  # from the search part too
@@ -296,6 +394,9 @@ def certify_searched(searched: PartSearch, *, optimiser: str, grid_size: int) ->
     chosen, proof = min(feasible, key=lambda pair: (
         _predicted_ms(problem, goal, pair[0]) if on_prediction else 0.0, *_preference(goal, pair[0])))
     at = next(i for i, (s, t) in enumerate(zip(scored, tested, strict=True)) if s is chosen and t is proof)
+    if stages is not None:
+        at, positions, record = _choose_on_stages(problem, goal, scored, at, [t.certified for t in tested], stages)
+        chosen, proof = scored[at], tested[at]
     level = goal.constraints.bound_level
     front = [FrontPoint(
         exits=_choices(problem, scored[i]),
@@ -322,8 +423,9 @@ def certify_searched(searched: PartSearch, *, optimiser: str, grid_size: int) ->
     }
     predicted = {**design.predicted, "accuracy_lower_bound": proof.accuracy_bound,
                  "accuracy_drop_bound_pp": 100 * proof.drop_bound}
-    return replace(design, predicted=predicted, pareto_front=tuple(front),
-                   search={**design.search, "guarantee": guarantee})
+    design = replace(design, predicted=predicted, pareto_front=tuple(front),
+                     search={**design.search, "guarantee": guarantee})
+    return design if stages is None else _with_positions(design, problem, chosen, positions, record)
 
 
 def _price(problem: SearchProblem, goal: Goal, optimise, grid_size: int, chosen: Candidate,
