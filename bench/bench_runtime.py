@@ -13,7 +13,8 @@ Prints, on one device preset (default ``cpu-1t``):
       next to ``--ee``), the latency model on the exits the test samples really took (mean from
       the path costs, percentiles with the backbone's jitter,
       :mod:`hapi_onnx.search.latency`): the model's own error, free of the exit mix shifting
-      between calibration and test;
+      between calibration and test; and the design's own recorded positions (timed as stages where
+      the search timed them, ``source``) on those exits: what ``evaluate`` prints as "on these exits";
   (d) throughput at batch ``--batch`` with compaction vs the full model;
   (e) with a calibration split (``--calib``, default ``calib.npz`` next to ``--data``): the mean the
       bundle's own stages would predict, each exit's latency measured as a stream of predicts on the
@@ -238,6 +239,15 @@ def main(argv=None) -> None:
                 measured = report.latency.stat(stat)
                 print(f"      {stat:<4} predicted {predicted:.3f} ms, measured {measured:.3f} ms "
                       f"(measured/predicted {measured / predicted:.3f})")
+        if report.predicted_on_data is not None:
+            positions = (model.manifest.design or {}).get("predicted", {}).get("positions") or []
+            sources = ", ".join(f"{p['exit']} {p.get('source', '?')}" for p in positions)
+            print(f"    the design's own positions ({sources}) on the test split's own exits:")
+            for stat in ("mean", "p90", "p99"):
+                predicted = report.predicted_ms(stat, on_data=True)
+                measured = report.latency.stat(stat)
+                print(f"      {stat:<4} predicted {predicted:.3f} ms, measured {measured:.3f} ms "
+                      f"(measured/predicted {measured / predicted:.3f}, {100 * (measured / predicted - 1):+.1f}%)")
     else:
         print("(c) the bundle records no predicted latency (bundled without a design): nothing to compare")
     if costs is not None:
