@@ -124,6 +124,10 @@ def test_search_predicts_from_the_timed_stages(case, constraints):
         assert design.predicted["mean_ms"] != pieces.predicted["mean_ms"]
     chosen = [f for f in design.pareto_front if f.exits == design.exits]
     assert all(f.latency_ms == pytest.approx(design.predicted[f"{design.latency_stat}_ms"]) for f in chosen)
+    from hapi_onnx.search.report import summary_lines
+
+    assert any(line.startswith("latency: ") and "timed as the bundle's own stages" in line
+               for line in summary_lines(design))
     design.save(root / "design.json")
     assert Design.load(root / "design.json") == design
     bundle = bundle_from_design(root / "ee.onnx", root / "design.json", root / "m.hapi")

@@ -53,6 +53,12 @@ def summary_lines(design: Design) -> list[str]:
         lines.append(f"search: {searched}")
     if guarantee := guarantee_text(design):
         lines.append(f"guarantee: {guarantee}")
+    if stages := design.search.get("stages"):
+        timed = sum(q.get("source") == "stages" for q in p.get("positions") or [])
+        lines.append(f"latency: {timed} of {len(design.exits)} exit positions timed as the bundle's own stages "
+                     f"({stages['runs']} predicts; {stages['timed']} design(s) timed in {stages['rounds']} round(s), "
+                     f"choice {'stable' if stages['stable'] else 'not stable: the rounds ran out'}), the rest "
+                     "summed from the table's pieces")
     return lines
 
 
