@@ -42,7 +42,7 @@ import onnx
 from measure import peak_rss_mb
 from onnx import TensorProto, helper, numpy_helper
 
-from hapi_onnx.image_folder import DEFAULT_WORKERS
+from hapi_onnx.data.images import DEFAULT_WORKERS
 
 CLASSES = 1000
 PER_CLASS = 16
@@ -150,9 +150,9 @@ def child(work: Path, n: int) -> None:
 
 def prefetch_child(work: Path, workers: int) -> None:
     """The 1k feature pass (decode, preprocess, ORT) with ``workers`` decoding threads (-1: the default)."""
+    from hapi_onnx.data.images import ImageFolder
     from hapi_onnx.exits.features import check_labelled, collect_features
     from hapi_onnx.graph import candidate_exits, load_model
-    from hapi_onnx.image_folder import ImageFolder
 
     model = load_model(work / "model.onnx")
     folder = ImageFolder(work / "n1000" / "train", _imagenet(), workers=None if workers < 0 else workers)
@@ -195,10 +195,10 @@ def prepare(work: Path, sizes: list[int]) -> None:
 
 def example(dest: Path, per_class: int = 4) -> None:
     """The README's example: photos/{train,calib,test} and a model whose classifier is fitted on train."""
+    from hapi_onnx.data.images import ImageFolder
     from hapi_onnx.exits.features import check_labelled, collect_features
     from hapi_onnx.exits.heads import fit_head
     from hapi_onnx.graph import load_model
-    from hapi_onnx.image_folder import ImageFolder
 
     for split, offset in (("train", 100), ("calib", 200), ("test", 300)):
         write_images(dest / "photos" / split, offset, per_class=per_class)

@@ -25,12 +25,12 @@ import onnxruntime as ort
 from hapi_onnx.artifact import JsonArtifact
 from hapi_onnx.choice import ExitChoice, check_choices
 from hapi_onnx.data import DataSource, check_compatible, check_same_classes, check_same_preprocessing, open_dataset
+from hapi_onnx.data.images import IMAGE_SUFFIXES, decode_image, image_files
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.cut import full_model
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout
 from hapi_onnx.files import file_labels
 from hapi_onnx.graph import load_model, model_fingerprint
-from hapi_onnx.image_folder import IMAGE_SUFFIXES, decode_image, image_files
 from hapi_onnx.profile.presets import load_preset
 from hapi_onnx.profile.table import TimingStats
 from hapi_onnx.profile.timing import stats_from_samples

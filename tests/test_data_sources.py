@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from data_images import rgb_cnn, write_photos
 
-from hapi_onnx.array_file import ArrayFile
 from hapi_onnx.data import Dataset, open_dataset, shared_samples
+from hapi_onnx.data.arrays import ArrayFile
+from hapi_onnx.data.images import ImageFolder
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.features import FeatureSet, collect_features, run_batch_size
 from hapi_onnx.graph import load_model
-from hapi_onnx.image_folder import ImageFolder
 
 pytest.importorskip("PIL.Image")
 

@@ -303,7 +303,7 @@ def spec_model(inputs, tmp_path_factory):
 def test_sixteen_bit_images_are_scaled_by_their_range_in_folders_and_preprocess(spec_model, tmp_path):
     from PIL import Image
 
-    from hapi_onnx.image_folder import ImageFolder
+    from hapi_onnx.data.images import ImageFolder
 
     wide = (np.arange(144, dtype=np.uint32).reshape(12, 12) * 455).astype(np.uint16)  # 0 .. 65065
     for name in ("a", "b"):
@@ -346,7 +346,7 @@ def _gray(path: Path) -> None:
 
 
 def test_two_class_folders_spelled_nfc_and_nfd_are_refused(tmp_path):
-    from hapi_onnx.image_folder import ImageFolder
+    from hapi_onnx.data.images import ImageFolder
 
     nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
     assert nfc != nfd
@@ -358,7 +358,7 @@ def test_two_class_folders_spelled_nfc_and_nfd_are_refused(tmp_path):
 
 @pytest.mark.parametrize("target", [".", ".."])
 def test_a_class_folder_linking_back_to_its_split_is_refused_by_name(tmp_path, target):
-    from hapi_onnx.image_folder import ImageFolder
+    from hapi_onnx.data.images import ImageFolder
 
     _gray(tmp_path / "train" / "cat" / "1.png")
     (tmp_path / "train" / "loop").symlink_to(target)

@@ -21,7 +21,8 @@ from typing import IO
 import numpy as np
 from numpy.lib import format as npy_format
 
-from hapi_onnx.data import DataSource, check_batch_size, check_finite, check_labels, check_x_header
+from hapi_onnx.data.checks import check_batch_size, check_finite, check_labels, check_x_header
+from hapi_onnx.data.source import DataSource
 from hapi_onnx.errors import DataError
 from hapi_onnx.runtime.preprocess import Preprocessing
 

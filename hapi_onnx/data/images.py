@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from hapi_onnx.data import DataSource, check_batch_size, check_compatible
+from hapi_onnx.data.checks import check_batch_size, check_compatible
+from hapi_onnx.data.source import DataSource
 from hapi_onnx.errors import DataError, HapiError
 from hapi_onnx.lazy import lazy_import
 from hapi_onnx.runtime.preprocess import MAX_IMAGE_PIXELS, Preprocessing, preprocess_image
