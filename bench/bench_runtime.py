@@ -169,8 +169,8 @@ def resolve_bundle(args: argparse.Namespace, scratch: Path) -> Path:
     if args.bundle:
         return Path(args.bundle)
     if args.design:
-        from hapi_onnx.bundle import bundle_from_design  # lands with hapi_onnx.search.design
-        from hapi_onnx.search.design import Design
+        from hapi_onnx.bundle import bundle_from_design  # lands with hapi_onnx.design
+        from hapi_onnx.design import Design
 
         return bundle_from_design(args.ee, Design.load(args.design), scratch / "model.hapi")
     exits = [e for e in args.exits.split(",") if e]

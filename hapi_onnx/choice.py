@@ -2,7 +2,7 @@
 
 A design is a sequence of :class:`ExitChoice`: the kept intermediate exits in depth order, each
 with its confidence threshold, then the final classifier with none. The same sequence is what
-the search returns (:class:`~hapi_onnx.search.design.Design`), what ``design.json`` stores, what
+the search returns (:class:`~hapi_onnx.design.Design`), what ``design.json`` stores, what
 the bundle writer turns into one stage per choice (each stage's ``name`` and ``threshold`` in
 ``manifest.json``) and what :class:`~hapi_onnx.runtime.EarlyExitModel` runs.
 

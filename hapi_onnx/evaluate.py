@@ -26,6 +26,7 @@ from hapi_onnx.artifact import JsonArtifact
 from hapi_onnx.choice import ExitChoice, check_choices
 from hapi_onnx.data import DataSource, check_compatible, check_same_classes, check_same_preprocessing, open_dataset
 from hapi_onnx.data.images import IMAGE_SUFFIXES, decode_image, image_files
+from hapi_onnx.design import valid_positions
 from hapi_onnx.errors import HapiError
 from hapi_onnx.exits.cut import full_model
 from hapi_onnx.exits.layout import METADATA_KEY, ExitLayout
@@ -36,7 +37,6 @@ from hapi_onnx.profile.table import TimingStats
 from hapi_onnx.profile.timing import stats_from_samples
 from hapi_onnx.runtime import EarlyExitModel, Monitor, MonitoredModel, Prediction
 from hapi_onnx.runtime.preprocess import Preprocessing
-from hapi_onnx.search.design import valid_positions
 from hapi_onnx.search.latency import mixture_stats
 
 

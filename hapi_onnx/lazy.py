@@ -48,13 +48,15 @@ def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str],
 
     Args:
         package (str): The package, e.g. ``"hapi_onnx.search"``.
-        exports (dict[str, str]): Each exported name -> the submodule (relative to ``package``) defining it.
+        exports (dict[str, str]): Each exported name -> the module defining it, relative to ``package``
+            (``"score"``; a leading dot climbs one level: ``".design"`` in ``hapi_onnx.search`` is
+            ``hapi_onnx.design``).
     """
     names = sorted(exports)
 
     def __getattr__(name: str) -> Any:
         if name in exports:
-            return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+            return getattr(importlib.import_module(f".{exports[name]}", package), name)
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:

@@ -735,10 +735,10 @@ def _counter(log: Log, what: str, every: int | None = None) -> Callable[[int, in
 def build_report(result: BuildResult) -> list[str]:
     """The end-of-build summary: exits, the chosen design, measured numbers, how to load the bundle."""
     from hapi_onnx.calibrate import exit_accuracies, exit_mac_fractions
+    from hapi_onnx.design import Design
     from hapi_onnx.evaluate import EvaluationReport
     from hapi_onnx.exits.input_record import InputRecord
     from hapi_onnx.graph import load_model
-    from hapi_onnx.search.design import Design
     from hapi_onnx.search.report import guarantee_text, search_text
     from hapi_onnx.trace import Trace
 
@@ -803,6 +803,6 @@ def plot_build(result: BuildResult, path: str | os.PathLike) -> None:
 
         plot_joint_front(BackboneSearch.load(result.paths["front"]), path)
     else:
-        from hapi_onnx.search.design import Design
+        from hapi_onnx.design import Design
 
         plot_front(Design.load(result.paths["design"]), path)

@@ -8,11 +8,11 @@ from test_bundle_models import make_ee_model
 
 from hapi_onnx.bundle import bundle_from_design
 from hapi_onnx.choice import choices_from
+from hapi_onnx.design import Design
 from hapi_onnx.errors import HapiError
 from hapi_onnx.graph import load_model, model_fingerprint
 from hapi_onnx.runtime import EarlyExitModel
 from hapi_onnx.search import Constraints
-from hapi_onnx.search.design import Design
 
 
 def make_design(fingerprint: str) -> Design:

@@ -59,7 +59,7 @@ def test_every_json_hapi_onnx_reads_is_one_artifact_kind():
     from hapi_onnx.errors import HapiError
 
     for module in ("pipeline", "evaluate", "calibrate", "trace", "data", "exits.layout", "exits.input_record",
-                   "graph", "profile.presets", "profile.table", "runtime.manifest", "search.design"):
+                   "graph", "profile.presets", "profile.table", "runtime.manifest", "design"):
         importlib.import_module(f"hapi_onnx.{module}")
     assert sorted(KINDS) == [
         "build config", "device preset", "exit layout", "hapi-onnx bundle", "hapi-onnx design",

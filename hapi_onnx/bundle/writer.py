@@ -24,7 +24,7 @@ from hapi_onnx.runtime.manifest import MANIFEST_NAME, CertifiedPath, InputSpec, 
 from hapi_onnx.runtime.preprocess import Preprocessing
 
 if TYPE_CHECKING:
-    from hapi_onnx.search.design import Design
+    from hapi_onnx.design import Design
 
 
 def bundle_contents(
@@ -243,7 +243,7 @@ def bundle_from_design(
     Raises:
         HapiError: when the design was made for another model, or anything :func:`write_bundle` refuses.
     """
-    from hapi_onnx.search.design import Design
+    from hapi_onnx.design import Design
 
     if not isinstance(design, Design):
         design = Design.load(design)

@@ -12,7 +12,7 @@ from hapi_onnx.lazy import lazy_exports
 
 _EXPORTS = {
     "Constraints": "constraints",
-    "Design": "design",
+    "Design": ".design",  # hapi_onnx.design: the artifact the bundle step reads too
     "search": "design_search",
     "check_reachable": "design_search",
     "Score": "score",

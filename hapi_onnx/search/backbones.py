@@ -37,10 +37,10 @@ import numpy as np
 
 from hapi_onnx.artifact import JsonArtifact
 from hapi_onnx.choice import check_choices
+from hapi_onnx.design import Design, FrontPoint
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.search.constraints import Constraints
-from hapi_onnx.search.design import Design, FrontPoint
 from hapi_onnx.search.design_search import (
     certify_searched,
     front_points,

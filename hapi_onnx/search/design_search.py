@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hapi_onnx.choice import ExitChoice
+from hapi_onnx.design import Design, FrontPoint
 from hapi_onnx.errors import HapiError, InfeasibleError
 from hapi_onnx.profile.table import LatencyTable
 from hapi_onnx.search.constraints import CERTIFY_FRACTION, Constraints
-from hapi_onnx.search.design import Design, FrontPoint
 from hapi_onnx.search.guarantee import (
     TESTS,
     certification_path,

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hapi_onnx.choice import ExitChoice
+from hapi_onnx.design import Design, FrontPoint
 from hapi_onnx.lazy import lazy_import
-from hapi_onnx.search.design import Design, FrontPoint
 
 if TYPE_CHECKING:
     from hapi_onnx.search.backbones import BackboneSearch
