@@ -59,11 +59,13 @@ def test_every_json_hapi_onnx_reads_is_one_artifact_kind():
     from hapi_onnx.errors import HapiError
 
     for module in ("pipeline", "evaluate", "calibrate", "trace", "data", "exits.layout", "exits.input_record",
-                   "graph", "profile.presets", "profile.table", "runtime.manifest", "design"):
+                   "graph", "profile.presets", "profile.table", "runtime.manifest", "design",
+                   "search.backbones"):
         importlib.import_module(f"hapi_onnx.{module}")
     assert sorted(KINDS) == [
-        "build config", "device preset", "exit layout", "hapi-onnx bundle", "hapi-onnx design",
-        "hapi-onnx evaluation", "hapi-onnx latency table", "hapi-onnx split index", "hapi-onnx step record",
+        "build config", "device preset", "exit layout", "hapi-onnx backbone search", "hapi-onnx bundle",
+        "hapi-onnx design", "hapi-onnx evaluation", "hapi-onnx latency table", "hapi-onnx split index",
+        "hapi-onnx step record",
         "hapi-onnx trace", "input record", "load notes", "output record", "preprocessing spec",
     ]
     for kind in KINDS.values():
