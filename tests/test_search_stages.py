@@ -8,11 +8,11 @@ from test_bundle_models import make_ee_model, reference_outputs, sample_images, 
 from hapi_onnx.bundle import bundle_from_design
 from hapi_onnx.calibrate import calibrate
 from hapi_onnx.data import Dataset
+from hapi_onnx.design import Design
 from hapi_onnx.errors import HapiError
 from hapi_onnx.profile import profile_model
 from hapi_onnx.runtime import EarlyExitModel
 from hapi_onnx.search import Constraints, search
-from hapi_onnx.search.design import Design
 from hapi_onnx.search.latency import mixture_stats
 from hapi_onnx.search.score import score_design
 from hapi_onnx.search.stages import MIN_RUNS, ROUNDS, StageTimer, choose_on_stages, measured_positions
