@@ -554,8 +554,6 @@ def _design(
     ev = score_problem(problem, chosen.exits, chosen.thresholds)
     full = score_problem(problem, (), ())
     exact = optimiser != "local" or len(problem.candidates) <= SEED_CANDIDATES  # local then solved it whole
-    front = [chosen, *front]  # the chosen design wins exact ties, so a refined one is never left off
-    points = _front(problem, goal, front)
     return Design(
         exits=_choices(problem, chosen),
         constraints=goal.constraints,
@@ -570,17 +568,7 @@ def _design(
             "no_exit_mean_ms": full.mean_ms,
             "no_exit_p90_ms": full.stat_ms("p90"),
         },
-        pareto_front=tuple(
-            FrontPoint(
-                exits=_choices(problem, front[i]),
-                accuracy=front[i].correct / problem.num_samples,
-                latency_ms=latency,
-                accuracy_lower_bound=goal.accuracy_bound(front[i]),
-                accuracy_drop_bound_pp=goal.drop_bound_pp(front[i]),
-                feasible=goal.feasible_candidate(front[i]),
-            )
-            for i, latency in points
-        ),
+        pareto_front=front_points(problem, goal, [chosen, *front]),  # the chosen wins exact ties
         search={
             "optimiser": optimiser,
             "exact": exact,

@@ -166,6 +166,13 @@ def _thresholds(values: list[float]) -> str:
     return ", ".join(f"{t:.4f}" for t in values) or "-"
 
 
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display); needs hapi-onnx's ``plot`` extra."""
+    matplotlib = lazy_import("matplotlib", "plot")
+    matplotlib.use("Agg")
+    return lazy_import("matplotlib.pyplot", "plot")
+
+
 def plot_front(design: Design, path: str | os.PathLike) -> None:
     """Draw accuracy against latency for the Pareto front, the chosen design and the full model.
 
@@ -173,9 +180,7 @@ def plot_front(design: Design, path: str | os.PathLike) -> None:
     """
     from hapi_onnx.files import atomic_output
 
-    matplotlib = lazy_import("matplotlib", "plot")
-    matplotlib.use("Agg")
-    plt = lazy_import("matplotlib.pyplot", "plot")
+    plt = _pyplot()
     front = design.pareto_front
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.step(
@@ -293,9 +298,7 @@ def plot_joint_front(result: "BackboneSearch", path: str | os.PathLike) -> None:
     """
     from hapi_onnx.files import atomic_output
 
-    matplotlib = lazy_import("matplotlib", "plot")
-    matplotlib.use("Agg")
-    plt = lazy_import("matplotlib.pyplot", "plot")
+    plt = _pyplot()
     design = result.design
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.step([p.point.latency_ms for p in result.front], [100 * p.point.accuracy for p in result.front],
